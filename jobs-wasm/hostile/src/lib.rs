@@ -1,0 +1,121 @@
+//! Test guests for every way a job can misbehave; each must fail only its own attempt.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+
+use serde::Deserialize;
+use sluice_guest_sdk::log;
+
+/// Spins forever: the fuel budget or the deadline must stop it.
+fn infinite_loop() -> Result<(), Infallible> {
+    let mut counter: u64 = 0;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+/// Allocates until the memory cap refuses to grow.
+fn allocate_forever() -> Result<usize, Infallible> {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; 1 << 20];
+        chunk[0] = 1;
+        hoard.push(black_box(chunk));
+    }
+}
+
+#[allow(unconditional_recursion)]
+fn descend(depth: u64) -> u64 {
+    // black_box keeps the call from becoming a loop.
+    black_box(depth) + black_box(descend(depth + 1))
+}
+
+/// Recurses without end: the wasm stack limit must stop it.
+fn recurse_forever() -> Result<u64, Infallible> {
+    Ok(descend(0))
+}
+
+/// Panics with a message the host must report.
+fn panic() -> Result<(), Infallible> {
+    panic!("the guest panicked on purpose");
+}
+
+/// Executes the `unreachable` instruction.
+fn unreachable() -> Result<(), Infallible> {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    unreachable!()
+}
+
+#[derive(Deserialize)]
+struct Size {
+    mb: usize,
+}
+
+/// Returns an output of {"mb": N} megabytes.
+fn huge_output(args: Size) -> Result<String, Infallible> {
+    Ok("x".repeat(args.mb << 20))
+}
+
+#[derive(Deserialize)]
+struct Lines {
+    lines: u32,
+}
+
+/// Writes {"lines": N} log lines and as much to stdout and stderr.
+fn log_flood(args: Lines) -> Result<u32, Infallible> {
+    for i in 0..args.lines {
+        log::info(format!("log line {i} of a flood"));
+        println!("stdout line {i} of a flood");
+        eprintln!("stderr line {i} of a flood");
+    }
+    Ok(args.lines)
+}
+
+#[derive(Deserialize)]
+struct Path {
+    path: String,
+}
+
+/// Tries to read a host file.
+fn read_file(args: Path) -> Result<String, String> {
+    std::fs::read_to_string(&args.path).map_err(|e| format!("cannot read {}: {e}", args.path))
+}
+
+#[derive(Deserialize)]
+struct Var {
+    name: String,
+}
+
+/// Tries to read a host environment variable, and counts the variables it can see.
+fn read_env(args: Var) -> Result<String, String> {
+    let visible = std::env::vars().count();
+    std::env::var(&args.name)
+        .map_err(|e| format!("cannot read env {} ({visible} variables visible): {e}", args.name))
+}
+
+#[derive(Deserialize)]
+struct Address {
+    addr: String,
+}
+
+/// Tries to open a TCP connection.
+fn open_socket(args: Address) -> Result<String, String> {
+    std::net::TcpStream::connect(&args.addr)
+        .map(|_| format!("connected to {}", args.addr))
+        .map_err(|e| format!("cannot connect to {}: {e}", args.addr))
+}
+
+sluice_guest_sdk::export_jobs! {
+    infinite_loop,
+    allocate_forever,
+    recurse_forever,
+    panic,
+    unreachable,
+    huge_output,
+    log_flood,
+    read_file,
+    read_env,
+    open_socket,
+}

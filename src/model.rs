@@ -1,0 +1,425 @@
+//! The vocabulary shared by every part of Sluice: jobs, attempts and their outcomes. No I/O.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How a job's args bytes are encoded. Output is always JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    Json,
+    Postcard,
+}
+
+impl Codec {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Json => "json",
+            Codec::Postcard => "postcard",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Codec> {
+        match text {
+            "json" => Some(Codec::Json),
+            "postcard" => Some(Codec::Postcard),
+            _ => None,
+        }
+    }
+}
+
+/// One job function a module exports, as its author described it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFunction {
+    pub name: String,
+    pub description: String,
+}
+
+/// Per-job overrides of the node's default attempt limits; `None` keeps the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitOverrides {
+    pub fuel: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub timeout: Option<Duration>,
+}
+
+/// Why an attempt failed. A guest failure is data to record, never an engine error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The job function returned `Err`.
+    GuestError,
+    /// The args could not be decoded into the function's parameter type.
+    BadArgs,
+    /// The module exports no function of that name.
+    UnknownFunction,
+    /// The guest panicked; the message is the panic message.
+    Panic,
+    /// The guest trapped (unreachable, stack overflow, out-of-bounds access, ...).
+    Trap,
+    /// The fuel budget ran out.
+    OutOfFuel,
+    /// The wall-clock deadline passed.
+    Timeout,
+    /// The guest tried to grow its memory past the cap.
+    MemoryLimit,
+    /// The guest returned more output than the cap allows.
+    OutputTooLarge,
+    /// The module could not be loaded or instantiated (missing, corrupt, incompatible).
+    ModuleError,
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 10] = [
+        FailureKind::GuestError,
+        FailureKind::BadArgs,
+        FailureKind::UnknownFunction,
+        FailureKind::Panic,
+        FailureKind::Trap,
+        FailureKind::OutOfFuel,
+        FailureKind::Timeout,
+        FailureKind::MemoryLimit,
+        FailureKind::OutputTooLarge,
+        FailureKind::ModuleError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::GuestError => "guest_error",
+            FailureKind::BadArgs => "bad_args",
+            FailureKind::UnknownFunction => "unknown_function",
+            FailureKind::Panic => "panic",
+            FailureKind::Trap => "trap",
+            FailureKind::OutOfFuel => "out_of_fuel",
+            FailureKind::Timeout => "timeout",
+            FailureKind::MemoryLimit => "memory_limit",
+            FailureKind::OutputTooLarge => "output_too_large",
+            FailureKind::ModuleError => "module_error",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<FailureKind> {
+        FailureKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+
+    /// Whether running the same call again could give a different result. Args that do not
+    /// decode and functions that do not exist will fail the same way every time.
+    pub fn is_retryable(self) -> bool {
+        !matches!(self, FailureKind::BadArgs | FailureKind::UnknownFunction)
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttemptOutcome {
+    /// The function returned; its JSON output.
+    Completed { output: Vec<u8> },
+    /// The attempt failed; what went wrong.
+    Failed(Failure),
+}
+
+/// A classified attempt failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+    /// The wasm trap code, for traps (and for the traps behind panics and limits).
+    pub trap_code: Option<String>,
+    /// A few innermost wasm frames, when the guest trapped.
+    pub backtrace: Option<String>,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            message: message.into(),
+            trap_code: None,
+            backtrace: None,
+        }
+    }
+}
+
+/// Severity of a guest log line, or the stream it was written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Stdout,
+    Stderr,
+}
+
+/// One captured line of guest output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub stream: LogStream,
+    pub text: String,
+}
+
+/// Everything one attempt produced, ready for the store to record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptReport {
+    pub outcome: AttemptOutcome,
+    pub fuel_consumed: u64,
+    pub wall_time: Duration,
+    /// The largest linear memory the guest reached, in bytes.
+    pub peak_memory_bytes: u64,
+    /// Log lines, stdout and stderr, in the order written, up to the log cap.
+    pub logs: Vec<LogLine>,
+    /// Bytes of guest output dropped once the log cap was reached.
+    pub logs_dropped_bytes: u64,
+}
+
+impl AttemptReport {
+    pub fn failure(&self) -> Option<&Failure> {
+        match &self.outcome {
+            AttemptOutcome::Failed(failure) => Some(failure),
+            AttemptOutcome::Completed { .. } => None,
+        }
+    }
+
+    pub fn output(&self) -> Option<&[u8]> {
+        match &self.outcome {
+            AttemptOutcome::Completed { output } => Some(output),
+            AttemptOutcome::Failed(_) => None,
+        }
+    }
+}
+
+/// A job's identity: its row id.
+pub type JobId = i64;
+
+/// Where a job is in its life. The allowed moves are written once, in `can_move_to`, and
+/// every store operation that changes a state only moves along them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Ready to run now.
+    Available,
+    /// Waiting for its scheduled time.
+    Scheduled,
+    /// Claimed by a node, under a lease.
+    Running,
+    /// Failed an attempt; waiting for its backoff to pass.
+    Retryable,
+    /// Finished with output.
+    Completed,
+    /// Failed its last attempt (or failed in a way retrying cannot fix): the dead letters.
+    Discarded,
+    /// Stopped by a user.
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 7] = [
+        JobState::Available,
+        JobState::Scheduled,
+        JobState::Running,
+        JobState::Retryable,
+        JobState::Completed,
+        JobState::Discarded,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Available => "available",
+            JobState::Scheduled => "scheduled",
+            JobState::Running => "running",
+            JobState::Retryable => "retryable",
+            JobState::Completed => "completed",
+            JobState::Discarded => "discarded",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobState> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+    }
+
+    /// A finished job never runs again unless a user retries it.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Discarded | JobState::Cancelled
+        )
+    }
+
+    /// The state machine. Insertion makes a job `available` or `scheduled`.
+    pub fn can_move_to(self, next: JobState) -> bool {
+        use JobState::*;
+        match (self, next) {
+            // fetch; cancel
+            (Available, Running | Cancelled) => true,
+            // staging when due, or a user's retry; cancel
+            (Scheduled | Retryable, Available | Cancelled) => true,
+            // outcomes; snooze; rescue after the lease expired; cancel
+            (Running, Completed | Retryable | Discarded | Scheduled | Available | Cancelled) => {
+                true
+            }
+            // a user's retry of a finished job
+            (Completed | Discarded | Cancelled, Available) => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a caller enqueues: a call of `module.function(args)` and how to run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub queue: String,
+    pub module: String,
+    /// Runs this version of the module; `None` runs the latest at each attempt.
+    pub module_version: Option<i32>,
+    pub function: String,
+    pub args: Vec<u8>,
+    pub codec: Codec,
+    /// Lower runs first; 0 is the default and the most urgent.
+    pub priority: i16,
+    pub max_attempts: i32,
+    /// Runs no earlier than this; `None` means now.
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub limits: LimitOverrides,
+}
+
+impl NewJob {
+    pub const DEFAULT_QUEUE: &'static str = "default";
+    pub const DEFAULT_MAX_ATTEMPTS: i32 = 20;
+
+    /// A JSON-args job on the default queue with default settings.
+    pub fn json(module: &str, function: &str, args: &serde_json::Value) -> NewJob {
+        NewJob {
+            queue: NewJob::DEFAULT_QUEUE.to_string(),
+            module: module.to_string(),
+            module_version: None,
+            function: function.to_string(),
+            args: serde_json::to_vec(args).expect("a JSON value always serializes"),
+            codec: Codec::Json,
+            priority: 0,
+            max_attempts: NewJob::DEFAULT_MAX_ATTEMPTS,
+            scheduled_at: None,
+            limits: LimitOverrides::default(),
+        }
+    }
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Job {
+    pub id: JobId,
+    pub queue: String,
+    pub module: String,
+    pub module_version: Option<i32>,
+    pub function: String,
+    #[serde(skip)]
+    pub args: Vec<u8>,
+    pub codec: Codec,
+    pub state: JobState,
+    pub priority: i16,
+    /// Attempts started so far, the running one included.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub inserted_at: DateTime<Utc>,
+    pub scheduled_at: DateTime<Utc>,
+    pub attempted_at: Option<DateTime<Utc>>,
+    pub lease_node: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub finalized_at: Option<DateTime<Utc>>,
+    pub limits: LimitOverrides,
+    #[serde(skip)]
+    pub output: Option<Vec<u8>>,
+}
+
+/// How an attempt ended, as the history records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AttemptClass {
+    Completed,
+    Failed(FailureKind),
+    /// The node running it stopped heartbeating; the job was rescued.
+    LeaseExpired,
+    /// The attempt was handed back unfinished at shutdown.
+    Abandoned,
+}
+
+impl AttemptClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptClass::Completed => "completed",
+            AttemptClass::Failed(kind) => kind.as_str(),
+            AttemptClass::LeaseExpired => "lease_expired",
+            AttemptClass::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<AttemptClass> {
+        match text {
+            "completed" => Some(AttemptClass::Completed),
+            "lease_expired" => Some(AttemptClass::LeaseExpired),
+            "abandoned" => Some(AttemptClass::Abandoned),
+            other => FailureKind::parse(other).map(AttemptClass::Failed),
+        }
+    }
+}
+
+impl fmt::Display for AttemptClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One finished attempt in a job's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRecord {
+    pub attempt: i32,
+    pub node: String,
+    pub module_version: Option<i32>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: AttemptClass,
+    pub message: Option<String>,
+    pub trap_code: Option<String>,
+    pub fuel_consumed: u64,
+    pub duration: Duration,
+    pub peak_memory_bytes: u64,
+    pub logs: Vec<LogLine>,
+}
+
+/// An uploaded module version, without its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModuleInfo {
+    pub name: String,
+    pub version: i32,
+    pub digest: String,
+    pub functions: Vec<JobFunction>,
+    pub size_bytes: i64,
+    pub uploaded_at: DateTime<Utc>,
+}
+
+impl ModuleInfo {
+    pub fn exports(&self, function: &str) -> bool {
+        self.functions.iter().any(|f| f.name == function)
+    }
+}

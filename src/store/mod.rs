@@ -1,0 +1,349 @@
+//! The store: jobs, modules, nodes and leadership behind one `Store` trait, with an embedded
+//! SQLite implementation (the default) and a PostgreSQL one for many nodes.
+//!
+//! Methods are named entity first, with one params struct each. Every state change moves
+//! along `JobState::can_move_to`, and every outcome is fenced by the node's lease.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::broadcast;
+
+use crate::model::{
+    AttemptRecord, Job, JobFunction, JobId, JobState, LogLine, ModuleInfo, NewJob,
+};
+
+pub use self::postgres::PostgresStore;
+pub use self::sqlite::SqliteStore;
+
+/// The database used when none is given: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://sluice.db";
+
+/// Largest args accepted by default, in bytes; bigger payloads belong in blob storage.
+pub const DEFAULT_MAX_ARGS_BYTES: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no job with id {0}")]
+    JobNotFound(JobId),
+    #[error("no module named `{0}`; upload it first with `sluice upload`")]
+    ModuleNotFound(String),
+    #[error("module `{name}` has no version {version}")]
+    ModuleVersionNotFound { name: String, version: i32 },
+    #[error("job {id} is {state}; it cannot become {wanted}")]
+    InvalidTransition { id: JobId, state: JobState, wanted: JobState },
+    #[error("the args are {size} bytes; the limit is {limit} bytes")]
+    ArgsTooLarge { size: usize, limit: usize },
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("unsupported database URL `{0}`; use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl(String),
+    /// The database could not be reached or dropped the connection: worth retrying.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("migrating the database failed: {0}")]
+    Migration(String),
+}
+
+impl StoreError {
+    /// Whether the same call may succeed later (the database went away and may come back).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        use sqlx::Error as E;
+        match &error {
+            E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => {
+                StoreError::Unavailable(error.to_string())
+            }
+            E::Database(db) if is_transient_code(db.code().as_deref()) => {
+                StoreError::Unavailable(error.to_string())
+            }
+            _ => StoreError::Database(error.to_string()),
+        }
+    }
+}
+
+/// Postgres: admin shutdown, crash shutdown, cannot connect now, connection failures;
+/// SQLite: busy and locked.
+fn is_transient_code(code: Option<&str>) -> bool {
+    matches!(code, Some("57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006" | "08001" | "08004" | "5" | "6" | "517" | "261" | "262"))
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a store can and cannot do; callers adapt instead of discovering it by failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// New jobs inserted by any process wake this process's subscribers (Postgres LISTEN/NOTIFY).
+    /// When false, only inserts made through this process wake them: others are found by polling.
+    pub cross_process_notify: bool,
+    /// Several nodes on several machines may share this store.
+    pub multi_node: bool,
+}
+
+// ---- params, one struct per operation ----
+
+#[derive(Debug, Clone)]
+pub struct ModuleUpload {
+    pub name: String,
+    pub digest: String,
+    pub wasm: Vec<u8>,
+    pub functions: Vec<JobFunction>,
+}
+
+/// The result of an upload: the version, and whether these bytes were already stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub module: ModuleInfo,
+    pub already_present: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModuleGet {
+    pub name: String,
+    /// `None` for the latest version.
+    pub version: Option<i32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobFetch {
+    pub queue: String,
+    pub limit: u32,
+    pub node: String,
+    pub lease: Duration,
+}
+
+/// What to do with a job whose attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    Complete { output: Vec<u8> },
+    /// Try again no earlier than `at`.
+    Retry { at: DateTime<Utc> },
+    /// No more attempts: the dead-letter state.
+    Discard,
+    /// Put back without counting the attempt, to run no earlier than `at`.
+    Snooze { at: DateTime<Utc> },
+}
+
+/// One job's attempt outcome, as a node reports it.
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    pub id: JobId,
+    /// The attempt number the node ran: with the lease, it fences stale reports.
+    pub attempt: i32,
+    pub resolution: Resolution,
+    pub record: AttemptRecord,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobFinishMany {
+    pub node: String,
+    pub outcomes: Vec<JobOutcome>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LeaseExtend {
+    pub node: String,
+    pub lease: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobPrune {
+    pub finished_before: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobList {
+    pub state: Option<JobState>,
+    pub queue: Option<String>,
+    pub module: Option<String>,
+    pub limit: u32,
+    /// Lists jobs with ids below this one (newest first), for paging.
+    pub before_id: Option<JobId>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobCount {
+    pub state: Option<JobState>,
+    pub queue: Option<String>,
+    pub module: Option<String>,
+}
+
+/// A job with its history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDetail {
+    pub job: Job,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// A queue and how many of its jobs are in each state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSummary {
+    pub name: String,
+    pub paused: bool,
+    pub counts: Vec<(JobState, u64)>,
+}
+
+impl QueueSummary {
+    pub fn count(&self, state: JobState) -> u64 {
+        self.counts.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct QueuePause {
+    pub name: String,
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeHeartbeat {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub queues: Vec<String>,
+    pub running: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    pub queues: Vec<String>,
+    pub running: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LeaderElect {
+    pub node: String,
+    /// How long the term lasts unless renewed.
+    pub term: Duration,
+}
+
+/// The persistence every Sluice part talks to.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn capabilities(&self) -> Capabilities;
+
+    /// Applies pending migrations; safe to run from several nodes at once.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// Queue names that just got available jobs. Lagging receivers should simply fetch.
+    fn subscribe(&self) -> broadcast::Receiver<String>;
+
+    // modules
+    async fn module_upload(&self, params: ModuleUpload) -> StoreResult<Uploaded>;
+    async fn module_get(&self, params: ModuleGet) -> StoreResult<ModuleInfo>;
+    /// The wasm bytes of one module version.
+    async fn module_wasm(&self, name: &str, version: i32) -> StoreResult<Vec<u8>>;
+    /// The latest version of every module.
+    async fn module_list(&self) -> StoreResult<Vec<ModuleInfo>>;
+
+    // jobs
+    async fn job_insert(&self, job: NewJob) -> StoreResult<Job>;
+    /// Inserts all jobs in one statement; returns their ids in order.
+    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<JobId>>;
+    /// Claims up to `limit` available jobs of a queue for a node, in run order.
+    async fn job_fetch(&self, params: JobFetch) -> StoreResult<Vec<Job>>;
+    /// Records attempt outcomes in one statement, each only while the job still runs under
+    /// this node's lease and attempt; returns the ids that were applied.
+    async fn job_finish_many(&self, params: JobFinishMany) -> StoreResult<Vec<JobId>>;
+    /// Extends the leases of all jobs a node runs; returns how many.
+    async fn job_lease_extend(&self, params: LeaseExtend) -> StoreResult<u64>;
+    /// Puts running jobs whose lease expired back to available (or discarded when they have
+    /// no attempts left), recording the lost attempt; returns their ids.
+    async fn job_rescue(&self) -> StoreResult<Vec<JobId>>;
+    /// Makes scheduled and retryable jobs whose time has come available; returns how many.
+    async fn job_stage(&self) -> StoreResult<u64>;
+    async fn job_cancel(&self, id: JobId) -> StoreResult<Job>;
+    /// Makes a job available to run again now (a finished one gets one more attempt).
+    async fn job_retry(&self, id: JobId) -> StoreResult<Job>;
+    async fn job_delete(&self, id: JobId) -> StoreResult<()>;
+    /// Deletes finished jobs that finished before the given time; returns how many.
+    async fn job_prune(&self, params: JobPrune) -> StoreResult<u64>;
+    async fn job_get(&self, id: JobId) -> StoreResult<JobDetail>;
+    async fn job_list(&self, params: JobList) -> StoreResult<Vec<Job>>;
+    async fn job_count(&self, params: JobCount) -> StoreResult<u64>;
+
+    // queues
+    async fn queue_list(&self) -> StoreResult<Vec<QueueSummary>>;
+    async fn queue_pause(&self, params: QueuePause) -> StoreResult<()>;
+
+    // nodes and leadership
+    async fn node_heartbeat(&self, params: NodeHeartbeat) -> StoreResult<()>;
+    async fn node_list(&self) -> StoreResult<Vec<NodeInfo>>;
+    async fn node_remove(&self, id: &str) -> StoreResult<()>;
+    /// Becomes or stays leader if no other node holds an unexpired term; returns whether
+    /// this node is the leader now.
+    async fn leader_elect(&self, params: LeaderElect) -> StoreResult<bool>;
+    async fn leader_resign(&self, node: &str) -> StoreResult<()>;
+}
+
+/// Opens the store a URL names, creating a SQLite file if missing, and migrates it.
+pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = if let Some(path) = url.strip_prefix("sqlite://") {
+        Arc::new(SqliteStore::open(path).await?)
+    } else if url.starts_with("sqlite:") {
+        return Err(StoreError::UnsupportedUrl(url.to_string()));
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Arc::new(PostgresStore::connect(url).await?)
+    } else {
+        return Err(StoreError::UnsupportedUrl(url.to_string()));
+    };
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Checks what every store refuses before touching the database.
+pub(crate) fn check_new_job(job: &NewJob, max_args_bytes: usize) -> StoreResult<()> {
+    if job.args.len() > max_args_bytes {
+        return Err(StoreError::ArgsTooLarge { size: job.args.len(), limit: max_args_bytes });
+    }
+    if job.queue.is_empty() || job.module.is_empty() || job.function.is_empty() {
+        return Err(StoreError::Invalid("queue, module and function must not be empty".into()));
+    }
+    if job.max_attempts < 1 {
+        return Err(StoreError::Invalid("max_attempts must be at least 1".into()));
+    }
+    Ok(())
+}
+
+/// The state a new job starts in.
+pub(crate) fn initial_state(job: &NewJob, now: DateTime<Utc>) -> JobState {
+    match job.scheduled_at {
+        Some(at) if at > now => JobState::Scheduled,
+        _ => JobState::Available,
+    }
+}
+
+/// The history stores logs as JSON; none is stored as NULL.
+pub(crate) fn logs_json(logs: &[LogLine]) -> Option<String> {
+    (!logs.is_empty()).then(|| serde_json::to_string(logs).expect("log lines always serialize"))
+}
+
+pub(crate) fn logs_from_json(text: Option<&str>) -> Vec<LogLine> {
+    text.and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default()
+}
+
+/// The state a resolution moves a running job to.
+pub(crate) fn resolved_state(resolution: &Resolution) -> JobState {
+    match resolution {
+        Resolution::Complete { .. } => JobState::Completed,
+        Resolution::Retry { .. } => JobState::Retryable,
+        Resolution::Discard => JobState::Discarded,
+        Resolution::Snooze { .. } => JobState::Scheduled,
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests: one binary (fastest to link), one module per part of Sluice.
+
+mod guests;
+mod sandbox;
+mod support;

@@ -1,0 +1,554 @@
+//! The sandbox runs real components: outputs, logs and errors come back intact, every way a
+//! guest can misbehave is classified, and a hostile guest fails only its own attempt.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sluice::model::{AttemptReport, Codec, FailureKind, LimitOverrides, LogStream};
+use sluice::sandbox::{Limits, ModuleError, PreparedModule, Sandbox, SandboxConfig};
+use sluice_test_artifacts as guests;
+
+use crate::support::{read_guest, sandbox, temp_dir};
+
+async fn prepare(path: &str) -> Arc<PreparedModule> {
+    sandbox().prepare(&read_guest(path)).await.unwrap()
+}
+
+async fn run_json(module: &PreparedModule, function: &str, args: &str) -> AttemptReport {
+    run_with(module, function, args, LimitOverrides::default()).await
+}
+
+async fn run_with(
+    module: &PreparedModule,
+    function: &str,
+    args: &str,
+    overrides: LimitOverrides,
+) -> AttemptReport {
+    sandbox()
+        .run(module, function, args.as_bytes(), Codec::Json, &overrides)
+        .await
+}
+
+fn output_json(report: &AttemptReport) -> serde_json::Value {
+    let output = report
+        .output()
+        .unwrap_or_else(|| panic!("attempt failed: {:?}", report.failure()));
+    serde_json::from_slice(output).unwrap()
+}
+
+fn failure_kind(report: &AttemptReport) -> FailureKind {
+    report
+        .failure()
+        .unwrap_or_else(|| panic!("attempt succeeded: {:?}", report.outcome))
+        .kind
+}
+
+#[tokio::test]
+async fn hello_greet_returns_output_and_logs() {
+    let hello = prepare(guests::HELLO).await;
+    let report = run_json(&hello, "greet", r#"{"name":"Ada"}"#).await;
+    assert_eq!(output_json(&report), "Hello, Ada!");
+    assert_eq!(report.logs.len(), 1);
+    assert_eq!(report.logs[0].stream, LogStream::Info);
+    assert_eq!(report.logs[0].text, "greeting Ada");
+    assert!(report.fuel_consumed > 0);
+    assert!(report.peak_memory_bytes > 0);
+}
+
+#[tokio::test]
+async fn hello_takes_postcard_args() {
+    #[derive(Serialize)]
+    struct Echo {
+        text: String,
+        times: u32,
+    }
+    let hello = prepare(guests::HELLO).await;
+    let args = postcard::to_allocvec(&Echo {
+        text: "binary ✓".into(),
+        times: 3,
+    })
+    .unwrap();
+    let report = sandbox()
+        .run(
+            &hello,
+            "echo",
+            &args,
+            Codec::Postcard,
+            &LimitOverrides::default(),
+        )
+        .await;
+    assert_eq!(
+        output_json(&report),
+        serde_json::json!({"text": "binary ✓", "times": 3})
+    );
+}
+
+#[tokio::test]
+async fn hello_fail_bad_args_and_unknown_function_are_classified() {
+    let hello = prepare(guests::HELLO).await;
+
+    let report = run_json(&hello, "fail", "null").await;
+    let failure = report.failure().unwrap();
+    assert_eq!(failure.kind, FailureKind::GuestError);
+    assert_eq!(failure.message, "this job always fails");
+
+    let report = run_json(&hello, "greet", r#"{"nom":"Ada"}"#).await;
+    assert_eq!(failure_kind(&report), FailureKind::BadArgs);
+    assert!(
+        report
+            .failure()
+            .unwrap()
+            .message
+            .contains("missing field `name`")
+    );
+
+    let report = run_json(&hello, "greet", "not json").await;
+    assert_eq!(failure_kind(&report), FailureKind::BadArgs);
+
+    let report = run_json(&hello, "no_such_job", "null").await;
+    assert_eq!(failure_kind(&report), FailureKind::UnknownFunction);
+    assert!(report.failure().unwrap().message.contains("no_such_job"));
+}
+
+#[tokio::test]
+async fn hello_heavy_burns_fuel_and_sleep_does_not() {
+    let hello = prepare(guests::HELLO).await;
+    let heavy = run_json(&hello, "heavy", r#"{"ms":50}"#).await;
+    assert!(output_json(&heavy)["rounds"].as_u64().unwrap() > 0);
+    assert_eq!(output_json(&heavy)["primes"], 2262);
+    assert!(heavy.wall_time >= Duration::from_millis(50));
+
+    let sleep = run_json(&hello, "sleep", r#"{"ms":50}"#).await;
+    assert_eq!(output_json(&sleep), 50);
+    assert!(sleep.wall_time >= Duration::from_millis(50));
+    assert!(
+        sleep.fuel_consumed * 10 < heavy.fuel_consumed,
+        "sleeping burned {} fuel, computing {}",
+        sleep.fuel_consumed,
+        heavy.fuel_consumed
+    );
+}
+
+#[tokio::test]
+async fn hello_noop_and_count_primes_run() {
+    let hello = prepare(guests::HELLO).await;
+    assert_eq!(
+        output_json(&run_json(&hello, "noop", "null").await),
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        output_json(&run_json(&hello, "count_primes", r#"{"limit":100}"#).await),
+        25
+    );
+}
+
+#[tokio::test]
+async fn hello_sleeping_past_the_deadline_times_out() {
+    let hello = prepare(guests::HELLO).await;
+    let overrides = LimitOverrides {
+        timeout: Some(Duration::from_millis(100)),
+        ..Default::default()
+    };
+    let report = run_with(&hello, "sleep", r#"{"ms":60000}"#, overrides).await;
+    assert_eq!(failure_kind(&report), FailureKind::Timeout);
+    assert!(report.wall_time < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn hello_functions_are_listed_with_descriptions() {
+    let functions = sandbox()
+        .validate(&read_guest(guests::HELLO))
+        .await
+        .unwrap();
+    let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "greet",
+            "fail",
+            "heavy",
+            "sleep",
+            "noop",
+            "count_primes",
+            "echo"
+        ]
+    );
+    assert_eq!(
+        functions[0].description,
+        r#"Returns "Hello, NAME!" for args {"name": NAME}."#
+    );
+}
+
+/// What one hostile function must do to its attempt.
+struct Hostile {
+    function: &'static str,
+    args: &'static str,
+    overrides: LimitOverrides,
+    /// The failure it must end in; `None` when it must complete.
+    expect: Option<FailureKind>,
+    check: fn(&AttemptReport),
+}
+
+fn hostile_cases() -> Vec<Hostile> {
+    let none = LimitOverrides::default();
+    let short = LimitOverrides {
+        timeout: Some(Duration::from_millis(300)),
+        ..none
+    };
+    vec![
+        Hostile {
+            function: "infinite_loop",
+            args: "null",
+            overrides: LimitOverrides {
+                fuel: Some(20_000_000),
+                ..none
+            },
+            expect: Some(FailureKind::OutOfFuel),
+            check: |r| assert_eq!(r.fuel_consumed, 20_000_000),
+        },
+        Hostile {
+            function: "infinite_loop",
+            args: "null",
+            overrides: LimitOverrides {
+                fuel: Some(u64::MAX / 2),
+                ..short
+            },
+            expect: Some(FailureKind::Timeout),
+            check: |r| assert!(r.wall_time >= Duration::from_millis(300)),
+        },
+        Hostile {
+            function: "allocate_forever",
+            args: "null",
+            overrides: LimitOverrides {
+                memory_bytes: Some(32 << 20),
+                ..none
+            },
+            expect: Some(FailureKind::MemoryLimit),
+            check: |r| {
+                assert!(
+                    r.peak_memory_bytes <= 32 << 20,
+                    "peak {}",
+                    r.peak_memory_bytes
+                )
+            },
+        },
+        Hostile {
+            function: "recurse_forever",
+            args: "null",
+            overrides: none,
+            expect: Some(FailureKind::Trap),
+            check: |r| {
+                let failure = r.failure().unwrap();
+                assert_eq!(failure.trap_code.as_deref(), Some("stack_overflow"));
+                let backtrace = failure.backtrace.as_deref().unwrap();
+                assert!(backtrace.contains("descend"), "{backtrace}");
+            },
+        },
+        Hostile {
+            function: "panic",
+            args: "null",
+            overrides: none,
+            expect: Some(FailureKind::Panic),
+            check: |r| {
+                let failure = r.failure().unwrap();
+                assert!(
+                    failure
+                        .message
+                        .starts_with("the guest panicked on purpose (at "),
+                    "{}",
+                    failure.message
+                );
+                assert_eq!(
+                    failure.trap_code.as_deref(),
+                    Some("unreachable_code_reached")
+                );
+            },
+        },
+        Hostile {
+            function: "unreachable",
+            args: "null",
+            overrides: none,
+            expect: Some(FailureKind::Trap),
+            check: |r| {
+                let failure = r.failure().unwrap();
+                assert_eq!(
+                    failure.trap_code.as_deref(),
+                    Some("unreachable_code_reached")
+                );
+                let backtrace = failure.backtrace.as_deref().unwrap();
+                // The guest function is inlined into the export's adapter; the frames still name it.
+                assert!(
+                    backtrace.contains("sluice:job/guest@0.1.0#run"),
+                    "{backtrace}"
+                );
+                assert!(
+                    backtrace.contains("sluice_guest_sdk::bindings"),
+                    "{backtrace}"
+                );
+            },
+        },
+        Hostile {
+            function: "huge_output",
+            args: r#"{"mb":300}"#,
+            overrides: none,
+            expect: Some(FailureKind::MemoryLimit),
+            check: |_| {},
+        },
+        Hostile {
+            function: "huge_output",
+            args: r#"{"mb":4}"#,
+            overrides: none,
+            expect: Some(FailureKind::OutputTooLarge),
+            check: |r| {
+                assert!(
+                    r.failure()
+                        .unwrap()
+                        .message
+                        .contains("the limit is 1048576 bytes")
+                )
+            },
+        },
+        Hostile {
+            function: "log_flood",
+            args: r#"{"lines":20000}"#,
+            overrides: none,
+            expect: None,
+            check: assert_log_flood_is_bounded,
+        },
+        Hostile {
+            function: "read_file",
+            args: r#"{"path":"/etc/passwd"}"#,
+            overrides: none,
+            expect: Some(FailureKind::GuestError),
+            check: |r| {
+                let message = &r.failure().unwrap().message;
+                assert!(message.starts_with("cannot read /etc/passwd"), "{message}");
+                assert!(!message.contains("root:"));
+            },
+        },
+        Hostile {
+            function: "read_env",
+            args: r#"{"name":"PATH"}"#,
+            overrides: none,
+            expect: Some(FailureKind::GuestError),
+            check: |r| {
+                let message = &r.failure().unwrap().message;
+                assert!(message.contains("(0 variables visible)"), "{message}");
+            },
+        },
+        Hostile {
+            function: "open_socket",
+            args: r#"{"addr":"127.0.0.1:5432"}"#,
+            overrides: none,
+            expect: Some(FailureKind::GuestError),
+            check: |r| {
+                let message = &r.failure().unwrap().message;
+                assert!(
+                    message.starts_with("cannot connect to 127.0.0.1:5432"),
+                    "{message}"
+                );
+            },
+        },
+    ]
+}
+
+#[tokio::test]
+async fn every_hostile_function_fails_alone() {
+    let hostile = prepare(guests::HOSTILE).await;
+    let hello = prepare(guests::HELLO).await;
+    let cases = hostile_cases();
+
+    let exported = sandbox()
+        .validate(&read_guest(guests::HOSTILE))
+        .await
+        .unwrap();
+    for function in &exported {
+        assert!(
+            cases.iter().any(|case| case.function == function.name),
+            "hostile::{} has no case in this test",
+            function.name
+        );
+    }
+
+    for case in cases {
+        let report = run_with(&hostile, case.function, case.args, case.overrides).await;
+        let kind = report.failure().map(|failure| failure.kind);
+        assert_eq!(
+            kind,
+            case.expect,
+            "{}: {:?}",
+            case.function,
+            report.failure()
+        );
+        (case.check)(&report);
+        // The node is unharmed: the next attempt runs normally.
+        let greeting = run_json(&hello, "greet", r#"{"name":"after"}"#).await;
+        assert_eq!(
+            output_json(&greeting),
+            "Hello, after!",
+            "after {}",
+            case.function
+        );
+    }
+}
+
+fn assert_log_flood_is_bounded(report: &AttemptReport) {
+    assert_eq!(output_json(report), 20000);
+    let kept: usize = report.logs.iter().map(|line| line.text.len()).sum();
+    assert!(
+        kept <= Limits::default().log_bytes,
+        "kept {kept} bytes of logs"
+    );
+    assert!(
+        report.logs_dropped_bytes > 1_000_000,
+        "dropped {}",
+        report.logs_dropped_bytes
+    );
+    for stream in [LogStream::Info, LogStream::Stdout, LogStream::Stderr] {
+        assert!(
+            report.logs.iter().any(|line| line.stream == stream),
+            "no {stream:?} line kept"
+        );
+    }
+    assert_eq!(report.logs[0].text, "log line 0 of a flood");
+}
+
+#[tokio::test]
+async fn a_socket_attempt_never_reaches_a_listening_port() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hostile = prepare(guests::HOSTILE).await;
+    let args = format!(r#"{{"addr":"{addr}"}}"#);
+    let report = run_json(&hostile, "open_socket", &args).await;
+    assert_eq!(failure_kind(&report), FailureKind::GuestError);
+    // connect() returns only after the handshake, so a connection would be queued by now.
+    let accepted = listener.accept();
+    assert!(
+        matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the guest reached the listener: {accepted:?}"
+    );
+}
+
+/// On a single-threaded runtime, an infinite loop still cannot stop normal attempts: the
+/// guest yields at every epoch tick. Prints how many normal attempts finished meanwhile.
+#[tokio::test(flavor = "current_thread")]
+async fn an_infinite_loop_does_not_starve_concurrent_attempts() {
+    let hostile = prepare(guests::HOSTILE).await;
+    let hello = prepare(guests::HELLO).await;
+    let budget = Duration::from_secs(2);
+    let overrides = LimitOverrides {
+        fuel: Some(u64::MAX / 2),
+        timeout: Some(budget),
+        ..Default::default()
+    };
+    let looping = tokio::spawn(async move {
+        sandbox()
+            .run(&hostile, "infinite_loop", b"null", Codec::Json, &overrides)
+            .await
+    });
+
+    let started = Instant::now();
+    let mut completed = 0;
+    while !looping.is_finished() {
+        let report = run_json(&hello, "greet", r#"{"name":"neighbour"}"#).await;
+        assert_eq!(output_json(&report), "Hello, neighbour!");
+        completed += 1;
+    }
+    let elapsed = started.elapsed();
+    let report = looping.await.unwrap();
+    assert_eq!(failure_kind(&report), FailureKind::Timeout);
+    println!("{completed} normal attempts completed in {elapsed:?} beside an infinite loop");
+    assert!(
+        completed >= 20,
+        "only {completed} normal attempts completed beside the loop"
+    );
+}
+
+#[tokio::test]
+async fn upload_rejects_files_that_are_not_components() {
+    let sandbox = sandbox();
+    assert!(matches!(
+        sandbox.validate(b"").await,
+        Err(ModuleError::Empty)
+    ));
+    assert!(matches!(
+        sandbox.validate(b"hello world!").await,
+        Err(ModuleError::NotWasm)
+    ));
+    let core = wat::parse_str("(module (func (export \"run\")))").unwrap();
+    let error = sandbox.validate(&core).await.unwrap_err();
+    assert!(matches!(error, ModuleError::CoreModule));
+    assert!(error.to_string().contains("wasm32-wasip2"));
+    let mut truncated = read_guest(guests::HELLO);
+    truncated.truncate(truncated.len() / 2);
+    assert!(matches!(
+        sandbox.validate(&truncated).await,
+        Err(ModuleError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn upload_rejects_a_component_of_another_world() {
+    let error = sandbox()
+        .validate(&read_guest(guests::WRONG_WORLD))
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, ModuleError::WrongWorld { .. }), "{message}");
+    assert!(message.contains("wasi:cli/run@0.2"), "{message}");
+    assert!(message.contains("sluice-guest-sdk"), "{message}");
+}
+
+#[tokio::test]
+async fn upload_rejects_a_component_importing_what_sluice_does_not_provide() {
+    let component = wat::parse_str(
+        r#"(component
+             (import "acme:payments/charge@1.0.0" (instance (export "charge" (func))))
+           )"#,
+    )
+    .unwrap();
+    let error = sandbox().validate(&component).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, ModuleError::UnsupportedImport(_)),
+        "{message}"
+    );
+    assert!(message.contains("acme:payments/charge@1.0.0"), "{message}");
+}
+
+#[tokio::test]
+async fn compiled_modules_are_cached_on_disk_and_reloaded() {
+    let dir = temp_dir("cache");
+    let wasm = read_guest(guests::HELLO);
+    let first = Sandbox::new(SandboxConfig::new(dir.clone())).unwrap();
+    first.prepare(&wasm).await.unwrap();
+    let artifacts: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert_eq!(artifacts.len(), 1);
+    let name = artifacts[0].file_name().into_string().unwrap();
+    assert!(name.starts_with(&sluice::sandbox::digest_of(&wasm)) && name.ends_with(".cwasm"));
+
+    // A fresh node process loads the artifact instead of compiling, and it still runs.
+    let second = Sandbox::new(SandboxConfig::new(dir.clone())).unwrap();
+    let module = second.prepare(&wasm).await.unwrap();
+    let report = second
+        .run(
+            &module,
+            "greet",
+            br#"{"name":"cache"}"#,
+            Codec::Json,
+            &Default::default(),
+        )
+        .await;
+    assert_eq!(output_json(&report), "Hello, cache!");
+
+    // A corrupt artifact is ignored and recompiled, never trusted.
+    std::fs::write(artifacts[0].path(), b"garbage").unwrap();
+    let third = Sandbox::new(SandboxConfig::new(dir)).unwrap();
+    let module = third.prepare(&wasm).await.unwrap();
+    let report = third
+        .run(&module, "noop", b"null", Codec::Json, &Default::default())
+        .await;
+    assert!(report.output().is_some());
+}
