@@ -347,3 +347,48 @@ pub(crate) fn resolved_state(resolution: &Resolution) -> JobState {
         Resolution::Snooze { .. } => JobState::Scheduled,
     }
 }
+
+/// The history entry of an attempt whose node stopped heartbeating.
+pub(crate) fn lease_expired_record(
+    attempt: i32,
+    node: String,
+    started_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> AttemptRecord {
+    AttemptRecord {
+        attempt,
+        message: Some(format!("the lease of node {node} expired: the node stopped heartbeating")),
+        node,
+        module_version: None,
+        started_at,
+        finished_at: now,
+        outcome: crate::model::AttemptClass::LeaseExpired,
+        trap_code: None,
+        fuel_consumed: 0,
+        duration: (now - started_at).to_std().unwrap_or_default(),
+        peak_memory_bytes: 0,
+        logs: Vec::new(),
+    }
+}
+
+/// Builds queue summaries from pause flags and (queue, state, count) rows.
+pub(crate) fn summarize_queues(
+    flags: Vec<(String, bool)>,
+    counts: Vec<(String, String, u64)>,
+) -> Vec<QueueSummary> {
+    let mut queues: std::collections::BTreeMap<String, QueueSummary> = flags
+        .into_iter()
+        .map(|(name, paused)| (name.clone(), QueueSummary { name, paused, counts: Vec::new() }))
+        .collect();
+    for (queue, state, count) in counts {
+        let summary = queues.entry(queue.clone()).or_insert_with(|| QueueSummary {
+            name: queue,
+            paused: false,
+            counts: Vec::new(),
+        });
+        if let Some(state) = JobState::parse(&state) {
+            summary.counts.push((state, count));
+        }
+    }
+    queues.into_values().collect()
+}

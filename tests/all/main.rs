@@ -2,4 +2,5 @@
 
 mod guests;
 mod sandbox;
+mod store;
 mod support;

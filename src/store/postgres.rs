@@ -1,0 +1,755 @@
+//! The shared store: PostgreSQL, for many nodes. Claims use `FOR UPDATE SKIP LOCKED`, batches
+//! travel as arrays through `unnest` (one statement per batch), new jobs wake every node with
+//! LISTEN/NOTIFY, and all lease arithmetic uses the database's clock so nodes on different
+//! machines agree on it.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use tokio::sync::broadcast;
+
+use super::*;
+use crate::model::{AttemptClass, Codec, LimitOverrides};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The NOTIFY channel; the payload is the queue name.
+const CHANNEL: &str = "sluice_jobs";
+/// Sent to subscribers after the listener reconnects: notifications may have been missed,
+/// so every queue should look.
+pub const WAKE_ALL: &str = "*";
+
+pub struct PostgresStore {
+    pool: PgPool,
+    notifications: broadcast::Sender<String>,
+    listener_started: Once,
+    max_args_bytes: usize,
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Database(message) => StoreError::Unavailable(message),
+                other => other,
+            })?;
+        let (notifications, _) = broadcast::channel(1024);
+        Ok(PostgresStore { pool, notifications, listener_started: Once::new(), max_args_bytes: DEFAULT_MAX_ARGS_BYTES })
+    }
+
+    /// Refuses args larger than `bytes` before they reach the database.
+    pub fn with_max_args_bytes(mut self, bytes: usize) -> PostgresStore {
+        self.max_args_bytes = bytes;
+        self
+    }
+
+    /// Forwards NOTIFYs to subscribers, reconnecting with backoff when the connection drops.
+    fn start_listener(&self) {
+        let pool = self.pool.clone();
+        let sender = self.notifications.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            while !pool.is_closed() {
+                match listen(&pool, &sender).await {
+                    Ok(()) => return,
+                    Err(error) => {
+                        tracing::warn!(%error, "lost the LISTEN connection; reconnecting");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+    }
+
+    async fn notify(&self, queues: Vec<String>) -> StoreResult<()> {
+        if !queues.is_empty() {
+            sqlx::query("SELECT pg_notify($1, q) FROM (SELECT DISTINCT unnest($2::text[]) AS q) AS queues")
+                .bind(CHANNEL)
+                .bind(queues)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Why a state change matched no row: the job is missing, or in a state that forbids it.
+    async fn refused(&self, id: JobId, wanted: JobState) -> StoreError {
+        match self.job_get(id).await {
+            Ok(detail) => StoreError::InvalidTransition { id, state: detail.job.state, wanted },
+            Err(error) => error,
+        }
+    }
+}
+
+/// Listens until the pool closes (Ok) or the connection fails (Err).
+async fn listen(pool: &PgPool, sender: &broadcast::Sender<String>) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.ignore_pool_close_event(false);
+    listener.listen(CHANNEL).await?;
+    // Anything inserted while we were not listening would otherwise wait for a poll.
+    let _ = sender.send(WAKE_ALL.to_string());
+    loop {
+        match listener.try_recv().await? {
+            Some(notification) => {
+                let _ = sender.send(notification.payload().to_string());
+            }
+            None if pool.is_closed() => return Ok(()),
+            // The connection dropped; PgListener reconnects on the next call.
+            None => {
+                let _ = sender.send(WAKE_ALL.to_string());
+            }
+        }
+    }
+}
+
+const JOB_COLUMNS: &str = "id, queue, module, module_version, function, args, codec, state, priority, \
+     attempt, max_attempts, inserted_at, scheduled_at, attempted_at, lease_node, lease_expires_at, \
+     finalized_at, fuel_limit, timeout_ms, memory_limit, output";
+
+const MODULE_COLUMNS: &str =
+    "name, version, digest, functions::text AS functions, length(wasm)::bigint AS size_bytes, uploaded_at";
+
+fn job_from_row(row: &PgRow) -> StoreResult<Job> {
+    let codec: String = row.try_get("codec")?;
+    let state: String = row.try_get("state")?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        queue: row.try_get("queue")?,
+        module: row.try_get("module")?,
+        module_version: row.try_get("module_version")?,
+        function: row.try_get("function")?,
+        args: row.try_get("args")?,
+        codec: Codec::parse(&codec).ok_or_else(|| StoreError::Database(format!("unknown codec {codec}")))?,
+        state: JobState::parse(&state).ok_or_else(|| StoreError::Database(format!("unknown state {state}")))?,
+        priority: row.try_get("priority")?,
+        attempt: row.try_get("attempt")?,
+        max_attempts: row.try_get("max_attempts")?,
+        inserted_at: row.try_get("inserted_at")?,
+        scheduled_at: row.try_get("scheduled_at")?,
+        attempted_at: row.try_get("attempted_at")?,
+        lease_node: row.try_get("lease_node")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        finalized_at: row.try_get("finalized_at")?,
+        limits: LimitOverrides {
+            fuel: row.try_get::<Option<i64>, _>("fuel_limit")?.map(|v| v as u64),
+            memory_bytes: row.try_get::<Option<i64>, _>("memory_limit")?.map(|v| v as u64),
+            timeout: row.try_get::<Option<i64>, _>("timeout_ms")?.map(|ms| Duration::from_millis(ms as u64)),
+        },
+        output: row.try_get("output")?,
+    })
+}
+
+fn module_from_row(row: &PgRow) -> StoreResult<ModuleInfo> {
+    let functions: String = row.try_get("functions")?;
+    Ok(ModuleInfo {
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        digest: row.try_get("digest")?,
+        functions: serde_json::from_str(&functions).map_err(|e| StoreError::Database(e.to_string()))?,
+        size_bytes: row.try_get("size_bytes")?,
+        uploaded_at: row.try_get("uploaded_at")?,
+    })
+}
+
+fn attempt_from_row(row: &PgRow) -> StoreResult<AttemptRecord> {
+    let outcome: String = row.try_get("outcome")?;
+    let logs: Option<String> = row.try_get("logs")?;
+    Ok(AttemptRecord {
+        attempt: row.try_get("attempt")?,
+        node: row.try_get("node")?,
+        module_version: row.try_get("module_version")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        outcome: AttemptClass::parse(&outcome)
+            .ok_or_else(|| StoreError::Database(format!("unknown outcome {outcome}")))?,
+        message: row.try_get("message")?,
+        trap_code: row.try_get("trap_code")?,
+        fuel_consumed: row.try_get::<i64, _>("fuel_consumed")? as u64,
+        duration: Duration::from_micros(row.try_get::<i64, _>("duration_us")? as u64),
+        peak_memory_bytes: row.try_get::<i64, _>("peak_memory")? as u64,
+        logs: logs_from_json(logs.as_deref()),
+    })
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { cross_process_notify: true, multi_node: true }
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        // sqlx holds a Postgres advisory lock while migrating, so concurrent nodes serialize.
+        MIGRATIONS.run(&self.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(inner) => match StoreError::from(inner) {
+                StoreError::Unavailable(message) => StoreError::Unavailable(message),
+                other => StoreError::Migration(other.to_string()),
+            },
+            other => StoreError::Migration(other.to_string()),
+        })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<String> {
+        let receiver = self.notifications.subscribe();
+        self.listener_started.call_once(|| self.start_listener());
+        receiver
+    }
+
+    async fn module_upload(&self, params: ModuleUpload) -> StoreResult<Uploaded> {
+        let functions = serde_json::to_string(&params.functions).expect("functions serialize");
+        // Two uploads of different bytes may race for the same next version: the loser hits
+        // the primary key and tries again with the next number.
+        let mut tries = 0;
+        let inserted = loop {
+            let attempt = sqlx::query_scalar::<_, i32>(
+                "INSERT INTO sluice_modules (name, version, digest, wasm, functions)
+                 SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4::jsonb FROM sluice_modules WHERE name = $1
+                 ON CONFLICT (name, digest) DO NOTHING RETURNING version",
+            )
+            .bind(&params.name)
+            .bind(&params.digest)
+            .bind(&params.wasm)
+            .bind(&functions)
+            .fetch_optional(&self.pool)
+            .await;
+            match attempt {
+                Err(error) if is_unique_violation(&error) && tries < 5 => tries += 1,
+                other => break other?,
+            }
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {MODULE_COLUMNS} FROM sluice_modules WHERE name = $1 AND digest = $2"
+        )))
+        .bind(&params.name)
+        .bind(&params.digest)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Uploaded { module: module_from_row(&row)?, already_present: inserted.is_none() })
+    }
+
+    async fn module_get(&self, params: ModuleGet) -> StoreResult<ModuleInfo> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {MODULE_COLUMNS} FROM sluice_modules
+             WHERE name = $1 AND ($2::int IS NULL OR version = $2) ORDER BY version DESC LIMIT 1"
+        )))
+        .bind(&params.name)
+        .bind(params.version)
+        .fetch_optional(&self.pool)
+        .await?;
+        match (row, params.version) {
+            (Some(row), _) => module_from_row(&row),
+            (None, Some(version)) => {
+                self.module_get(ModuleGet { name: params.name.clone(), version: None }).await?;
+                Err(StoreError::ModuleVersionNotFound { name: params.name, version })
+            }
+            (None, None) => Err(StoreError::ModuleNotFound(params.name)),
+        }
+    }
+
+    async fn module_wasm(&self, name: &str, version: i32) -> StoreResult<Vec<u8>> {
+        sqlx::query_scalar("SELECT wasm FROM sluice_modules WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::ModuleVersionNotFound { name: name.to_string(), version })
+    }
+
+    async fn module_list(&self) -> StoreResult<Vec<ModuleInfo>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT DISTINCT ON (name) {MODULE_COLUMNS} FROM sluice_modules ORDER BY name, version DESC"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(module_from_row).collect()
+    }
+
+    async fn job_insert(&self, job: NewJob) -> StoreResult<Job> {
+        let id = self.job_insert_many(vec![job]).await?[0];
+        Ok(self.job_get(id).await?.job)
+    }
+
+    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<JobId>> {
+        for job in &jobs {
+            check_new_job(job, self.max_args_bytes)?;
+        }
+        let mut columns = InsertColumns::default();
+        for job in jobs {
+            columns.push(job);
+        }
+        // One statement for the whole batch; the insert trigger notifies each queue once.
+        let mut ids: Vec<JobId> = sqlx::query_scalar(
+            "INSERT INTO sluice_jobs (queue, module, module_version, function, args, codec, state,
+                 priority, max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit)
+             SELECT queue, module, module_version, function, args, codec,
+                    CASE WHEN scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
+                    priority, max_attempts, COALESCE(scheduled_at, now()), fuel_limit, timeout_ms, memory_limit
+             FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bytea[], $6::text[],
+                         $7::smallint[], $8::int[], $9::timestamptz[], $10::bigint[], $11::bigint[], $12::bigint[])
+                  WITH ORDINALITY AS x(queue, module, module_version, function, args, codec, priority,
+                                       max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit, ord)
+             ORDER BY ord
+             RETURNING id",
+        )
+        .bind(columns.queue)
+        .bind(columns.module)
+        .bind(columns.module_version)
+        .bind(columns.function)
+        .bind(columns.args)
+        .bind(columns.codec)
+        .bind(columns.priority)
+        .bind(columns.max_attempts)
+        .bind(columns.scheduled_at)
+        .bind(columns.fuel_limit)
+        .bind(columns.timeout_ms)
+        .bind(columns.memory_limit)
+        .fetch_all(&self.pool)
+        .await?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    async fn job_fetch(&self, params: JobFetch) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "WITH picked AS (
+                 SELECT id FROM sluice_jobs
+                 WHERE state = 'available' AND queue = $1
+                 ORDER BY priority, scheduled_at, id
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+             )
+             UPDATE sluice_jobs AS j
+             SET state = 'running', attempt = j.attempt + 1, attempted_at = now(),
+                 lease_node = $3, lease_expires_at = now() + $4 * interval '1 microsecond'
+             FROM picked WHERE j.id = picked.id
+             RETURNING {}",
+            JOB_COLUMNS.split(", ").map(|c| format!("j.{c}")).collect::<Vec<_>>().join(", ")
+        )))
+        .bind(&params.queue)
+        .bind(params.limit as i64)
+        .bind(&params.node)
+        .bind(params.lease.as_micros() as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
+        jobs.sort_by_key(|job| (job.priority, job.scheduled_at, job.id));
+        Ok(jobs)
+    }
+
+    async fn job_finish_many(&self, params: JobFinishMany) -> StoreResult<Vec<JobId>> {
+        if params.outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut columns = FinishColumns::default();
+        for outcome in params.outcomes {
+            columns.push(outcome);
+        }
+        // One statement: apply each outcome only where the lease and attempt still match,
+        // and record the history of exactly the rows that were applied.
+        let applied: Vec<JobId> = sqlx::query_scalar(
+            "WITH input AS (
+                 SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bytea[], $6::timestamptz[],
+                                      $7::int[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[],
+                                      $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[])
+                     AS i(id, attempt, state, output, scheduled_at, module_version, started_at, finished_at,
+                          outcome, message, trap_code, fuel_consumed, duration_us, peak_memory, logs)
+             ),
+             updated AS (
+                 UPDATE sluice_jobs AS j
+                 SET state = i.state,
+                     output = COALESCE(i.output, j.output),
+                     scheduled_at = COALESCE(i.scheduled_at, j.scheduled_at),
+                     attempt = CASE WHEN i.state = 'scheduled' THEN j.attempt - 1 ELSE j.attempt END,
+                     finalized_at = CASE WHEN i.state IN ('completed', 'discarded') THEN now() END,
+                     lease_node = NULL, lease_expires_at = NULL
+                 FROM input AS i
+                 WHERE j.id = i.id AND j.state = 'running' AND j.lease_node = $1 AND j.attempt = i.attempt
+                 RETURNING j.id
+             ),
+             recorded AS (
+                 INSERT INTO sluice_attempts (job_id, attempt, node, module_version, started_at, finished_at,
+                     outcome, message, trap_code, fuel_consumed, duration_us, peak_memory, logs)
+                 SELECT i.id, i.attempt, $1, i.module_version, i.started_at, i.finished_at, i.outcome,
+                        i.message, i.trap_code, i.fuel_consumed, i.duration_us, i.peak_memory, i.logs::jsonb
+                 FROM input AS i JOIN updated AS u ON u.id = i.id
+                 WHERE i.state <> 'scheduled'
+                 ON CONFLICT (job_id, attempt) DO NOTHING
+             )
+             SELECT id FROM updated",
+        )
+        .bind(&params.node)
+        .bind(columns.id)
+        .bind(columns.attempt)
+        .bind(columns.state)
+        .bind(columns.output)
+        .bind(columns.scheduled_at)
+        .bind(columns.module_version)
+        .bind(columns.started_at)
+        .bind(columns.finished_at)
+        .bind(columns.outcome)
+        .bind(columns.message)
+        .bind(columns.trap_code)
+        .bind(columns.fuel_consumed)
+        .bind(columns.duration_us)
+        .bind(columns.peak_memory)
+        .bind(columns.logs)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(applied)
+    }
+
+    async fn job_lease_extend(&self, params: LeaseExtend) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE sluice_jobs SET lease_expires_at = now() + $2 * interval '1 microsecond'
+             WHERE state = 'running' AND lease_node = $1",
+        )
+        .bind(&params.node)
+        .bind(params.lease.as_micros() as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn job_rescue(&self) -> StoreResult<Vec<JobId>> {
+        let rows = sqlx::query(
+            "WITH expired AS (
+                 SELECT id, attempt, lease_node, attempted_at FROM sluice_jobs
+                 WHERE state = 'running' AND lease_expires_at < now()
+                 FOR UPDATE SKIP LOCKED
+             ),
+             updated AS (
+                 UPDATE sluice_jobs AS j
+                 SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'available' END,
+                     finalized_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
+                     lease_node = NULL, lease_expires_at = NULL
+                 FROM expired AS e WHERE j.id = e.id
+                 RETURNING j.id, j.state, j.queue
+             ),
+             recorded AS (
+                 INSERT INTO sluice_attempts (job_id, attempt, node, started_at, finished_at, outcome, message,
+                     duration_us)
+                 SELECT e.id, e.attempt, e.lease_node, COALESCE(e.attempted_at, now()), now(), 'lease_expired',
+                        'the lease of node ' || e.lease_node || ' expired: the node stopped heartbeating',
+                        (extract(epoch FROM now() - COALESCE(e.attempted_at, now())) * 1000000)::bigint
+                 FROM expired AS e
+                 ON CONFLICT (job_id, attempt) DO NOTHING
+             )
+             SELECT id, state, queue FROM updated",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut queues = Vec::new();
+        for row in &rows {
+            ids.push(row.try_get("id")?);
+            if row.try_get::<String, _>("state")? == "available" {
+                queues.push(row.try_get("queue")?);
+            }
+        }
+        self.notify(queues).await?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    async fn job_stage(&self) -> StoreResult<u64> {
+        let queues: Vec<String> = sqlx::query_scalar(
+            "UPDATE sluice_jobs SET state = 'available'
+             WHERE state IN ('scheduled', 'retryable') AND scheduled_at <= now() RETURNING queue",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let staged = queues.len() as u64;
+        self.notify(queues).await?;
+        Ok(staged)
+    }
+
+    async fn job_cancel(&self, id: JobId) -> StoreResult<Job> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE sluice_jobs SET state = 'cancelled', finalized_at = now(), lease_node = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND state IN ('available', 'scheduled', 'retryable', 'running')
+             RETURNING {JOB_COLUMNS}"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => job_from_row(&row),
+            None => Err(self.refused(id, JobState::Cancelled).await),
+        }
+    }
+
+    async fn job_retry(&self, id: JobId) -> StoreResult<Job> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE sluice_jobs
+             SET state = 'available', scheduled_at = now(), finalized_at = NULL,
+                 max_attempts = GREATEST(max_attempts, attempt + 1)
+             WHERE id = $1 AND state IN ('scheduled', 'retryable', 'completed', 'discarded', 'cancelled')
+             RETURNING {JOB_COLUMNS}"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => {
+                let job = job_from_row(&row)?;
+                self.notify(vec![job.queue.clone()]).await?;
+                Ok(job)
+            }
+            None => Err(self.refused(id, JobState::Available).await),
+        }
+    }
+
+    async fn job_delete(&self, id: JobId) -> StoreResult<()> {
+        let done = sqlx::query("DELETE FROM sluice_jobs WHERE id = $1").bind(id).execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::JobNotFound(id));
+        }
+        Ok(())
+    }
+
+    async fn job_prune(&self, params: JobPrune) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM sluice_jobs WHERE finalized_at IS NOT NULL AND finalized_at < $1
+             AND state IN ('completed', 'discarded', 'cancelled')",
+        )
+        .bind(params.finished_before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn job_get(&self, id: JobId) -> StoreResult<JobDetail> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::JobNotFound(id))?;
+        let attempts = sqlx::query(
+            "SELECT attempt, node, module_version, started_at, finished_at, outcome, message, trap_code,
+                    fuel_consumed, duration_us, peak_memory, logs::text AS logs
+             FROM sluice_attempts WHERE job_id = $1 ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(JobDetail {
+            job: job_from_row(&row)?,
+            attempts: attempts.iter().map(attempt_from_row).collect::<StoreResult<_>>()?,
+        })
+    }
+
+    async fn job_list(&self, params: JobList) -> StoreResult<Vec<Job>> {
+        let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE true"));
+        push_filters(&mut query, params.state, params.queue.as_deref(), params.module.as_deref());
+        if let Some(before) = params.before_id {
+            query.push(" AND id < ").push_bind(before);
+        }
+        query.push(" ORDER BY id DESC LIMIT ").push_bind(params.limit as i64);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn job_count(&self, params: JobCount) -> StoreResult<u64> {
+        let mut query = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM sluice_jobs WHERE true");
+        push_filters(&mut query, params.state, params.queue.as_deref(), params.module.as_deref());
+        let count: i64 = query.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok(count as u64)
+    }
+
+    async fn queue_list(&self) -> StoreResult<Vec<QueueSummary>> {
+        let counts = sqlx::query("SELECT queue, state, COUNT(*) AS n FROM sluice_jobs GROUP BY queue, state")
+            .fetch_all(&self.pool)
+            .await?;
+        let paused = sqlx::query("SELECT name, paused FROM sluice_queues").fetch_all(&self.pool).await?;
+        let flags = paused
+            .iter()
+            .map(|row| Ok((row.try_get("name")?, row.try_get("paused")?)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let rows = counts
+            .iter()
+            .map(|row| Ok((row.try_get("queue")?, row.try_get("state")?, row.try_get::<i64, _>("n")? as u64)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(summarize_queues(flags, rows))
+    }
+
+    async fn queue_pause(&self, params: QueuePause) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sluice_queues (name, paused) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET paused = $2, updated_at = now()",
+        )
+        .bind(&params.name)
+        .bind(params.paused)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn node_heartbeat(&self, params: NodeHeartbeat) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sluice_nodes (id, host, pid, queues, running) VALUES ($1, $2, $3, $4::jsonb, $5)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), queues = $4::jsonb, running = $5",
+        )
+        .bind(&params.id)
+        .bind(&params.host)
+        .bind(params.pid as i32)
+        .bind(serde_json::to_string(&params.queues).expect("queue names serialize"))
+        .bind(params.running as i32)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn node_list(&self) -> StoreResult<Vec<NodeInfo>> {
+        let rows = sqlx::query(
+            "SELECT id, host, pid, started_at, heartbeat_at, queues::text AS queues, running
+             FROM sluice_nodes ORDER BY started_at",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let queues: String = row.try_get("queues")?;
+                Ok(NodeInfo {
+                    id: row.try_get("id")?,
+                    host: row.try_get("host")?,
+                    pid: row.try_get::<i32, _>("pid")? as u32,
+                    started_at: row.try_get("started_at")?,
+                    heartbeat_at: row.try_get("heartbeat_at")?,
+                    queues: serde_json::from_str(&queues).unwrap_or_default(),
+                    running: row.try_get::<i32, _>("running")? as u32,
+                })
+            })
+            .collect()
+    }
+
+    async fn node_remove(&self, id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sluice_nodes WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn leader_elect(&self, params: LeaderElect) -> StoreResult<bool> {
+        let leader: Option<String> = sqlx::query_scalar(
+            "INSERT INTO sluice_leader AS l (name, node_id, elected_at, expires_at)
+             VALUES ('default', $1, now(), now() + $2 * interval '1 microsecond')
+             ON CONFLICT (name) DO UPDATE SET
+                 elected_at = CASE WHEN l.node_id = excluded.node_id THEN l.elected_at ELSE excluded.elected_at END,
+                 node_id = excluded.node_id, expires_at = excluded.expires_at
+             WHERE l.node_id = excluded.node_id OR l.expires_at < now()
+             RETURNING node_id",
+        )
+        .bind(&params.node)
+        .bind(params.term.as_micros() as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(leader.is_some())
+    }
+
+    async fn leader_resign(&self, node: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sluice_leader WHERE node_id = $1").bind(node).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+fn push_filters(query: &mut QueryBuilder<Postgres>, state: Option<JobState>, queue: Option<&str>, module: Option<&str>) {
+    if let Some(state) = state {
+        query.push(" AND state = ").push_bind(state.as_str());
+    }
+    if let Some(queue) = queue {
+        query.push(" AND queue = ").push_bind(queue.to_string());
+    }
+    if let Some(module) = module {
+        query.push(" AND module = ").push_bind(module.to_string());
+    }
+}
+
+/// New jobs as column arrays, for one `unnest` insert.
+#[derive(Default)]
+struct InsertColumns {
+    queue: Vec<String>,
+    module: Vec<String>,
+    module_version: Vec<Option<i32>>,
+    function: Vec<String>,
+    args: Vec<Vec<u8>>,
+    codec: Vec<&'static str>,
+    priority: Vec<i16>,
+    max_attempts: Vec<i32>,
+    scheduled_at: Vec<Option<DateTime<Utc>>>,
+    fuel_limit: Vec<Option<i64>>,
+    timeout_ms: Vec<Option<i64>>,
+    memory_limit: Vec<Option<i64>>,
+}
+
+impl InsertColumns {
+    fn push(&mut self, job: NewJob) {
+        self.queue.push(job.queue);
+        self.module.push(job.module);
+        self.module_version.push(job.module_version);
+        self.function.push(job.function);
+        self.args.push(job.args);
+        self.codec.push(job.codec.as_str());
+        self.priority.push(job.priority);
+        self.max_attempts.push(job.max_attempts);
+        self.scheduled_at.push(job.scheduled_at);
+        self.fuel_limit.push(job.limits.fuel.map(|v| v as i64));
+        self.timeout_ms.push(job.limits.timeout.map(|t| t.as_millis() as i64));
+        self.memory_limit.push(job.limits.memory_bytes.map(|v| v as i64));
+    }
+}
+
+/// Outcomes as column arrays, for one `unnest` update.
+#[derive(Default)]
+struct FinishColumns {
+    id: Vec<JobId>,
+    attempt: Vec<i32>,
+    state: Vec<&'static str>,
+    output: Vec<Option<Vec<u8>>>,
+    scheduled_at: Vec<Option<DateTime<Utc>>>,
+    module_version: Vec<Option<i32>>,
+    started_at: Vec<DateTime<Utc>>,
+    finished_at: Vec<DateTime<Utc>>,
+    outcome: Vec<&'static str>,
+    message: Vec<Option<String>>,
+    trap_code: Vec<Option<String>>,
+    fuel_consumed: Vec<i64>,
+    duration_us: Vec<i64>,
+    peak_memory: Vec<i64>,
+    logs: Vec<Option<String>>,
+}
+
+impl FinishColumns {
+    fn push(&mut self, outcome: JobOutcome) {
+        let state = resolved_state(&outcome.resolution);
+        let (output, scheduled_at) = match outcome.resolution {
+            Resolution::Complete { output } => (Some(output), None),
+            Resolution::Retry { at } | Resolution::Snooze { at } => (None, Some(at)),
+            Resolution::Discard => (None, None),
+        };
+        let record = outcome.record;
+        self.id.push(outcome.id);
+        self.attempt.push(outcome.attempt);
+        self.state.push(state.as_str());
+        self.output.push(output);
+        self.scheduled_at.push(scheduled_at);
+        self.module_version.push(record.module_version);
+        self.started_at.push(record.started_at);
+        self.finished_at.push(record.finished_at);
+        self.outcome.push(record.outcome.as_str());
+        self.message.push(record.message);
+        self.trap_code.push(record.trap_code);
+        self.fuel_consumed.push(record.fuel_consumed as i64);
+        self.duration_us.push(record.duration.as_micros() as i64);
+        self.peak_memory.push(record.peak_memory_bytes as i64);
+        self.logs.push(logs_json(&record.logs));
+    }
+}

@@ -1,0 +1,667 @@
+//! The embedded store: one SQLite file in WAL mode, for a single machine with no set-up.
+//!
+//! SQLite serializes writers, so each claim is one `UPDATE … RETURNING` and no row can be
+//! claimed twice. Timestamps are integer microseconds since the Unix epoch, taken from this
+//! machine's clock (every node of a SQLite store runs on this machine).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use tokio::sync::broadcast;
+
+use super::*;
+use crate::model::{AttemptClass, Codec, LimitOverrides};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Bound parameters per row of a multi-row insert; SQLite allows 32,766 per statement.
+const INSERT_COLUMNS: usize = 15;
+const ROWS_PER_INSERT: usize = 32_766 / INSERT_COLUMNS;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// Wakes this process's producers when it inserts or stages jobs.
+    inserted: broadcast::Sender<String>,
+    max_args_bytes: usize,
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn from_micros(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+fn now_micros() -> i64 {
+    micros(Utc::now())
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path`; `:memory:` is refused since
+    /// each pooled connection would see its own empty database.
+    pub async fn open(path: &str) -> StoreResult<SqliteStore> {
+        if path.is_empty() || path.contains(":memory:") {
+            return Err(StoreError::UnsupportedUrl(format!("sqlite://{path} (use a file path)")));
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .map_err(|e| StoreError::UnsupportedUrl(format!("sqlite://{path}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open sqlite://{path}: {e}")))?;
+        let (inserted, _) = broadcast::channel(1024);
+        Ok(SqliteStore { pool, inserted, max_args_bytes: DEFAULT_MAX_ARGS_BYTES })
+    }
+
+    /// Refuses args larger than `bytes` before they reach the database.
+    pub fn with_max_args_bytes(mut self, bytes: usize) -> SqliteStore {
+        self.max_args_bytes = bytes;
+        self
+    }
+
+    fn wake(&self, queues: impl IntoIterator<Item = String>) {
+        for queue in queues {
+            // No receiver is fine: nobody is waiting.
+            let _ = self.inserted.send(queue);
+        }
+    }
+}
+
+const JOB_COLUMNS: &str = "id, queue, module, module_version, function, args, codec, state, priority, \
+     attempt, max_attempts, inserted_at, scheduled_at, attempted_at, lease_node, lease_expires_at, \
+     finalized_at, fuel_limit, timeout_ms, memory_limit, output";
+
+fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
+    let codec: String = row.try_get("codec")?;
+    let state: String = row.try_get("state")?;
+    let opt_time = |column: &str| -> StoreResult<Option<DateTime<Utc>>> {
+        Ok(row.try_get::<Option<i64>, _>(column)?.map(from_micros))
+    };
+    Ok(Job {
+        id: row.try_get("id")?,
+        queue: row.try_get("queue")?,
+        module: row.try_get("module")?,
+        module_version: row.try_get("module_version")?,
+        function: row.try_get("function")?,
+        args: row.try_get("args")?,
+        codec: Codec::parse(&codec).ok_or_else(|| StoreError::Database(format!("unknown codec {codec}")))?,
+        state: JobState::parse(&state).ok_or_else(|| StoreError::Database(format!("unknown state {state}")))?,
+        priority: row.try_get("priority")?,
+        attempt: row.try_get("attempt")?,
+        max_attempts: row.try_get("max_attempts")?,
+        inserted_at: from_micros(row.try_get("inserted_at")?),
+        scheduled_at: from_micros(row.try_get("scheduled_at")?),
+        attempted_at: opt_time("attempted_at")?,
+        lease_node: row.try_get("lease_node")?,
+        lease_expires_at: opt_time("lease_expires_at")?,
+        finalized_at: opt_time("finalized_at")?,
+        limits: LimitOverrides {
+            fuel: row.try_get::<Option<i64>, _>("fuel_limit")?.map(|v| v as u64),
+            memory_bytes: row.try_get::<Option<i64>, _>("memory_limit")?.map(|v| v as u64),
+            timeout: row.try_get::<Option<i64>, _>("timeout_ms")?.map(|ms| Duration::from_millis(ms as u64)),
+        },
+        output: row.try_get("output")?,
+    })
+}
+
+fn module_from_row(row: &SqliteRow) -> StoreResult<ModuleInfo> {
+    let functions: String = row.try_get("functions")?;
+    Ok(ModuleInfo {
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        digest: row.try_get("digest")?,
+        functions: serde_json::from_str(&functions).map_err(|e| StoreError::Database(e.to_string()))?,
+        size_bytes: row.try_get("size_bytes")?,
+        uploaded_at: from_micros(row.try_get("uploaded_at")?),
+    })
+}
+
+fn attempt_from_row(row: &SqliteRow) -> StoreResult<AttemptRecord> {
+    let outcome: String = row.try_get("outcome")?;
+    let logs: Option<String> = row.try_get("logs")?;
+    Ok(AttemptRecord {
+        attempt: row.try_get("attempt")?,
+        node: row.try_get("node")?,
+        module_version: row.try_get("module_version")?,
+        started_at: from_micros(row.try_get("started_at")?),
+        finished_at: from_micros(row.try_get("finished_at")?),
+        outcome: AttemptClass::parse(&outcome)
+            .ok_or_else(|| StoreError::Database(format!("unknown outcome {outcome}")))?,
+        message: row.try_get("message")?,
+        trap_code: row.try_get("trap_code")?,
+        fuel_consumed: row.try_get::<i64, _>("fuel_consumed")? as u64,
+        duration: Duration::from_micros(row.try_get::<i64, _>("duration_us")? as u64),
+        peak_memory_bytes: row.try_get::<i64, _>("peak_memory")? as u64,
+        logs: logs_from_json(logs.as_deref()),
+    })
+}
+
+const MODULE_COLUMNS: &str = "name, version, digest, functions, length(wasm) AS size_bytes, uploaded_at";
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { cross_process_notify: false, multi_node: false }
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        // Two processes migrating at once: the loser fails on the migrations table and
+        // finds everything applied when it runs again.
+        match MIGRATIONS.run(&self.pool).await {
+            Ok(()) => Ok(()),
+            Err(_) => MIGRATIONS.run(&self.pool).await.map_err(|e| StoreError::Migration(e.to_string())),
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.inserted.subscribe()
+    }
+
+    async fn module_upload(&self, params: ModuleUpload) -> StoreResult<Uploaded> {
+        let functions = serde_json::to_string(&params.functions).expect("functions serialize");
+        // One statement: the next version number and the insert are atomic under SQLite's
+        // write lock; identical bytes hit the (name, digest) constraint and insert nothing.
+        let inserted = sqlx::query(
+            "INSERT INTO sluice_modules (name, version, digest, wasm, functions, uploaded_at)
+             SELECT ?1, COALESCE(MAX(version), 0) + 1, ?2, ?3, ?4, ?5 FROM sluice_modules WHERE name = ?1
+             ON CONFLICT (name, digest) DO NOTHING RETURNING version",
+        )
+        .bind(&params.name)
+        .bind(&params.digest)
+        .bind(&params.wasm)
+        .bind(&functions)
+        .bind(now_micros())
+        .fetch_optional(&self.pool)
+        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {MODULE_COLUMNS} FROM sluice_modules WHERE name = ? AND digest = ?"
+        )))
+        .bind(&params.name)
+        .bind(&params.digest)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Uploaded { module: module_from_row(&row)?, already_present: inserted.is_none() })
+    }
+
+    async fn module_get(&self, params: ModuleGet) -> StoreResult<ModuleInfo> {
+        let row = match params.version {
+            Some(version) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {MODULE_COLUMNS} FROM sluice_modules WHERE name = ? AND version = ?"
+            )))
+            .bind(&params.name)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?,
+            None => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {MODULE_COLUMNS} FROM sluice_modules WHERE name = ? ORDER BY version DESC LIMIT 1"
+            )))
+            .bind(&params.name)
+            .fetch_optional(&self.pool)
+            .await?,
+        };
+        match (row, params.version) {
+            (Some(row), _) => module_from_row(&row),
+            (None, Some(version)) => {
+                self.module_get(ModuleGet { name: params.name.clone(), version: None }).await?;
+                Err(StoreError::ModuleVersionNotFound { name: params.name, version })
+            }
+            (None, None) => Err(StoreError::ModuleNotFound(params.name)),
+        }
+    }
+
+    async fn module_wasm(&self, name: &str, version: i32) -> StoreResult<Vec<u8>> {
+        sqlx::query_scalar("SELECT wasm FROM sluice_modules WHERE name = ? AND version = ?")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::ModuleVersionNotFound { name: name.to_string(), version })
+    }
+
+    async fn module_list(&self) -> StoreResult<Vec<ModuleInfo>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {MODULE_COLUMNS} FROM sluice_modules m
+             WHERE version = (SELECT MAX(version) FROM sluice_modules WHERE name = m.name)
+             ORDER BY name"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(module_from_row).collect()
+    }
+
+    async fn job_insert(&self, job: NewJob) -> StoreResult<Job> {
+        let id = self.job_insert_many(vec![job]).await?[0];
+        Ok(self.job_get(id).await?.job)
+    }
+
+    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<JobId>> {
+        for job in &jobs {
+            check_new_job(job, self.max_args_bytes)?;
+        }
+        let now = Utc::now();
+        let mut ids = Vec::with_capacity(jobs.len());
+        let mut tx = self.pool.begin().await?;
+        for chunk in jobs.chunks(ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO sluice_jobs (queue, module, module_version, function, args, codec, state, \
+                 priority, max_attempts, inserted_at, scheduled_at, fuel_limit, timeout_ms, memory_limit, attempt) ",
+            );
+            insert.push_values(chunk, |mut row, job| {
+                row.push_bind(&job.queue)
+                    .push_bind(&job.module)
+                    .push_bind(job.module_version)
+                    .push_bind(&job.function)
+                    .push_bind(&job.args)
+                    .push_bind(job.codec.as_str())
+                    .push_bind(initial_state(job, now).as_str())
+                    .push_bind(job.priority)
+                    .push_bind(job.max_attempts)
+                    .push_bind(micros(now))
+                    .push_bind(micros(job.scheduled_at.unwrap_or(now)))
+                    .push_bind(job.limits.fuel.map(|v| v as i64))
+                    .push_bind(job.limits.timeout.map(|t| t.as_millis() as i64))
+                    .push_bind(job.limits.memory_bytes.map(|v| v as i64))
+                    .push_bind(0);
+            });
+            insert.push(" RETURNING id");
+            let mut chunk_ids: Vec<JobId> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
+            // Rows get ids in insertion order; RETURNING's order is not promised.
+            chunk_ids.sort_unstable();
+            ids.extend(chunk_ids);
+        }
+        tx.commit().await?;
+        let mut queues: Vec<String> = jobs
+            .iter()
+            .filter(|job| initial_state(job, now) == JobState::Available)
+            .map(|job| job.queue.clone())
+            .collect();
+        queues.sort_unstable();
+        queues.dedup();
+        self.wake(queues);
+        Ok(ids)
+    }
+
+    async fn job_fetch(&self, params: JobFetch) -> StoreResult<Vec<Job>> {
+        let now = now_micros();
+        let expires = now + params.lease.as_micros() as i64;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE sluice_jobs
+             SET state = 'running', attempt = attempt + 1, attempted_at = ?1,
+                 lease_node = ?2, lease_expires_at = ?3
+             WHERE id IN (SELECT id FROM sluice_jobs
+                          WHERE state = 'available' AND queue = ?4
+                          ORDER BY priority, scheduled_at, id LIMIT ?5)
+             RETURNING {JOB_COLUMNS}"
+        )))
+        .bind(now)
+        .bind(&params.node)
+        .bind(expires)
+        .bind(&params.queue)
+        .bind(params.limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
+        jobs.sort_by_key(|job| (job.priority, job.scheduled_at, job.id));
+        Ok(jobs)
+    }
+
+    async fn job_finish_many(&self, params: JobFinishMany) -> StoreResult<Vec<JobId>> {
+        let now = now_micros();
+        let mut applied = Vec::with_capacity(params.outcomes.len());
+        let mut tx = self.pool.begin().await?;
+        for outcome in &params.outcomes {
+            let state = resolved_state(&outcome.resolution);
+            let (output, scheduled_at) = match &outcome.resolution {
+                Resolution::Complete { output } => (Some(output.as_slice()), None),
+                Resolution::Retry { at } | Resolution::Snooze { at } => (None, Some(micros(*at))),
+                Resolution::Discard => (None, None),
+            };
+            let snoozed = matches!(outcome.resolution, Resolution::Snooze { .. });
+            let updated = sqlx::query(
+                "UPDATE sluice_jobs
+                 SET state = ?1, output = COALESCE(?2, output), scheduled_at = COALESCE(?3, scheduled_at),
+                     attempt = attempt - ?4, finalized_at = CASE WHEN ?1 IN ('completed', 'discarded') THEN ?5 END,
+                     lease_node = NULL, lease_expires_at = NULL
+                 WHERE id = ?6 AND state = 'running' AND lease_node = ?7 AND attempt = ?8",
+            )
+            .bind(state.as_str())
+            .bind(output)
+            .bind(scheduled_at)
+            .bind(snoozed as i32)
+            .bind(now)
+            .bind(outcome.id)
+            .bind(&params.node)
+            .bind(outcome.attempt)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                continue;
+            }
+            applied.push(outcome.id);
+            if !snoozed {
+                insert_attempt(&mut tx, outcome.id, &params.node, &outcome.record).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn job_lease_extend(&self, params: LeaseExtend) -> StoreResult<u64> {
+        let expires = now_micros() + params.lease.as_micros() as i64;
+        let done = sqlx::query(
+            "UPDATE sluice_jobs SET lease_expires_at = ? WHERE state = 'running' AND lease_node = ?",
+        )
+        .bind(expires)
+        .bind(&params.node)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn job_rescue(&self) -> StoreResult<Vec<JobId>> {
+        let now = now_micros();
+        let mut tx = self.pool.begin().await?;
+        let expired = sqlx::query(
+            "SELECT id, attempt, lease_node, attempted_at, queue FROM sluice_jobs
+             WHERE state = 'running' AND lease_expires_at < ?",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ids = Vec::with_capacity(expired.len());
+        let mut queues = Vec::new();
+        for row in &expired {
+            let id: JobId = row.try_get("id")?;
+            let node: String = row.try_get("lease_node")?;
+            let record = lease_expired_record(
+                row.try_get("attempt")?,
+                node.clone(),
+                from_micros(row.try_get::<Option<i64>, _>("attempted_at")?.unwrap_or(now)),
+                from_micros(now),
+            );
+            let state: String = sqlx::query_scalar(
+                "UPDATE sluice_jobs
+                 SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
+                     finalized_at = CASE WHEN attempt >= max_attempts THEN ?1 END,
+                     lease_node = NULL, lease_expires_at = NULL
+                 WHERE id = ?2 RETURNING state",
+            )
+            .bind(now)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            insert_attempt(&mut tx, id, &node, &record).await?;
+            if state == "available" {
+                queues.push(row.try_get::<String, _>("queue")?);
+            }
+            ids.push(id);
+        }
+        tx.commit().await?;
+        self.wake(queues);
+        Ok(ids)
+    }
+
+    async fn job_stage(&self) -> StoreResult<u64> {
+        let queues: Vec<String> = sqlx::query_scalar(
+            "UPDATE sluice_jobs SET state = 'available'
+             WHERE state IN ('scheduled', 'retryable') AND scheduled_at <= ? RETURNING queue",
+        )
+        .bind(now_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        let staged = queues.len() as u64;
+        let mut distinct = queues;
+        distinct.sort_unstable();
+        distinct.dedup();
+        self.wake(distinct);
+        Ok(staged)
+    }
+
+    async fn job_cancel(&self, id: JobId) -> StoreResult<Job> {
+        let now = now_micros();
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE sluice_jobs SET state = 'cancelled', finalized_at = ?, lease_node = NULL, lease_expires_at = NULL
+             WHERE id = ? AND state IN ('available', 'scheduled', 'retryable', 'running')
+             RETURNING {JOB_COLUMNS}"
+        )))
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => job_from_row(&row),
+            None => Err(self.refused(id, JobState::Cancelled).await),
+        }
+    }
+
+    async fn job_retry(&self, id: JobId) -> StoreResult<Job> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE sluice_jobs
+             SET state = 'available', scheduled_at = ?, finalized_at = NULL,
+                 max_attempts = MAX(max_attempts, attempt + 1)
+             WHERE id = ? AND state IN ('scheduled', 'retryable', 'completed', 'discarded', 'cancelled')
+             RETURNING {JOB_COLUMNS}"
+        )))
+        .bind(now_micros())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => {
+                let job = job_from_row(&row)?;
+                self.wake([job.queue.clone()]);
+                Ok(job)
+            }
+            None => Err(self.refused(id, JobState::Available).await),
+        }
+    }
+
+    async fn job_delete(&self, id: JobId) -> StoreResult<()> {
+        let done = sqlx::query("DELETE FROM sluice_jobs WHERE id = ?").bind(id).execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::JobNotFound(id));
+        }
+        Ok(())
+    }
+
+    async fn job_prune(&self, params: JobPrune) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "DELETE FROM sluice_jobs WHERE finalized_at IS NOT NULL AND finalized_at < ?
+             AND state IN ('completed', 'discarded', 'cancelled')",
+        )
+        .bind(micros(params.finished_before))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn job_get(&self, id: JobId) -> StoreResult<JobDetail> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE id = ?")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::JobNotFound(id))?;
+        let attempts = sqlx::query("SELECT * FROM sluice_attempts WHERE job_id = ? ORDER BY attempt")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(JobDetail {
+            job: job_from_row(&row)?,
+            attempts: attempts.iter().map(attempt_from_row).collect::<StoreResult<_>>()?,
+        })
+    }
+
+    async fn job_list(&self, params: JobList) -> StoreResult<Vec<Job>> {
+        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE 1 = 1"));
+        push_filters(&mut query, params.state, params.queue.as_deref(), params.module.as_deref());
+        if let Some(before) = params.before_id {
+            query.push(" AND id < ").push_bind(before);
+        }
+        query.push(" ORDER BY id DESC LIMIT ").push_bind(params.limit as i64);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn job_count(&self, params: JobCount) -> StoreResult<u64> {
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM sluice_jobs WHERE 1 = 1");
+        push_filters(&mut query, params.state, params.queue.as_deref(), params.module.as_deref());
+        let count: i64 = query.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok(count as u64)
+    }
+
+    async fn queue_list(&self) -> StoreResult<Vec<QueueSummary>> {
+        let counts = sqlx::query("SELECT queue, state, COUNT(*) AS n FROM sluice_jobs GROUP BY queue, state")
+            .fetch_all(&self.pool)
+            .await?;
+        let paused = sqlx::query("SELECT name, paused FROM sluice_queues").fetch_all(&self.pool).await?;
+        let flags = paused
+            .iter()
+            .map(|row| Ok((row.try_get("name")?, row.try_get("paused")?)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let rows = counts
+            .iter()
+            .map(|row| Ok((row.try_get("queue")?, row.try_get("state")?, row.try_get::<i64, _>("n")? as u64)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(summarize_queues(flags, rows))
+    }
+
+    async fn queue_pause(&self, params: QueuePause) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sluice_queues (name, paused, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET paused = ?2, updated_at = ?3",
+        )
+        .bind(&params.name)
+        .bind(params.paused)
+        .bind(now_micros())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn node_heartbeat(&self, params: NodeHeartbeat) -> StoreResult<()> {
+        let now = now_micros();
+        sqlx::query(
+            "INSERT INTO sluice_nodes (id, host, pid, started_at, heartbeat_at, queues, running)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = ?4, queues = ?5, running = ?6",
+        )
+        .bind(&params.id)
+        .bind(&params.host)
+        .bind(params.pid as i64)
+        .bind(now)
+        .bind(serde_json::to_string(&params.queues).expect("queue names serialize"))
+        .bind(params.running as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn node_list(&self) -> StoreResult<Vec<NodeInfo>> {
+        let rows = sqlx::query("SELECT * FROM sluice_nodes ORDER BY started_at").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                let queues: String = row.try_get("queues")?;
+                Ok(NodeInfo {
+                    id: row.try_get("id")?,
+                    host: row.try_get("host")?,
+                    pid: row.try_get::<i64, _>("pid")? as u32,
+                    started_at: from_micros(row.try_get("started_at")?),
+                    heartbeat_at: from_micros(row.try_get("heartbeat_at")?),
+                    queues: serde_json::from_str(&queues).unwrap_or_default(),
+                    running: row.try_get::<i64, _>("running")? as u32,
+                })
+            })
+            .collect()
+    }
+
+    async fn node_remove(&self, id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sluice_nodes WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn leader_elect(&self, params: LeaderElect) -> StoreResult<bool> {
+        let now = now_micros();
+        let leader: Option<String> = sqlx::query_scalar(
+            "INSERT INTO sluice_leader (name, node_id, elected_at, expires_at) VALUES ('default', ?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET
+                 elected_at = CASE WHEN node_id = ?1 THEN elected_at ELSE ?2 END,
+                 node_id = ?1, expires_at = ?3
+             WHERE node_id = ?1 OR expires_at < ?2
+             RETURNING node_id",
+        )
+        .bind(&params.node)
+        .bind(now)
+        .bind(now + params.term.as_micros() as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(leader.is_some())
+    }
+
+    async fn leader_resign(&self, node: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sluice_leader WHERE node_id = ?").bind(node).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+impl SqliteStore {
+    /// Why a state change matched no row: the job is missing, or in a state that forbids it.
+    async fn refused(&self, id: JobId, wanted: JobState) -> StoreError {
+        match self.job_get(id).await {
+            Ok(detail) => StoreError::InvalidTransition { id, state: detail.job.state, wanted },
+            Err(error) => error,
+        }
+    }
+}
+
+async fn insert_attempt(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    job_id: JobId,
+    node: &str,
+    record: &AttemptRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO sluice_attempts (job_id, attempt, node, module_version, started_at, finished_at,
+             outcome, message, trap_code, fuel_consumed, duration_us, peak_memory, logs)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (job_id, attempt) DO NOTHING",
+    )
+    .bind(job_id)
+    .bind(record.attempt)
+    .bind(node)
+    .bind(record.module_version)
+    .bind(micros(record.started_at))
+    .bind(micros(record.finished_at))
+    .bind(record.outcome.as_str())
+    .bind(&record.message)
+    .bind(&record.trap_code)
+    .bind(record.fuel_consumed as i64)
+    .bind(record.duration.as_micros() as i64)
+    .bind(record.peak_memory_bytes as i64)
+    .bind(logs_json(&record.logs))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn push_filters(query: &mut QueryBuilder<Sqlite>, state: Option<JobState>, queue: Option<&str>, module: Option<&str>) {
+    if let Some(state) = state {
+        query.push(" AND state = ").push_bind(state.as_str());
+    }
+    if let Some(queue) = queue {
+        query.push(" AND queue = ").push_bind(queue.to_string());
+    }
+    if let Some(module) = module {
+        query.push(" AND module = ").push_bind(module.to_string());
+    }
+}
