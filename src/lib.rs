@@ -1,5 +1,10 @@
 //! Sluice: background jobs, each attempt in its own WebAssembly sandbox.
 
+pub mod app;
+pub mod config;
+pub mod engine;
+pub mod maintenance;
 pub mod model;
+pub mod runner;
 pub mod sandbox;
 pub mod store;

@@ -13,15 +13,17 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
-use crate::model::{
-    AttemptRecord, Job, JobFunction, JobId, JobState, LogLine, ModuleInfo, NewJob,
-};
+use crate::model::{AttemptRecord, Job, JobFunction, JobId, JobState, LogLine, ModuleInfo, NewJob};
 
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
 
 /// The database used when none is given: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://sluice.db";
+
+/// A notification meaning "every queue should look": sent when notifications may have been
+/// missed (the listener reconnected).
+pub const WAKE_ALL: &str = "*";
 
 /// Largest args accepted by default, in bytes; bigger payloads belong in blob storage.
 pub const DEFAULT_MAX_ARGS_BYTES: usize = 1 << 20;
@@ -35,7 +37,11 @@ pub enum StoreError {
     #[error("module `{name}` has no version {version}")]
     ModuleVersionNotFound { name: String, version: i32 },
     #[error("job {id} is {state}; it cannot become {wanted}")]
-    InvalidTransition { id: JobId, state: JobState, wanted: JobState },
+    InvalidTransition {
+        id: JobId,
+        state: JobState,
+        wanted: JobState,
+    },
     #[error("the args are {size} bytes; the limit is {limit} bytes")]
     ArgsTooLarge { size: usize, limit: usize },
     #[error("invalid input: {0}")]
@@ -76,7 +82,24 @@ impl From<sqlx::Error> for StoreError {
 /// Postgres: admin shutdown, crash shutdown, cannot connect now, connection failures;
 /// SQLite: busy and locked.
 fn is_transient_code(code: Option<&str>) -> bool {
-    matches!(code, Some("57P01" | "57P02" | "57P03" | "08000" | "08003" | "08006" | "08001" | "08004" | "5" | "6" | "517" | "261" | "262"))
+    matches!(
+        code,
+        Some(
+            "57P01"
+                | "57P02"
+                | "57P03"
+                | "08000"
+                | "08003"
+                | "08006"
+                | "08001"
+                | "08004"
+                | "5"
+                | "6"
+                | "517"
+                | "261"
+                | "262"
+        )
+    )
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -126,13 +149,19 @@ pub struct JobFetch {
 /// What to do with a job whose attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
-    Complete { output: Vec<u8> },
+    Complete {
+        output: Vec<u8>,
+    },
     /// Try again no earlier than `at`.
-    Retry { at: DateTime<Utc> },
+    Retry {
+        at: DateTime<Utc>,
+    },
     /// No more attempts: the dead-letter state.
     Discard,
     /// Put back without counting the attempt, to run no earlier than `at`.
-    Snooze { at: DateTime<Utc> },
+    Snooze {
+        at: DateTime<Utc>,
+    },
 }
 
 /// One job's attempt outcome, as a node reports it.
@@ -196,7 +225,10 @@ pub struct QueueSummary {
 
 impl QueueSummary {
     pub fn count(&self, state: JobState) -> u64 {
-        self.counts.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n)
+        self.counts
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n)
     }
 }
 
@@ -310,13 +342,20 @@ pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
 /// Checks what every store refuses before touching the database.
 pub(crate) fn check_new_job(job: &NewJob, max_args_bytes: usize) -> StoreResult<()> {
     if job.args.len() > max_args_bytes {
-        return Err(StoreError::ArgsTooLarge { size: job.args.len(), limit: max_args_bytes });
+        return Err(StoreError::ArgsTooLarge {
+            size: job.args.len(),
+            limit: max_args_bytes,
+        });
     }
     if job.queue.is_empty() || job.module.is_empty() || job.function.is_empty() {
-        return Err(StoreError::Invalid("queue, module and function must not be empty".into()));
+        return Err(StoreError::Invalid(
+            "queue, module and function must not be empty".into(),
+        ));
     }
     if job.max_attempts < 1 {
-        return Err(StoreError::Invalid("max_attempts must be at least 1".into()));
+        return Err(StoreError::Invalid(
+            "max_attempts must be at least 1".into(),
+        ));
     }
     Ok(())
 }
@@ -335,7 +374,8 @@ pub(crate) fn logs_json(logs: &[LogLine]) -> Option<String> {
 }
 
 pub(crate) fn logs_from_json(text: Option<&str>) -> Vec<LogLine> {
-    text.and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default()
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default()
 }
 
 /// The state a resolution moves a running job to.
@@ -357,7 +397,9 @@ pub(crate) fn lease_expired_record(
 ) -> AttemptRecord {
     AttemptRecord {
         attempt,
-        message: Some(format!("the lease of node {node} expired: the node stopped heartbeating")),
+        message: Some(format!(
+            "the lease of node {node} expired: the node stopped heartbeating"
+        )),
         node,
         module_version: None,
         started_at,
@@ -378,7 +420,16 @@ pub(crate) fn summarize_queues(
 ) -> Vec<QueueSummary> {
     let mut queues: std::collections::BTreeMap<String, QueueSummary> = flags
         .into_iter()
-        .map(|(name, paused)| (name.clone(), QueueSummary { name, paused, counts: Vec::new() }))
+        .map(|(name, paused)| {
+            (
+                name.clone(),
+                QueueSummary {
+                    name,
+                    paused,
+                    counts: Vec::new(),
+                },
+            )
+        })
         .collect();
     for (queue, state, count) in counts {
         let summary = queues.entry(queue.clone()).or_insert_with(|| QueueSummary {

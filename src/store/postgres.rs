@@ -18,9 +18,6 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres
 
 /// The NOTIFY channel; the payload is the queue name.
 const CHANNEL: &str = "sluice_jobs";
-/// Sent to subscribers after the listener reconnects: notifications may have been missed,
-/// so every queue should look.
-pub const WAKE_ALL: &str = "*";
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -41,7 +38,12 @@ impl PostgresStore {
                 other => other,
             })?;
         let (notifications, _) = broadcast::channel(1024);
-        Ok(PostgresStore { pool, notifications, listener_started: Once::new(), max_args_bytes: DEFAULT_MAX_ARGS_BYTES })
+        Ok(PostgresStore {
+            pool,
+            notifications,
+            listener_started: Once::new(),
+            max_args_bytes: DEFAULT_MAX_ARGS_BYTES,
+        })
     }
 
     /// Refuses args larger than `bytes` before they reach the database.
@@ -71,11 +73,13 @@ impl PostgresStore {
 
     async fn notify(&self, queues: Vec<String>) -> StoreResult<()> {
         if !queues.is_empty() {
-            sqlx::query("SELECT pg_notify($1, q) FROM (SELECT DISTINCT unnest($2::text[]) AS q) AS queues")
-                .bind(CHANNEL)
-                .bind(queues)
-                .execute(&self.pool)
-                .await?;
+            sqlx::query(
+                "SELECT pg_notify($1, q) FROM (SELECT DISTINCT unnest($2::text[]) AS q) AS queues",
+            )
+            .bind(CHANNEL)
+            .bind(queues)
+            .execute(&self.pool)
+            .await?;
         }
         Ok(())
     }
@@ -83,7 +87,11 @@ impl PostgresStore {
     /// Why a state change matched no row: the job is missing, or in a state that forbids it.
     async fn refused(&self, id: JobId, wanted: JobState) -> StoreError {
         match self.job_get(id).await {
-            Ok(detail) => StoreError::InvalidTransition { id, state: detail.job.state, wanted },
+            Ok(detail) => StoreError::InvalidTransition {
+                id,
+                state: detail.job.state,
+                wanted,
+            },
             Err(error) => error,
         }
     }
@@ -114,8 +122,7 @@ const JOB_COLUMNS: &str = "id, queue, module, module_version, function, args, co
      attempt, max_attempts, inserted_at, scheduled_at, attempted_at, lease_node, lease_expires_at, \
      finalized_at, fuel_limit, timeout_ms, memory_limit, output";
 
-const MODULE_COLUMNS: &str =
-    "name, version, digest, functions::text AS functions, length(wasm)::bigint AS size_bytes, uploaded_at";
+const MODULE_COLUMNS: &str = "name, version, digest, functions::text AS functions, length(wasm)::bigint AS size_bytes, uploaded_at";
 
 fn job_from_row(row: &PgRow) -> StoreResult<Job> {
     let codec: String = row.try_get("codec")?;
@@ -127,8 +134,10 @@ fn job_from_row(row: &PgRow) -> StoreResult<Job> {
         module_version: row.try_get("module_version")?,
         function: row.try_get("function")?,
         args: row.try_get("args")?,
-        codec: Codec::parse(&codec).ok_or_else(|| StoreError::Database(format!("unknown codec {codec}")))?,
-        state: JobState::parse(&state).ok_or_else(|| StoreError::Database(format!("unknown state {state}")))?,
+        codec: Codec::parse(&codec)
+            .ok_or_else(|| StoreError::Database(format!("unknown codec {codec}")))?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Database(format!("unknown state {state}")))?,
         priority: row.try_get("priority")?,
         attempt: row.try_get("attempt")?,
         max_attempts: row.try_get("max_attempts")?,
@@ -139,9 +148,15 @@ fn job_from_row(row: &PgRow) -> StoreResult<Job> {
         lease_expires_at: row.try_get("lease_expires_at")?,
         finalized_at: row.try_get("finalized_at")?,
         limits: LimitOverrides {
-            fuel: row.try_get::<Option<i64>, _>("fuel_limit")?.map(|v| v as u64),
-            memory_bytes: row.try_get::<Option<i64>, _>("memory_limit")?.map(|v| v as u64),
-            timeout: row.try_get::<Option<i64>, _>("timeout_ms")?.map(|ms| Duration::from_millis(ms as u64)),
+            fuel: row
+                .try_get::<Option<i64>, _>("fuel_limit")?
+                .map(|v| v as u64),
+            memory_bytes: row
+                .try_get::<Option<i64>, _>("memory_limit")?
+                .map(|v| v as u64),
+            timeout: row
+                .try_get::<Option<i64>, _>("timeout_ms")?
+                .map(|ms| Duration::from_millis(ms as u64)),
         },
         output: row.try_get("output")?,
     })
@@ -153,7 +168,8 @@ fn module_from_row(row: &PgRow) -> StoreResult<ModuleInfo> {
         name: row.try_get("name")?,
         version: row.try_get("version")?,
         digest: row.try_get("digest")?,
-        functions: serde_json::from_str(&functions).map_err(|e| StoreError::Database(e.to_string()))?,
+        functions: serde_json::from_str(&functions)
+            .map_err(|e| StoreError::Database(e.to_string()))?,
         size_bytes: row.try_get("size_bytes")?,
         uploaded_at: row.try_get("uploaded_at")?,
     })
@@ -186,7 +202,10 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 #[async_trait::async_trait]
 impl Store for PostgresStore {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { cross_process_notify: true, multi_node: true }
+        Capabilities {
+            cross_process_notify: true,
+            multi_node: true,
+        }
     }
 
     async fn migrate(&self) -> StoreResult<()> {
@@ -235,7 +254,10 @@ impl Store for PostgresStore {
         .bind(&params.digest)
         .fetch_one(&self.pool)
         .await?;
-        Ok(Uploaded { module: module_from_row(&row)?, already_present: inserted.is_none() })
+        Ok(Uploaded {
+            module: module_from_row(&row)?,
+            already_present: inserted.is_none(),
+        })
     }
 
     async fn module_get(&self, params: ModuleGet) -> StoreResult<ModuleInfo> {
@@ -250,8 +272,15 @@ impl Store for PostgresStore {
         match (row, params.version) {
             (Some(row), _) => module_from_row(&row),
             (None, Some(version)) => {
-                self.module_get(ModuleGet { name: params.name.clone(), version: None }).await?;
-                Err(StoreError::ModuleVersionNotFound { name: params.name, version })
+                self.module_get(ModuleGet {
+                    name: params.name.clone(),
+                    version: None,
+                })
+                .await?;
+                Err(StoreError::ModuleVersionNotFound {
+                    name: params.name,
+                    version,
+                })
             }
             (None, None) => Err(StoreError::ModuleNotFound(params.name)),
         }
@@ -263,7 +292,10 @@ impl Store for PostgresStore {
             .bind(version)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| StoreError::ModuleVersionNotFound { name: name.to_string(), version })
+            .ok_or_else(|| StoreError::ModuleVersionNotFound {
+                name: name.to_string(),
+                version,
+            })
     }
 
     async fn module_list(&self) -> StoreResult<Vec<ModuleInfo>> {
@@ -334,7 +366,11 @@ impl Store for PostgresStore {
                  lease_node = $3, lease_expires_at = now() + $4 * interval '1 microsecond'
              FROM picked WHERE j.id = picked.id
              RETURNING {}",
-            JOB_COLUMNS.split(", ").map(|c| format!("j.{c}")).collect::<Vec<_>>().join(", ")
+            JOB_COLUMNS
+                .split(", ")
+                .map(|c| format!("j.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )))
         .bind(&params.queue)
         .bind(params.limit as i64)
@@ -342,7 +378,10 @@ impl Store for PostgresStore {
         .bind(params.lease.as_micros() as i64)
         .fetch_all(&self.pool)
         .await?;
-        let mut jobs = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let mut jobs = rows
+            .iter()
+            .map(job_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         jobs.sort_by_key(|job| (job.priority, job.scheduled_at, job.id));
         Ok(jobs)
     }
@@ -511,7 +550,10 @@ impl Store for PostgresStore {
     }
 
     async fn job_delete(&self, id: JobId) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM sluice_jobs WHERE id = $1").bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM sluice_jobs WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::JobNotFound(id));
         }
@@ -530,11 +572,13 @@ impl Store for PostgresStore {
     }
 
     async fn job_get(&self, id: JobId) -> StoreResult<JobDetail> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::JobNotFound(id))?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::JobNotFound(id))?;
         let attempts = sqlx::query(
             "SELECT attempt, node, module_version, started_at, finished_at, outcome, message, trap_code,
                     fuel_consumed, duration_us, peak_memory, logs::text AS logs
@@ -545,40 +589,68 @@ impl Store for PostgresStore {
         .await?;
         Ok(JobDetail {
             job: job_from_row(&row)?,
-            attempts: attempts.iter().map(attempt_from_row).collect::<StoreResult<_>>()?,
+            attempts: attempts
+                .iter()
+                .map(attempt_from_row)
+                .collect::<StoreResult<_>>()?,
         })
     }
 
     async fn job_list(&self, params: JobList) -> StoreResult<Vec<Job>> {
-        let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE true"));
-        push_filters(&mut query, params.state, params.queue.as_deref(), params.module.as_deref());
+        let mut query = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE true"
+        ));
+        push_filters(
+            &mut query,
+            params.state,
+            params.queue.as_deref(),
+            params.module.as_deref(),
+        );
         if let Some(before) = params.before_id {
             query.push(" AND id < ").push_bind(before);
         }
-        query.push(" ORDER BY id DESC LIMIT ").push_bind(params.limit as i64);
+        query
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(params.limit as i64);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(job_from_row).collect()
     }
 
     async fn job_count(&self, params: JobCount) -> StoreResult<u64> {
-        let mut query = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM sluice_jobs WHERE true");
-        push_filters(&mut query, params.state, params.queue.as_deref(), params.module.as_deref());
+        let mut query =
+            QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM sluice_jobs WHERE true");
+        push_filters(
+            &mut query,
+            params.state,
+            params.queue.as_deref(),
+            params.module.as_deref(),
+        );
         let count: i64 = query.build_query_scalar().fetch_one(&self.pool).await?;
         Ok(count as u64)
     }
 
     async fn queue_list(&self) -> StoreResult<Vec<QueueSummary>> {
-        let counts = sqlx::query("SELECT queue, state, COUNT(*) AS n FROM sluice_jobs GROUP BY queue, state")
+        let counts = sqlx::query(
+            "SELECT queue, state, COUNT(*) AS n FROM sluice_jobs GROUP BY queue, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let paused = sqlx::query("SELECT name, paused FROM sluice_queues")
             .fetch_all(&self.pool)
             .await?;
-        let paused = sqlx::query("SELECT name, paused FROM sluice_queues").fetch_all(&self.pool).await?;
         let flags = paused
             .iter()
             .map(|row| Ok((row.try_get("name")?, row.try_get("paused")?)))
             .collect::<StoreResult<Vec<_>>>()?;
         let rows = counts
             .iter()
-            .map(|row| Ok((row.try_get("queue")?, row.try_get("state")?, row.try_get::<i64, _>("n")? as u64)))
+            .map(|row| {
+                Ok((
+                    row.try_get("queue")?,
+                    row.try_get("state")?,
+                    row.try_get::<i64, _>("n")? as u64,
+                ))
+            })
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(summarize_queues(flags, rows))
     }
@@ -634,7 +706,10 @@ impl Store for PostgresStore {
     }
 
     async fn node_remove(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM sluice_nodes WHERE id = $1").bind(id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM sluice_nodes WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -656,12 +731,20 @@ impl Store for PostgresStore {
     }
 
     async fn leader_resign(&self, node: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM sluice_leader WHERE node_id = $1").bind(node).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM sluice_leader WHERE node_id = $1")
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }
 
-fn push_filters(query: &mut QueryBuilder<Postgres>, state: Option<JobState>, queue: Option<&str>, module: Option<&str>) {
+fn push_filters(
+    query: &mut QueryBuilder<Postgres>,
+    state: Option<JobState>,
+    queue: Option<&str>,
+    module: Option<&str>,
+) {
     if let Some(state) = state {
         query.push(" AND state = ").push_bind(state.as_str());
     }
@@ -702,8 +785,10 @@ impl InsertColumns {
         self.max_attempts.push(job.max_attempts);
         self.scheduled_at.push(job.scheduled_at);
         self.fuel_limit.push(job.limits.fuel.map(|v| v as i64));
-        self.timeout_ms.push(job.limits.timeout.map(|t| t.as_millis() as i64));
-        self.memory_limit.push(job.limits.memory_bytes.map(|v| v as i64));
+        self.timeout_ms
+            .push(job.limits.timeout.map(|t| t.as_millis() as i64));
+        self.memory_limit
+            .push(job.limits.memory_bytes.map(|v| v as i64));
     }
 }
 

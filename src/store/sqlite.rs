@@ -8,7 +8,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::broadcast;
 
@@ -45,7 +47,9 @@ impl SqliteStore {
     /// each pooled connection would see its own empty database.
     pub async fn open(path: &str) -> StoreResult<SqliteStore> {
         if path.is_empty() || path.contains(":memory:") {
-            return Err(StoreError::UnsupportedUrl(format!("sqlite://{path} (use a file path)")));
+            return Err(StoreError::UnsupportedUrl(format!(
+                "sqlite://{path} (use a file path)"
+            )));
         }
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
             .map_err(|e| StoreError::UnsupportedUrl(format!("sqlite://{path}: {e}")))?
@@ -61,7 +65,11 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open sqlite://{path}: {e}")))?;
         let (inserted, _) = broadcast::channel(1024);
-        Ok(SqliteStore { pool, inserted, max_args_bytes: DEFAULT_MAX_ARGS_BYTES })
+        Ok(SqliteStore {
+            pool,
+            inserted,
+            max_args_bytes: DEFAULT_MAX_ARGS_BYTES,
+        })
     }
 
     /// Refuses args larger than `bytes` before they reach the database.
@@ -95,8 +103,10 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
         module_version: row.try_get("module_version")?,
         function: row.try_get("function")?,
         args: row.try_get("args")?,
-        codec: Codec::parse(&codec).ok_or_else(|| StoreError::Database(format!("unknown codec {codec}")))?,
-        state: JobState::parse(&state).ok_or_else(|| StoreError::Database(format!("unknown state {state}")))?,
+        codec: Codec::parse(&codec)
+            .ok_or_else(|| StoreError::Database(format!("unknown codec {codec}")))?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Database(format!("unknown state {state}")))?,
         priority: row.try_get("priority")?,
         attempt: row.try_get("attempt")?,
         max_attempts: row.try_get("max_attempts")?,
@@ -107,9 +117,15 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
         lease_expires_at: opt_time("lease_expires_at")?,
         finalized_at: opt_time("finalized_at")?,
         limits: LimitOverrides {
-            fuel: row.try_get::<Option<i64>, _>("fuel_limit")?.map(|v| v as u64),
-            memory_bytes: row.try_get::<Option<i64>, _>("memory_limit")?.map(|v| v as u64),
-            timeout: row.try_get::<Option<i64>, _>("timeout_ms")?.map(|ms| Duration::from_millis(ms as u64)),
+            fuel: row
+                .try_get::<Option<i64>, _>("fuel_limit")?
+                .map(|v| v as u64),
+            memory_bytes: row
+                .try_get::<Option<i64>, _>("memory_limit")?
+                .map(|v| v as u64),
+            timeout: row
+                .try_get::<Option<i64>, _>("timeout_ms")?
+                .map(|ms| Duration::from_millis(ms as u64)),
         },
         output: row.try_get("output")?,
     })
@@ -121,7 +137,8 @@ fn module_from_row(row: &SqliteRow) -> StoreResult<ModuleInfo> {
         name: row.try_get("name")?,
         version: row.try_get("version")?,
         digest: row.try_get("digest")?,
-        functions: serde_json::from_str(&functions).map_err(|e| StoreError::Database(e.to_string()))?,
+        functions: serde_json::from_str(&functions)
+            .map_err(|e| StoreError::Database(e.to_string()))?,
         size_bytes: row.try_get("size_bytes")?,
         uploaded_at: from_micros(row.try_get("uploaded_at")?),
     })
@@ -147,12 +164,16 @@ fn attempt_from_row(row: &SqliteRow) -> StoreResult<AttemptRecord> {
     })
 }
 
-const MODULE_COLUMNS: &str = "name, version, digest, functions, length(wasm) AS size_bytes, uploaded_at";
+const MODULE_COLUMNS: &str =
+    "name, version, digest, functions, length(wasm) AS size_bytes, uploaded_at";
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     fn capabilities(&self) -> Capabilities {
-        Capabilities { cross_process_notify: false, multi_node: false }
+        Capabilities {
+            cross_process_notify: false,
+            multi_node: false,
+        }
     }
 
     async fn migrate(&self) -> StoreResult<()> {
@@ -160,7 +181,10 @@ impl Store for SqliteStore {
         // finds everything applied when it runs again.
         match MIGRATIONS.run(&self.pool).await {
             Ok(()) => Ok(()),
-            Err(_) => MIGRATIONS.run(&self.pool).await.map_err(|e| StoreError::Migration(e.to_string())),
+            Err(_) => MIGRATIONS
+                .run(&self.pool)
+                .await
+                .map_err(|e| StoreError::Migration(e.to_string())),
         }
     }
 
@@ -191,7 +215,10 @@ impl Store for SqliteStore {
         .bind(&params.digest)
         .fetch_one(&self.pool)
         .await?;
-        Ok(Uploaded { module: module_from_row(&row)?, already_present: inserted.is_none() })
+        Ok(Uploaded {
+            module: module_from_row(&row)?,
+            already_present: inserted.is_none(),
+        })
     }
 
     async fn module_get(&self, params: ModuleGet) -> StoreResult<ModuleInfo> {
@@ -213,8 +240,15 @@ impl Store for SqliteStore {
         match (row, params.version) {
             (Some(row), _) => module_from_row(&row),
             (None, Some(version)) => {
-                self.module_get(ModuleGet { name: params.name.clone(), version: None }).await?;
-                Err(StoreError::ModuleVersionNotFound { name: params.name, version })
+                self.module_get(ModuleGet {
+                    name: params.name.clone(),
+                    version: None,
+                })
+                .await?;
+                Err(StoreError::ModuleVersionNotFound {
+                    name: params.name,
+                    version,
+                })
             }
             (None, None) => Err(StoreError::ModuleNotFound(params.name)),
         }
@@ -226,7 +260,10 @@ impl Store for SqliteStore {
             .bind(version)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| StoreError::ModuleVersionNotFound { name: name.to_string(), version })
+            .ok_or_else(|| StoreError::ModuleVersionNotFound {
+                name: name.to_string(),
+                version,
+            })
     }
 
     async fn module_list(&self) -> StoreResult<Vec<ModuleInfo>> {
@@ -311,7 +348,10 @@ impl Store for SqliteStore {
         .bind(params.limit as i64)
         .fetch_all(&self.pool)
         .await?;
-        let mut jobs = rows.iter().map(job_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let mut jobs = rows
+            .iter()
+            .map(job_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         jobs.sort_by_key(|job| (job.priority, job.scheduled_at, job.id));
         Ok(jobs)
     }
@@ -387,7 +427,10 @@ impl Store for SqliteStore {
             let record = lease_expired_record(
                 row.try_get("attempt")?,
                 node.clone(),
-                from_micros(row.try_get::<Option<i64>, _>("attempted_at")?.unwrap_or(now)),
+                from_micros(
+                    row.try_get::<Option<i64>, _>("attempted_at")?
+                        .unwrap_or(now),
+                ),
                 from_micros(now),
             );
             let state: String = sqlx::query_scalar(
@@ -468,7 +511,10 @@ impl Store for SqliteStore {
     }
 
     async fn job_delete(&self, id: JobId) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM sluice_jobs WHERE id = ?").bind(id).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM sluice_jobs WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::JobNotFound(id));
         }
@@ -487,51 +533,81 @@ impl Store for SqliteStore {
     }
 
     async fn job_get(&self, id: JobId) -> StoreResult<JobDetail> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE id = ?")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::JobNotFound(id))?;
-        let attempts = sqlx::query("SELECT * FROM sluice_attempts WHERE job_id = ? ORDER BY attempt")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::JobNotFound(id))?;
+        let attempts =
+            sqlx::query("SELECT * FROM sluice_attempts WHERE job_id = ? ORDER BY attempt")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(JobDetail {
             job: job_from_row(&row)?,
-            attempts: attempts.iter().map(attempt_from_row).collect::<StoreResult<_>>()?,
+            attempts: attempts
+                .iter()
+                .map(attempt_from_row)
+                .collect::<StoreResult<_>>()?,
         })
     }
 
     async fn job_list(&self, params: JobList) -> StoreResult<Vec<Job>> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE 1 = 1"));
-        push_filters(&mut query, params.state, params.queue.as_deref(), params.module.as_deref());
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE 1 = 1"
+        ));
+        push_filters(
+            &mut query,
+            params.state,
+            params.queue.as_deref(),
+            params.module.as_deref(),
+        );
         if let Some(before) = params.before_id {
             query.push(" AND id < ").push_bind(before);
         }
-        query.push(" ORDER BY id DESC LIMIT ").push_bind(params.limit as i64);
+        query
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(params.limit as i64);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(job_from_row).collect()
     }
 
     async fn job_count(&self, params: JobCount) -> StoreResult<u64> {
         let mut query = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM sluice_jobs WHERE 1 = 1");
-        push_filters(&mut query, params.state, params.queue.as_deref(), params.module.as_deref());
+        push_filters(
+            &mut query,
+            params.state,
+            params.queue.as_deref(),
+            params.module.as_deref(),
+        );
         let count: i64 = query.build_query_scalar().fetch_one(&self.pool).await?;
         Ok(count as u64)
     }
 
     async fn queue_list(&self) -> StoreResult<Vec<QueueSummary>> {
-        let counts = sqlx::query("SELECT queue, state, COUNT(*) AS n FROM sluice_jobs GROUP BY queue, state")
+        let counts = sqlx::query(
+            "SELECT queue, state, COUNT(*) AS n FROM sluice_jobs GROUP BY queue, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let paused = sqlx::query("SELECT name, paused FROM sluice_queues")
             .fetch_all(&self.pool)
             .await?;
-        let paused = sqlx::query("SELECT name, paused FROM sluice_queues").fetch_all(&self.pool).await?;
         let flags = paused
             .iter()
             .map(|row| Ok((row.try_get("name")?, row.try_get("paused")?)))
             .collect::<StoreResult<Vec<_>>>()?;
         let rows = counts
             .iter()
-            .map(|row| Ok((row.try_get("queue")?, row.try_get("state")?, row.try_get::<i64, _>("n")? as u64)))
+            .map(|row| {
+                Ok((
+                    row.try_get("queue")?,
+                    row.try_get("state")?,
+                    row.try_get::<i64, _>("n")? as u64,
+                ))
+            })
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(summarize_queues(flags, rows))
     }
@@ -568,7 +644,9 @@ impl Store for SqliteStore {
     }
 
     async fn node_list(&self) -> StoreResult<Vec<NodeInfo>> {
-        let rows = sqlx::query("SELECT * FROM sluice_nodes ORDER BY started_at").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM sluice_nodes ORDER BY started_at")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 let queues: String = row.try_get("queues")?;
@@ -586,7 +664,10 @@ impl Store for SqliteStore {
     }
 
     async fn node_remove(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM sluice_nodes WHERE id = ?").bind(id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM sluice_nodes WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -609,7 +690,10 @@ impl Store for SqliteStore {
     }
 
     async fn leader_resign(&self, node: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM sluice_leader WHERE node_id = ?").bind(node).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM sluice_leader WHERE node_id = ?")
+            .bind(node)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }
@@ -618,7 +702,11 @@ impl SqliteStore {
     /// Why a state change matched no row: the job is missing, or in a state that forbids it.
     async fn refused(&self, id: JobId, wanted: JobState) -> StoreError {
         match self.job_get(id).await {
-            Ok(detail) => StoreError::InvalidTransition { id, state: detail.job.state, wanted },
+            Ok(detail) => StoreError::InvalidTransition {
+                id,
+                state: detail.job.state,
+                wanted,
+            },
             Err(error) => error,
         }
     }
@@ -654,7 +742,12 @@ async fn insert_attempt(
     Ok(())
 }
 
-fn push_filters(query: &mut QueryBuilder<Sqlite>, state: Option<JobState>, queue: Option<&str>, module: Option<&str>) {
+fn push_filters(
+    query: &mut QueryBuilder<Sqlite>,
+    state: Option<JobState>,
+    queue: Option<&str>,
+    module: Option<&str>,
+) {
     if let Some(state) = state {
         query.push(" AND state = ").push_bind(state.as_str());
     }

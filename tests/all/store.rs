@@ -17,11 +17,15 @@ use crate::support::{fresh_postgres_database, temp_dir};
 
 async fn sqlite_store() -> Arc<dyn Store> {
     let path = temp_dir("sqlite").join("sluice.db");
-    sluice::store::connect(&format!("sqlite://{}", path.display())).await.unwrap()
+    sluice::store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap()
 }
 
 async fn postgres_store() -> Arc<dyn Store> {
-    sluice::store::connect(&fresh_postgres_database().await).await.unwrap()
+    sluice::store::connect(&fresh_postgres_database().await)
+        .await
+        .unwrap()
 }
 
 /// Runs each listed behaviour once per store.
@@ -75,7 +79,12 @@ fn job(function: &str) -> NewJob {
 }
 
 fn fetch(queue: &str, limit: u32, node: &str, lease: Duration) -> JobFetch {
-    JobFetch { queue: queue.into(), limit, node: node.into(), lease }
+    JobFetch {
+        queue: queue.into(),
+        limit,
+        node: node.into(),
+        lease,
+    }
 }
 
 fn record(attempt: i32, outcome: AttemptClass) -> AttemptRecord {
@@ -100,11 +109,22 @@ fn record(attempt: i32, outcome: AttemptClass) -> AttemptRecord {
 }
 
 fn outcome(id: i64, attempt: i32, resolution: Resolution, class: AttemptClass) -> JobOutcome {
-    JobOutcome { id, attempt, resolution, record: record(attempt, class) }
+    JobOutcome {
+        id,
+        attempt,
+        resolution,
+        record: record(attempt, class),
+    }
 }
 
 async fn finish(store: &Arc<dyn Store>, node: &str, outcomes: Vec<JobOutcome>) -> Vec<i64> {
-    store.job_finish_many(JobFinishMany { node: node.into(), outcomes }).await.unwrap()
+    store
+        .job_finish_many(JobFinishMany {
+            node: node.into(),
+            outcomes,
+        })
+        .await
+        .unwrap()
 }
 
 async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
@@ -123,10 +143,25 @@ async fn insert_and_get_round_trip(store: Arc<dyn Store>) {
     assert_eq!(got.job, inserted);
     assert!(got.attempts.is_empty());
     let job = got.job;
-    assert_eq!((job.queue.as_str(), job.module.as_str(), job.function.as_str()), ("mail", "hello", "greet"));
+    assert_eq!(
+        (
+            job.queue.as_str(),
+            job.module.as_str(),
+            job.function.as_str()
+        ),
+        ("mail", "hello", "greet")
+    );
     assert_eq!(job.args, new.args);
     assert_eq!(job.state, JobState::Available);
-    assert_eq!((job.priority, job.attempt, job.max_attempts, job.module_version), (3, 0, 7, Some(2)));
+    assert_eq!(
+        (
+            job.priority,
+            job.attempt,
+            job.max_attempts,
+            job.module_version
+        ),
+        (3, 0, 7, Some(2))
+    );
     assert_eq!(job.limits, new.limits);
     assert!(job.lease_node.is_none() && job.finalized_at.is_none() && job.output.is_none());
 }
@@ -137,11 +172,20 @@ async fn scheduled_jobs_wait_and_retry_runs_them_now(store: Arc<dyn Store>) {
     let later = store.job_insert(later).await.unwrap();
     assert_eq!(later.state, JobState::Scheduled);
     assert_eq!(store.job_stage().await.unwrap(), 0);
-    assert!(store.job_fetch(fetch("default", 10, NODE, LEASE)).await.unwrap().is_empty());
+    assert!(
+        store
+            .job_fetch(fetch("default", 10, NODE, LEASE))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let now = store.job_retry(later.id).await.unwrap();
     assert_eq!(now.state, JobState::Available);
-    let fetched = store.job_fetch(fetch("default", 10, NODE, LEASE)).await.unwrap();
+    let fetched = store
+        .job_fetch(fetch("default", 10, NODE, LEASE))
+        .await
+        .unwrap();
     assert_eq!(fetched.iter().map(|j| j.id).collect::<Vec<_>>(), [later.id]);
 }
 
@@ -157,41 +201,87 @@ async fn fetch_claims_in_run_order_under_a_lease(store: Arc<dyn Store>) {
     store.job_insert(other).await.unwrap();
 
     let before = Utc::now() - chrono::Duration::seconds(1);
-    let first = store.job_fetch(fetch("default", 3, NODE, LEASE)).await.unwrap();
+    let first = store
+        .job_fetch(fetch("default", 3, NODE, LEASE))
+        .await
+        .unwrap();
     // Priority 0 first (oldest first among equals), then 5.
-    assert_eq!(first.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[1], ids[3], ids[0]]);
+    assert_eq!(
+        first.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [ids[1], ids[3], ids[0]]
+    );
     for job in &first {
         assert_eq!(job.state, JobState::Running);
         assert_eq!(job.attempt, 1);
         assert_eq!(job.lease_node.as_deref(), Some(NODE));
         let expires = job.lease_expires_at.unwrap();
-        assert!(expires > before + chrono::Duration::seconds(50), "lease expires at {expires}");
+        assert!(
+            expires > before + chrono::Duration::seconds(50),
+            "lease expires at {expires}"
+        );
         assert!(job.attempted_at.is_some());
     }
-    let second = store.job_fetch(fetch("default", 3, NODE, LEASE)).await.unwrap();
+    let second = store
+        .job_fetch(fetch("default", 3, NODE, LEASE))
+        .await
+        .unwrap();
     assert_eq!(second.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[2]]);
-    assert!(store.job_fetch(fetch("default", 3, NODE, LEASE)).await.unwrap().is_empty());
+    assert!(
+        store
+            .job_fetch(fetch("default", 3, NODE, LEASE))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn outcomes_move_states_and_write_history(store: Arc<dyn Store>) {
     for _ in 0..4 {
         store.job_insert(job("greet")).await.unwrap();
     }
-    let jobs = store.job_fetch(fetch("default", 4, NODE, LEASE)).await.unwrap();
+    let jobs = store
+        .job_fetch(fetch("default", 4, NODE, LEASE))
+        .await
+        .unwrap();
     let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
     let retry_at = Utc::now() + chrono::Duration::minutes(10);
     let applied = finish(
         &store,
         NODE,
         vec![
-            outcome(ids[0], 1, Resolution::Complete { output: b"\"done\"".to_vec() }, AttemptClass::Completed),
-            outcome(ids[1], 1, Resolution::Retry { at: retry_at }, AttemptClass::Failed(FailureKind::GuestError)),
-            outcome(ids[2], 1, Resolution::Discard, AttemptClass::Failed(FailureKind::BadArgs)),
-            outcome(ids[3], 1, Resolution::Snooze { at: retry_at }, AttemptClass::Completed),
+            outcome(
+                ids[0],
+                1,
+                Resolution::Complete {
+                    output: b"\"done\"".to_vec(),
+                },
+                AttemptClass::Completed,
+            ),
+            outcome(
+                ids[1],
+                1,
+                Resolution::Retry { at: retry_at },
+                AttemptClass::Failed(FailureKind::GuestError),
+            ),
+            outcome(
+                ids[2],
+                1,
+                Resolution::Discard,
+                AttemptClass::Failed(FailureKind::BadArgs),
+            ),
+            outcome(
+                ids[3],
+                1,
+                Resolution::Snooze { at: retry_at },
+                AttemptClass::Completed,
+            ),
         ],
     )
     .await;
-    assert_eq!(applied.iter().copied().collect::<HashSet<_>>(), ids.iter().copied().collect());
+    assert_eq!(
+        applied.iter().copied().collect::<HashSet<_>>(),
+        ids.iter().copied().collect()
+    );
 
     let completed = store.job_get(ids[0]).await.unwrap();
     assert_eq!(completed.job.state, JobState::Completed);
@@ -199,15 +289,30 @@ async fn outcomes_move_states_and_write_history(store: Arc<dyn Store>) {
     assert!(completed.job.finalized_at.is_some() && completed.job.lease_node.is_none());
     assert_eq!(completed.attempts.len(), 1);
     let history = &completed.attempts[0];
-    assert_eq!((history.attempt, history.node.as_str(), history.outcome), (1, NODE, AttemptClass::Completed));
-    assert_eq!((history.fuel_consumed, history.module_version), (1234, Some(1)));
+    assert_eq!(
+        (history.attempt, history.node.as_str(), history.outcome),
+        (1, NODE, AttemptClass::Completed)
+    );
+    assert_eq!(
+        (history.fuel_consumed, history.module_version),
+        (1234, Some(1))
+    );
     assert_eq!(history.duration, Duration::from_millis(5));
 
     let retryable = store.job_get(ids[1]).await.unwrap();
     assert_eq!(retryable.job.state, JobState::Retryable);
-    assert_eq!(retryable.job.scheduled_at.timestamp_micros(), retry_at.timestamp_micros());
-    assert_eq!(retryable.attempts[0].outcome, AttemptClass::Failed(FailureKind::GuestError));
-    assert_eq!(retryable.attempts[0].message.as_deref(), Some("guest_error happened"));
+    assert_eq!(
+        retryable.job.scheduled_at.timestamp_micros(),
+        retry_at.timestamp_micros()
+    );
+    assert_eq!(
+        retryable.attempts[0].outcome,
+        AttemptClass::Failed(FailureKind::GuestError)
+    );
+    assert_eq!(
+        retryable.attempts[0].message.as_deref(),
+        Some("guest_error happened")
+    );
     assert!(retryable.job.finalized_at.is_none());
 
     let discarded = store.job_get(ids[2]).await.unwrap();
@@ -216,45 +321,104 @@ async fn outcomes_move_states_and_write_history(store: Arc<dyn Store>) {
 
     let snoozed = store.job_get(ids[3]).await.unwrap();
     assert_eq!(snoozed.job.state, JobState::Scheduled);
-    assert_eq!(snoozed.job.attempt, 0, "a snooze does not count as an attempt");
+    assert_eq!(
+        snoozed.job.attempt, 0,
+        "a snooze does not count as an attempt"
+    );
     assert!(snoozed.attempts.is_empty());
 
     // A finished job cannot be finished again.
-    let again = finish(&store, NODE, vec![outcome(ids[0], 1, Resolution::Discard, AttemptClass::Completed)]).await;
+    let again = finish(
+        &store,
+        NODE,
+        vec![outcome(
+            ids[0],
+            1,
+            Resolution::Discard,
+            AttemptClass::Completed,
+        )],
+    )
+    .await;
     assert!(again.is_empty());
-    assert_eq!(store.job_get(ids[0]).await.unwrap().job.state, JobState::Completed);
+    assert_eq!(
+        store.job_get(ids[0]).await.unwrap().job.state,
+        JobState::Completed
+    );
 }
 
 async fn a_stale_lease_cannot_overwrite_the_new_owner(store: Arc<dyn Store>) {
     let id = store.job_insert(job("greet")).await.unwrap().id;
     // Node A claims with a lease that is already over, as if it stalled.
-    let claimed = store.job_fetch(fetch("default", 1, "node-a", Duration::ZERO)).await.unwrap();
+    let claimed = store
+        .job_fetch(fetch("default", 1, "node-a", Duration::ZERO))
+        .await
+        .unwrap();
     assert_eq!(claimed[0].id, id);
     assert_eq!(store.job_rescue().await.unwrap(), [id]);
-    let claimed = store.job_fetch(fetch("default", 1, "node-b", LEASE)).await.unwrap();
+    let claimed = store
+        .job_fetch(fetch("default", 1, "node-b", LEASE))
+        .await
+        .unwrap();
     assert_eq!((claimed[0].id, claimed[0].attempt), (id, 2));
 
     // A wakes up and reports its attempt: refused. B's report is applied.
-    let stale = finish(&store, "node-a", vec![outcome(id, 1, Resolution::Discard, AttemptClass::Completed)]).await;
+    let stale = finish(
+        &store,
+        "node-a",
+        vec![outcome(id, 1, Resolution::Discard, AttemptClass::Completed)],
+    )
+    .await;
     assert!(stale.is_empty());
-    let current = Resolution::Complete { output: b"1".to_vec() };
-    assert_eq!(finish(&store, "node-b", vec![outcome(id, 2, current, AttemptClass::Completed)]).await, [id]);
+    let current = Resolution::Complete {
+        output: b"1".to_vec(),
+    };
+    assert_eq!(
+        finish(
+            &store,
+            "node-b",
+            vec![outcome(id, 2, current, AttemptClass::Completed)]
+        )
+        .await,
+        [id]
+    );
 
     // The same node cannot report an old attempt of a job it claimed again, either.
     let detail = store.job_get(id).await.unwrap();
     assert_eq!(detail.job.state, JobState::Completed);
-    let history: Vec<_> = detail.attempts.iter().map(|a| (a.attempt, a.node.as_str(), a.outcome)).collect();
-    assert_eq!(history, [(1, "node-a", AttemptClass::LeaseExpired), (2, "node-b", AttemptClass::Completed)]);
+    let history: Vec<_> = detail
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.node.as_str(), a.outcome))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (1, "node-a", AttemptClass::LeaseExpired),
+            (2, "node-b", AttemptClass::Completed)
+        ]
+    );
 }
 
 async fn leases_extend_and_expired_ones_are_rescued(store: Arc<dyn Store>) {
     for _ in 0..3 {
         store.job_insert(job("greet")).await.unwrap();
     }
-    let mine = store.job_fetch(fetch("default", 2, NODE, Duration::ZERO)).await.unwrap();
-    let theirs = store.job_fetch(fetch("default", 1, "node-b", Duration::ZERO)).await.unwrap();
+    let mine = store
+        .job_fetch(fetch("default", 2, NODE, Duration::ZERO))
+        .await
+        .unwrap();
+    let theirs = store
+        .job_fetch(fetch("default", 1, "node-b", Duration::ZERO))
+        .await
+        .unwrap();
     // Extending refreshes only this node's leases.
-    let extended = store.job_lease_extend(LeaseExtend { node: NODE.into(), lease: LEASE }).await.unwrap();
+    let extended = store
+        .job_lease_extend(LeaseExtend {
+            node: NODE.into(),
+            lease: LEASE,
+        })
+        .await
+        .unwrap();
     assert_eq!(extended, 2);
     let rescued = store.job_rescue().await.unwrap();
     assert_eq!(rescued, [theirs[0].id]);
@@ -267,14 +431,23 @@ async fn leases_extend_and_expired_ones_are_rescued(store: Arc<dyn Store>) {
     assert_eq!(rescued.job.state, JobState::Available);
     assert!(rescued.job.lease_node.is_none());
     assert_eq!(rescued.attempts[0].outcome, AttemptClass::LeaseExpired);
-    assert!(rescued.attempts[0].message.as_deref().unwrap().contains("node-b"));
+    assert!(
+        rescued.attempts[0]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("node-b")
+    );
 }
 
 async fn rescue_discards_a_job_with_no_attempts_left(store: Arc<dyn Store>) {
     let mut last_chance = job("greet");
     last_chance.max_attempts = 1;
     let id = store.job_insert(last_chance).await.unwrap().id;
-    store.job_fetch(fetch("default", 1, NODE, Duration::ZERO)).await.unwrap();
+    store
+        .job_fetch(fetch("default", 1, NODE, Duration::ZERO))
+        .await
+        .unwrap();
     assert_eq!(store.job_rescue().await.unwrap(), [id]);
     let job = store.job_get(id).await.unwrap().job;
     assert_eq!(job.state, JobState::Discarded);
@@ -284,7 +457,10 @@ async fn rescue_discards_a_job_with_no_attempts_left(store: Arc<dyn Store>) {
 async fn retryable_jobs_are_staged_when_due(store: Arc<dyn Store>) {
     let due = store.job_insert(job("greet")).await.unwrap().id;
     let not_due = store.job_insert(job("greet")).await.unwrap().id;
-    store.job_fetch(fetch("default", 2, NODE, LEASE)).await.unwrap();
+    store
+        .job_fetch(fetch("default", 2, NODE, LEASE))
+        .await
+        .unwrap();
     let past = Utc::now() - chrono::Duration::seconds(1);
     let future = Utc::now() + chrono::Duration::hours(1);
     let failed = AttemptClass::Failed(FailureKind::Trap);
@@ -298,9 +474,18 @@ async fn retryable_jobs_are_staged_when_due(store: Arc<dyn Store>) {
     )
     .await;
     assert_eq!(store.job_stage().await.unwrap(), 1);
-    assert_eq!(store.job_get(due).await.unwrap().job.state, JobState::Available);
-    assert_eq!(store.job_get(not_due).await.unwrap().job.state, JobState::Retryable);
-    let again = store.job_fetch(fetch("default", 5, NODE, LEASE)).await.unwrap();
+    assert_eq!(
+        store.job_get(due).await.unwrap().job.state,
+        JobState::Available
+    );
+    assert_eq!(
+        store.job_get(not_due).await.unwrap().job.state,
+        JobState::Retryable
+    );
+    let again = store
+        .job_fetch(fetch("default", 5, NODE, LEASE))
+        .await
+        .unwrap();
     assert_eq!((again.len(), again[0].id, again[0].attempt), (1, due, 2));
 }
 
@@ -311,64 +496,190 @@ async fn cancel_retry_delete_and_typed_not_found(store: Arc<dyn Store>) {
     assert!(cancelled.finalized_at.is_some());
     assert!(matches!(
         store.job_cancel(id).await,
-        Err(StoreError::InvalidTransition { state: JobState::Cancelled, wanted: JobState::Cancelled, .. })
+        Err(StoreError::InvalidTransition {
+            state: JobState::Cancelled,
+            wanted: JobState::Cancelled,
+            ..
+        })
     ));
     let retried = store.job_retry(id).await.unwrap();
-    assert_eq!((retried.state, retried.finalized_at), (JobState::Available, None));
+    assert_eq!(
+        (retried.state, retried.finalized_at),
+        (JobState::Available, None)
+    );
 
     // Cancelling a running job fences out its node's report.
-    let running = store.job_fetch(fetch("default", 1, NODE, LEASE)).await.unwrap();
-    assert!(matches!(store.job_retry(id).await, Err(StoreError::InvalidTransition { state: JobState::Running, .. })));
+    let running = store
+        .job_fetch(fetch("default", 1, NODE, LEASE))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.job_retry(id).await,
+        Err(StoreError::InvalidTransition {
+            state: JobState::Running,
+            ..
+        })
+    ));
     store.job_cancel(id).await.unwrap();
-    let late = Resolution::Complete { output: b"1".to_vec() };
-    assert!(finish(&store, NODE, vec![outcome(id, running[0].attempt, late, AttemptClass::Completed)]).await.is_empty());
+    let late = Resolution::Complete {
+        output: b"1".to_vec(),
+    };
+    assert!(
+        finish(
+            &store,
+            NODE,
+            vec![outcome(
+                id,
+                running[0].attempt,
+                late,
+                AttemptClass::Completed
+            )]
+        )
+        .await
+        .is_empty()
+    );
 
     // A finished job retried gets one more attempt even past its max.
     let mut once = job("greet");
     once.max_attempts = 1;
     let once = store.job_insert(once).await.unwrap().id;
-    store.job_fetch(fetch("default", 1, NODE, LEASE)).await.unwrap();
-    finish(&store, NODE, vec![outcome(once, 1, Resolution::Discard, AttemptClass::Failed(FailureKind::Panic))]).await;
+    store
+        .job_fetch(fetch("default", 1, NODE, LEASE))
+        .await
+        .unwrap();
+    finish(
+        &store,
+        NODE,
+        vec![outcome(
+            once,
+            1,
+            Resolution::Discard,
+            AttemptClass::Failed(FailureKind::Panic),
+        )],
+    )
+    .await;
     let retried = store.job_retry(once).await.unwrap();
-    assert_eq!((retried.state, retried.attempt, retried.max_attempts), (JobState::Available, 1, 2));
+    assert_eq!(
+        (retried.state, retried.attempt, retried.max_attempts),
+        (JobState::Available, 1, 2)
+    );
 
     store.job_delete(id).await.unwrap();
     assert!(matches!(store.job_get(id).await, Err(StoreError::JobNotFound(x)) if x == id));
-    assert!(matches!(store.job_delete(id).await, Err(StoreError::JobNotFound(_))));
-    assert!(matches!(store.job_cancel(424242).await, Err(StoreError::JobNotFound(424242))));
-    assert!(matches!(store.job_retry(424242).await, Err(StoreError::JobNotFound(424242))));
+    assert!(matches!(
+        store.job_delete(id).await,
+        Err(StoreError::JobNotFound(_))
+    ));
+    assert!(matches!(
+        store.job_cancel(424242).await,
+        Err(StoreError::JobNotFound(424242))
+    ));
+    assert!(matches!(
+        store.job_retry(424242).await,
+        Err(StoreError::JobNotFound(424242))
+    ));
 }
 
 async fn prune_removes_only_old_finished_jobs(store: Arc<dyn Store>) {
     let done = store.job_insert(job("greet")).await.unwrap().id;
     let waiting = store.job_insert(job("greet")).await.unwrap().id;
-    store.job_fetch(fetch("default", 1, NODE, LEASE)).await.unwrap();
-    finish(&store, NODE, vec![outcome(done, 1, Resolution::Complete { output: b"1".to_vec() }, AttemptClass::Completed)])
-        .await;
+    store
+        .job_fetch(fetch("default", 1, NODE, LEASE))
+        .await
+        .unwrap();
+    finish(
+        &store,
+        NODE,
+        vec![outcome(
+            done,
+            1,
+            Resolution::Complete {
+                output: b"1".to_vec(),
+            },
+            AttemptClass::Completed,
+        )],
+    )
+    .await;
     let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
-    assert_eq!(store.job_prune(JobPrune { finished_before: an_hour_ago }).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .job_prune(JobPrune {
+                finished_before: an_hour_ago
+            })
+            .await
+            .unwrap(),
+        0
+    );
     let soon = Utc::now() + chrono::Duration::seconds(5);
-    assert_eq!(store.job_prune(JobPrune { finished_before: soon }).await.unwrap(), 1);
-    assert!(matches!(store.job_get(done).await, Err(StoreError::JobNotFound(_))));
-    assert_eq!(store.job_get(waiting).await.unwrap().job.state, JobState::Available);
+    assert_eq!(
+        store
+            .job_prune(JobPrune {
+                finished_before: soon
+            })
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(matches!(
+        store.job_get(done).await,
+        Err(StoreError::JobNotFound(_))
+    ));
+    assert_eq!(
+        store.job_get(waiting).await.unwrap().job.state,
+        JobState::Available
+    );
 }
 
 async fn list_count_and_queue_summaries(store: Arc<dyn Store>) {
     let mut ids = Vec::new();
-    for (queue, module) in [("a", "m1"), ("a", "m2"), ("b", "m1"), ("b", "m1"), ("b", "m2")] {
+    for (queue, module) in [
+        ("a", "m1"),
+        ("a", "m2"),
+        ("b", "m1"),
+        ("b", "m1"),
+        ("b", "m2"),
+    ] {
         let mut new = job("greet");
         new.queue = queue.into();
         new.module = module.into();
         ids.push(store.job_insert(new).await.unwrap().id);
     }
     store.job_fetch(fetch("b", 1, NODE, LEASE)).await.unwrap();
-    let all = store.job_list(JobList { limit: 100, ..Default::default() }).await.unwrap();
-    assert_eq!(all.iter().map(|j| j.id).collect::<Vec<_>>(), ids.iter().rev().copied().collect::<Vec<_>>());
-    let page = store.job_list(JobList { limit: 2, before_id: Some(ids[3]), ..Default::default() }).await.unwrap();
-    assert_eq!(page.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[2], ids[1]]);
-    let b_m1 = JobList { queue: Some("b".into()), module: Some("m1".into()), limit: 10, ..Default::default() };
+    let all = store
+        .job_list(JobList {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|j| j.id).collect::<Vec<_>>(),
+        ids.iter().rev().copied().collect::<Vec<_>>()
+    );
+    let page = store
+        .job_list(JobList {
+            limit: 2,
+            before_id: Some(ids[3]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [ids[2], ids[1]]
+    );
+    let b_m1 = JobList {
+        queue: Some("b".into()),
+        module: Some("m1".into()),
+        limit: 10,
+        ..Default::default()
+    };
     assert_eq!(store.job_list(b_m1).await.unwrap().len(), 2);
-    let running = JobList { state: Some(JobState::Running), limit: 10, ..Default::default() };
+    let running = JobList {
+        state: Some(JobState::Running),
+        limit: 10,
+        ..Default::default()
+    };
     assert_eq!(store.job_list(running).await.unwrap()[0].id, ids[2]);
 
     let count = |state, queue: Option<&str>, module: Option<&str>| JobCount {
@@ -377,16 +688,46 @@ async fn list_count_and_queue_summaries(store: Arc<dyn Store>) {
         module: module.map(String::from),
     };
     assert_eq!(store.job_count(count(None, None, None)).await.unwrap(), 5);
-    assert_eq!(store.job_count(count(Some(JobState::Available), Some("b"), None)).await.unwrap(), 2);
-    assert_eq!(store.job_count(count(None, None, Some("m2"))).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .job_count(count(Some(JobState::Available), Some("b"), None))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .job_count(count(None, None, Some("m2")))
+            .await
+            .unwrap(),
+        2
+    );
 
-    store.queue_pause(QueuePause { name: "c".into(), paused: true }).await.unwrap();
+    store
+        .queue_pause(QueuePause {
+            name: "c".into(),
+            paused: true,
+        })
+        .await
+        .unwrap();
     let queues = store.queue_list().await.unwrap();
     let names: Vec<_> = queues.iter().map(|q| (q.name.as_str(), q.paused)).collect();
     assert_eq!(names, [("a", false), ("b", false), ("c", true)]);
     assert_eq!(queues[0].count(JobState::Available), 2);
-    assert_eq!((queues[1].count(JobState::Available), queues[1].count(JobState::Running)), (2, 1));
-    store.queue_pause(QueuePause { name: "c".into(), paused: false }).await.unwrap();
+    assert_eq!(
+        (
+            queues[1].count(JobState::Available),
+            queues[1].count(JobState::Running)
+        ),
+        (2, 1)
+    );
+    store
+        .queue_pause(QueuePause {
+            name: "c".into(),
+            paused: false,
+        })
+        .await
+        .unwrap();
     assert!(!store.queue_list().await.unwrap()[2].paused);
 }
 
@@ -395,7 +736,10 @@ async fn modules_are_versioned_and_deduplicated(store: Arc<dyn Store>) {
         name: "hello".into(),
         digest: sluice::sandbox::digest_of(wasm),
         wasm: wasm.to_vec(),
-        functions: vec![JobFunction { name: "greet".into(), description: "says hello".into() }],
+        functions: vec![JobFunction {
+            name: "greet".into(),
+            description: "says hello".into(),
+        }],
     };
     let first = store.module_upload(upload(b"v1 bytes")).await.unwrap();
     assert_eq!((first.module.version, first.already_present), (1, false));
@@ -408,28 +752,54 @@ async fn modules_are_versioned_and_deduplicated(store: Arc<dyn Store>) {
     other.name = "other".into();
     store.module_upload(other).await.unwrap();
 
-    let latest = store.module_get(ModuleGet { name: "hello".into(), version: None }).await.unwrap();
+    let latest = store
+        .module_get(ModuleGet {
+            name: "hello".into(),
+            version: None,
+        })
+        .await
+        .unwrap();
     assert_eq!(latest, second.module);
     assert!(latest.exports("greet") && !latest.exports("nope"));
-    let v1 = store.module_get(ModuleGet { name: "hello".into(), version: Some(1) }).await.unwrap();
+    let v1 = store
+        .module_get(ModuleGet {
+            name: "hello".into(),
+            version: Some(1),
+        })
+        .await
+        .unwrap();
     assert_eq!(v1.digest, sluice::sandbox::digest_of(b"v1 bytes"));
     assert_eq!(store.module_wasm("hello", 1).await.unwrap(), b"v1 bytes");
     assert!(matches!(
-        store.module_get(ModuleGet { name: "hello".into(), version: Some(9) }).await,
+        store
+            .module_get(ModuleGet {
+                name: "hello".into(),
+                version: Some(9)
+            })
+            .await,
         Err(StoreError::ModuleVersionNotFound { version: 9, .. })
     ));
     assert!(matches!(
         store.module_get(ModuleGet { name: "nope".into(), version: None }).await,
         Err(StoreError::ModuleNotFound(name)) if name == "nope"
     ));
-    let listed: Vec<_> = store.module_list().await.unwrap().into_iter().map(|m| (m.name, m.version)).collect();
+    let listed: Vec<_> = store
+        .module_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.version))
+        .collect();
     assert_eq!(listed, [("hello".to_string(), 2), ("other".to_string(), 1)]);
 }
 
 async fn concurrent_claimers_never_share_a_job(store: Arc<dyn Store>) {
     const JOBS: usize = 10_000;
     const CLAIMERS: usize = 8;
-    let ids = store.job_insert_many((0..JOBS).map(|_| job("noop")).collect()).await.unwrap();
+    let ids = store
+        .job_insert_many((0..JOBS).map(|_| job("noop")).collect())
+        .await
+        .unwrap();
     assert_eq!(ids.len(), JOBS);
     let mut claimers = Vec::new();
     for n in 0..CLAIMERS {
@@ -438,11 +808,18 @@ async fn concurrent_claimers_never_share_a_job(store: Arc<dyn Store>) {
             let node = format!("claimer-{n}");
             let mut claimed = Vec::new();
             loop {
-                let batch = store.job_fetch(fetch("default", 50, &node, LEASE)).await.unwrap();
+                let batch = store
+                    .job_fetch(fetch("default", 50, &node, LEASE))
+                    .await
+                    .unwrap();
                 if batch.is_empty() {
                     return claimed;
                 }
-                assert!(batch.iter().all(|j| j.lease_node.as_deref() == Some(node.as_str())));
+                assert!(
+                    batch
+                        .iter()
+                        .all(|j| j.lease_node.as_deref() == Some(node.as_str()))
+                );
                 claimed.extend(batch.into_iter().map(|j| j.id));
             }
         }));
@@ -457,12 +834,21 @@ async fn concurrent_claimers_never_share_a_job(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(seen.len(), JOBS);
-    assert!(busy_claimers > 1, "only one claimer got work; the test proved nothing");
+    assert!(
+        busy_claimers > 1,
+        "only one claimer got work; the test proved nothing"
+    );
 }
 
 async fn bulk_insert_keeps_order_and_refuses_oversized_args(store: Arc<dyn Store>) {
     let jobs: Vec<NewJob> = (0..5000)
-        .map(|n| NewJob::json("hello", "echo", &serde_json::json!({"text": n.to_string(), "times": 1})))
+        .map(|n| {
+            NewJob::json(
+                "hello",
+                "echo",
+                &serde_json::json!({"text": n.to_string(), "times": 1}),
+            )
+        })
         .collect();
     let ids = store.job_insert_many(jobs.clone()).await.unwrap();
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
@@ -472,8 +858,15 @@ async fn bulk_insert_keeps_order_and_refuses_oversized_args(store: Arc<dyn Store
     let mut huge = job("greet");
     huge.args = vec![b' '; sluice::store::DEFAULT_MAX_ARGS_BYTES + 1];
     let refused = store.job_insert_many(vec![job("greet"), huge]).await;
-    assert!(matches!(refused, Err(StoreError::ArgsTooLarge { .. })), "{refused:?}");
-    assert_eq!(store.job_count(JobCount::default()).await.unwrap(), 5000, "nothing of a refused batch is stored");
+    assert!(
+        matches!(refused, Err(StoreError::ArgsTooLarge { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.job_count(JobCount::default()).await.unwrap(),
+        5000,
+        "nothing of a refused batch is stored"
+    );
 }
 
 async fn migrations_are_idempotent_and_concurrent_safe(store: Arc<dyn Store>) {
@@ -486,12 +879,23 @@ async fn migrations_are_idempotent_and_concurrent_safe(store: Arc<dyn Store>) {
 }
 
 async fn one_leader_at_a_time(store: Arc<dyn Store>) {
-    let elect = |node: &str, term: Duration| LeaderElect { node: node.into(), term };
+    let elect = |node: &str, term: Duration| LeaderElect {
+        node: node.into(),
+        term,
+    };
     assert!(store.leader_elect(elect("a", LEASE)).await.unwrap());
     assert!(!store.leader_elect(elect("b", LEASE)).await.unwrap());
-    assert!(store.leader_elect(elect("a", LEASE)).await.unwrap(), "the leader renews its term");
+    assert!(
+        store.leader_elect(elect("a", LEASE)).await.unwrap(),
+        "the leader renews its term"
+    );
     store.leader_resign("a").await.unwrap();
-    assert!(store.leader_elect(elect("b", Duration::ZERO)).await.unwrap());
+    assert!(
+        store
+            .leader_elect(elect("b", Duration::ZERO))
+            .await
+            .unwrap()
+    );
     // b's term is already over: a takes over without b resigning.
     assert!(store.leader_elect(elect("a", LEASE)).await.unwrap());
     assert!(!store.leader_elect(elect("b", LEASE)).await.unwrap());
@@ -510,7 +914,10 @@ async fn nodes_heartbeat(store: Arc<dyn Store>) {
     store.node_heartbeat(beat(3)).await.unwrap();
     let nodes = store.node_list().await.unwrap();
     assert_eq!(nodes.len(), 1);
-    assert_eq!((nodes[0].running, nodes[0].pid, nodes[0].queues.clone()), (3, 42, vec!["default".to_string()]));
+    assert_eq!(
+        (nodes[0].running, nodes[0].pid, nodes[0].queues.clone()),
+        (3, 42, vec!["default".to_string()])
+    );
     assert_eq!(nodes[0].started_at, first[0].started_at);
     assert!(nodes[0].heartbeat_at >= first[0].heartbeat_at);
     store.node_remove("n1").await.unwrap();
@@ -543,12 +950,18 @@ async fn inserts_wake_subscribers(store: Arc<dyn Store>) {
 
 #[tokio::test]
 async fn an_unreachable_database_is_a_typed_retryable_error() {
-    let error = sluice::store::connect("postgres://postgres@127.0.0.1:1/nowhere").await.err().unwrap();
+    let error = sluice::store::connect("postgres://postgres@127.0.0.1:1/nowhere")
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
     assert!(error.is_retryable());
     let error = sluice::store::connect("mysql://x").await.err().unwrap();
     assert!(matches!(error, StoreError::UnsupportedUrl(_)));
-    let error = sluice::store::connect("sqlite:///nonexistent-dir/sub/x.db").await.err().unwrap();
+    let error = sluice::store::connect("sqlite:///nonexistent-dir/sub/x.db")
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
 }
 
@@ -561,7 +974,9 @@ async fn postgres_survives_killed_connections() {
     let admin = sluice::store::connect(&url).await.unwrap();
     drop(admin);
     use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&crate::support::postgres_admin_url()).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&crate::support::postgres_admin_url())
+        .await
+        .unwrap();
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
         .bind(&database)
         .execute(&mut conn)
@@ -585,9 +1000,15 @@ async fn postgres_survives_killed_connections() {
 #[tokio::test]
 async fn sqlite_refuses_args_over_a_configured_cap() {
     let path = temp_dir("sqlite-cap").join("cap.db");
-    let store = SqliteStore::open(&path.display().to_string()).await.unwrap().with_max_args_bytes(8);
+    let store = SqliteStore::open(&path.display().to_string())
+        .await
+        .unwrap()
+        .with_max_args_bytes(8);
     store.migrate().await.unwrap();
     let error = store.job_insert(job("greet")).await.unwrap_err();
-    assert!(matches!(error, StoreError::ArgsTooLarge { size: 14, limit: 8 }), "{error:?}");
+    assert!(
+        matches!(error, StoreError::ArgsTooLarge { size: 14, limit: 8 }),
+        "{error:?}"
+    );
     assert_eq!(store.job_count(JobCount::default()).await.unwrap(), 0);
 }

@@ -44,14 +44,21 @@ pub fn postgres_admin_url() -> String {
 pub async fn fresh_postgres_database() -> String {
     use sqlx::Connection;
     let admin = postgres_admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-        panic!("the Postgres tests need a server at {admin} (set SLUICE_TEST_POSTGRES_URL): {e}")
-    });
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the Postgres tests need a server at {admin} (set SLUICE_TEST_POSTGRES_URL): {e}"
+            )
+        });
     drop_databases_of_dead_runs(&mut conn).await;
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = format!("sluice_test_{}_{n}", std::process::id());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let base = admin.rsplit_once('/').unwrap().0;
     format!("{base}/{name}")
 }
@@ -60,16 +67,19 @@ pub async fn fresh_postgres_database() -> String {
 async fn drop_databases_of_dead_runs(conn: &mut sqlx::PgConnection) {
     static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     ONCE.get_or_init(|| async {
-        let names: Vec<String> =
-            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'sluice\\_test\\_%'")
-                .fetch_all(&mut *conn)
-                .await
-                .unwrap();
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'sluice\\_test\\_%'",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
         for name in names {
             let pid = name.split('_').nth(2).unwrap_or("");
             if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
                 let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await;
+                let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut *conn)
+                    .await;
             }
         }
     })

@@ -1,0 +1,72 @@
+//! The composition root: opens the store, builds the sandbox and wires them into a node.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::EngineConfig;
+use crate::engine::Metrics;
+use crate::runner::SandboxRunner;
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::store::Store;
+
+pub struct App {
+    pub store: Arc<dyn Store>,
+}
+
+impl App {
+    /// Connects to the store the URL names and applies pending migrations.
+    pub async fn open(database_url: &str) -> anyhow::Result<App> {
+        let store = crate::store::connect(database_url)
+            .await
+            .with_context(|| format!("cannot open the database {}", redact(database_url)))?;
+        Ok(App { store })
+    }
+
+    /// The sandbox, caching compiled modules under `cache_dir` (or the user's cache directory).
+    pub fn sandbox(cache_dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
+        let dir = cache_dir.unwrap_or_else(default_cache_dir);
+        Sandbox::new(SandboxConfig::new(dir)).context("cannot start the wasm sandbox")
+    }
+
+    /// Runs a node until `shutdown` resolves (or it runs out of work, if so configured).
+    pub async fn run_node(
+        &self,
+        sandbox: Sandbox,
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let runner = Arc::new(SandboxRunner::new(self.store.clone(), sandbox));
+        crate::engine::run_node(self.store.clone(), runner, config, metrics, shutdown).await?;
+        Ok(())
+    }
+}
+
+/// `$SLUICE_CACHE_DIR`, else `$XDG_CACHE_HOME/sluice/components`, else `~/.cache/sluice/components`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("sluice").join("components")
+}
+
+/// A database URL fit for messages: the password, if any, replaced.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

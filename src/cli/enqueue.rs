@@ -1,0 +1,146 @@
+//! `sluice enqueue MODULE FUNCTION [ARGS_JSON]`: enqueue one call, or many with `--batch`.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use sluice::model::{Codec, LimitOverrides, NewJob};
+use sluice::store::ModuleGet;
+
+use super::Context;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The module's name, as uploaded.
+    module: String,
+    /// The job function to call.
+    function: String,
+    /// The args as JSON; `null` when omitted.
+    args: Option<String>,
+    /// Read one JSON args value per line from FILE (`-` for stdin) and enqueue them all.
+    #[arg(long, conflicts_with = "args")]
+    batch: Option<PathBuf>,
+    #[arg(long, default_value = NewJob::DEFAULT_QUEUE)]
+    queue: String,
+    /// Lower runs first.
+    #[arg(long, default_value_t = 0)]
+    priority: i16,
+    #[arg(long, default_value_t = NewJob::DEFAULT_MAX_ATTEMPTS)]
+    max_attempts: i32,
+    /// Run no earlier than this long from now (like 3s, 5m).
+    #[arg(long = "in", value_parser = super::parse_duration, conflicts_with = "at")]
+    delay: Option<Duration>,
+    /// Run no earlier than this time (RFC 3339).
+    #[arg(long)]
+    at: Option<DateTime<Utc>>,
+    /// Pin a module version; by default each attempt runs the latest.
+    #[arg(long)]
+    version: Option<i32>,
+    /// Fuel budget of each attempt.
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Deadline of each attempt (like 30s).
+    #[arg(long, value_parser = super::parse_duration)]
+    timeout: Option<Duration>,
+    /// Memory cap of each attempt, in bytes.
+    #[arg(long)]
+    memory: Option<u64>,
+}
+
+pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
+    let store = &context.app.store;
+    // Refuse what cannot run before storing anything.
+    let module = store
+        .module_get(ModuleGet {
+            name: args.module.clone(),
+            version: args.version,
+        })
+        .await?;
+    if !module.exports(&args.function) {
+        let names: Vec<&str> = module.functions.iter().map(|f| f.name.as_str()).collect();
+        bail!(
+            "module {} v{} exports no function `{}`; it exports: {}",
+            module.name,
+            module.version,
+            args.function,
+            names.join(", ")
+        );
+    }
+    if args.max_attempts < 1 {
+        bail!("--max-attempts must be at least 1");
+    }
+    let scheduled_at = match (args.delay, args.at) {
+        (Some(delay), _) => {
+            Some(Utc::now() + chrono::Duration::from_std(delay).context("--in is too far")?)
+        }
+        (None, at) => at,
+    };
+    let template = NewJob {
+        queue: args.queue.clone(),
+        module: args.module.clone(),
+        module_version: args.version,
+        function: args.function.clone(),
+        args: Vec::new(),
+        codec: Codec::Json,
+        priority: args.priority,
+        max_attempts: args.max_attempts,
+        scheduled_at,
+        limits: LimitOverrides {
+            fuel: args.fuel,
+            memory_bytes: args.memory,
+            timeout: args.timeout,
+        },
+    };
+
+    if let Some(batch) = &args.batch {
+        let jobs = read_batch(batch, &template)?;
+        let count = jobs.len();
+        store.job_insert_many(jobs).await?;
+        if context.json {
+            super::print_json(&serde_json::json!({ "count": count }));
+        } else {
+            println!("{count}");
+        }
+        return Ok(());
+    }
+
+    let mut job = template;
+    job.args = json_args(args.args.as_deref().unwrap_or("null"))?;
+    let job = store.job_insert(job).await?;
+    if context.json {
+        super::print_json(&serde_json::json!({ "id": job.id }));
+    } else {
+        println!("{}", job.id);
+    }
+    Ok(())
+}
+
+/// Validates JSON args and stores them compactly.
+fn json_args(text: &str) -> anyhow::Result<Vec<u8>> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .with_context(|| format!("the args are not valid JSON: {text}"))?;
+    Ok(serde_json::to_vec(&value)?)
+}
+
+fn read_batch(path: &PathBuf, template: &NewJob) -> anyhow::Result<Vec<NewJob>> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        ))
+    };
+    let mut jobs = Vec::new();
+    for (number, line) in reader.lines().enumerate() {
+        let line = line.context("cannot read the batch")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut job = template.clone();
+        job.args = json_args(&line).with_context(|| format!("line {}", number + 1))?;
+        jobs.push(job);
+    }
+    Ok(jobs)
+}

@@ -1,0 +1,120 @@
+//! `sluice job ID` shows a job and its attempts; `sluice job retry|cancel|delete ID` acts on it.
+
+use sluice::model::JobId;
+
+use super::Context;
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Args {
+    /// The job to show.
+    #[arg(required = true)]
+    id: Option<JobId>,
+    #[command(subcommand)]
+    action: Option<Action>,
+}
+
+#[derive(clap::Subcommand)]
+enum Action {
+    /// Run the job again now (a finished job gets one more attempt).
+    Retry { id: JobId },
+    /// Stop the job; a running attempt's outcome is then ignored.
+    Cancel { id: JobId },
+    /// Delete the job and its history.
+    Delete { id: JobId },
+}
+
+pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
+    let store = &context.app.store;
+    let id = match args.action {
+        Some(Action::Retry { id }) => store.job_retry(id).await?.id,
+        Some(Action::Cancel { id }) => store.job_cancel(id).await?.id,
+        Some(Action::Delete { id }) => {
+            store.job_delete(id).await?;
+            if context.json {
+                super::print_json(&serde_json::json!({ "id": id, "deleted": true }));
+            } else {
+                println!("deleted job {id}");
+            }
+            return Ok(());
+        }
+        None => args.id.expect("clap requires an id without a subcommand"),
+    };
+    show(context, id).await
+}
+
+async fn show(context: &Context, id: JobId) -> anyhow::Result<()> {
+    let detail = context.app.store.job_get(id).await?;
+    let job = &detail.job;
+    if context.json {
+        let mut value = super::job_json(job);
+        value["attempts"] = detail
+            .attempts
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "attempt": a.attempt,
+                    "outcome": a.outcome.as_str(),
+                    "message": a.message,
+                    "trap_code": a.trap_code,
+                    "node": a.node,
+                    "module_version": a.module_version,
+                    "started_at": a.started_at,
+                    "finished_at": a.finished_at,
+                    "fuel_consumed": a.fuel_consumed,
+                    "duration_ms": a.duration.as_secs_f64() * 1000.0,
+                    "peak_memory_bytes": a.peak_memory_bytes,
+                    "logs": a.logs,
+                })
+            })
+            .collect();
+        super::print_json(&value);
+        return Ok(());
+    }
+    let args = super::job_json(job)["args"].to_string();
+    println!("job {}  {}.{}({args})", job.id, job.module, job.function);
+    println!(
+        "  queue {}  priority {}  state {}",
+        job.queue, job.priority, job.state
+    );
+    println!(
+        "  attempt {}/{}  scheduled {}",
+        job.attempt, job.max_attempts, job.scheduled_at
+    );
+    if let Some(node) = &job.lease_node {
+        println!(
+            "  leased by {node} until {}",
+            job.lease_expires_at
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+        );
+    }
+    if job.output.is_some() {
+        println!("  output {}", super::output_value(job.output.as_deref()));
+    }
+    if detail.attempts.is_empty() {
+        println!("  no attempts yet");
+    }
+    for a in &detail.attempts {
+        let version = a
+            .module_version
+            .map(|v| format!("v{v}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "  #{} {} on {} ({version}) at {}: {:.1} ms, {} fuel",
+            a.attempt,
+            a.outcome,
+            a.node,
+            a.started_at,
+            a.duration.as_secs_f64() * 1000.0,
+            a.fuel_consumed
+        );
+        if let Some(message) = &a.message {
+            println!("      {message}");
+        }
+        for line in &a.logs {
+            println!("      [{:?}] {}", line.stream, line.text);
+        }
+    }
+    Ok(())
+}

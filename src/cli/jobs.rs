@@ -1,0 +1,60 @@
+//! `sluice jobs [--state S] [--queue Q] [--module M] [--limit N]`: list jobs, newest first.
+
+use sluice::model::JobState;
+use sluice::store::JobList;
+
+use super::Context;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, value_parser = parse_state)]
+    state: Option<JobState>,
+    #[arg(long)]
+    queue: Option<String>,
+    #[arg(long)]
+    module: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+}
+
+pub fn parse_state(text: &str) -> Result<JobState, String> {
+    JobState::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+        format!("`{text}` is not a job state; one of: {}", names.join(", "))
+    })
+}
+
+pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
+    let list = JobList {
+        state: args.state,
+        queue: args.queue,
+        module: args.module,
+        limit: args.limit,
+        before_id: None,
+    };
+    let jobs = context.app.store.job_list(list).await?;
+    if context.json {
+        super::print_json(&serde_json::Value::Array(
+            jobs.iter().map(super::job_json).collect(),
+        ));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|job| {
+            vec![
+                job.id.to_string(),
+                job.queue.clone(),
+                format!("{}.{}", job.module, job.function),
+                job.state.to_string(),
+                format!("{}/{}", job.attempt, job.max_attempts),
+                super::ellipsize(&super::output_value(job.output.as_deref()).to_string(), 40),
+            ]
+        })
+        .collect();
+    super::print_table(
+        &["ID", "QUEUE", "CALL", "STATE", "ATTEMPT", "OUTPUT"],
+        &rows,
+    );
+    Ok(())
+}

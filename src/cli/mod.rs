@@ -1,0 +1,204 @@
+//! The command line: global options, the subcommands (one file each), and output helpers.
+//! Data goes to stdout (as a table, or JSON with `--json`); logs go to stderr.
+
+mod enqueue;
+mod job;
+mod jobs;
+mod migrate;
+mod modules;
+mod queues;
+mod run;
+mod upload;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sluice::app::App;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Background jobs, each attempt in its own WebAssembly sandbox"
+)]
+struct Cli {
+    /// The store: sqlite://PATH (embedded, the default) or postgres://USER@HOST/DB.
+    #[arg(long, global = true, env = "SLUICE_DATABASE_URL", default_value = sluice::store::DEFAULT_DATABASE_URL)]
+    database_url: String,
+    /// Print data as JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// How logs are written to stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a job module (a wasm32-wasip2 component) and store it as a new version.
+    Upload(upload::Args),
+    /// Enqueue a call of a module's job function.
+    Enqueue(enqueue::Args),
+    /// Run the engine: pull jobs from the queues and run them.
+    Run(run::Args),
+    /// List jobs.
+    Jobs(jobs::Args),
+    /// Show a job with its attempts, or retry or cancel it.
+    Job(job::Args),
+    /// List modules (latest version of each).
+    Modules,
+    /// List queues with their job counts.
+    Queues,
+    /// Apply database migrations (also done by every other command).
+    Migrate,
+}
+
+/// What every command gets: the opened store and how to print.
+pub struct Context {
+    pub app: App,
+    pub json: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, matches!(cli.command, Command::Run(_)));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let app = App::open(&cli.database_url).await?;
+    let context = Context {
+        app,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Upload(args) => upload::run(&context, args).await,
+        Command::Enqueue(args) => enqueue::run(&context, args).await,
+        Command::Run(args) => run::run(&context, args).await,
+        Command::Jobs(args) => jobs::run(&context, args).await,
+        Command::Job(args) => job::run(&context, args).await,
+        Command::Modules => modules::run(&context).await,
+        Command::Queues => queues::run(&context).await,
+        Command::Migrate => migrate::run(&context).await,
+    }
+}
+
+fn init_logging(format: LogFormat, engine: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if engine { "warn,sluice=info" } else { "warn" };
+    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values always serialize")
+    );
+}
+
+/// Prints rows as an aligned table on stdout.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+/// A job's output as JSON (it is stored as JSON bytes), or null.
+pub fn output_value(output: Option<&[u8]>) -> serde_json::Value {
+    output
+        .map(|bytes| {
+            serde_json::from_slice(bytes).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned())
+            })
+        })
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// A job as JSON: the fields `sluice jobs --json` and `sluice job ID --json` share.
+pub fn job_json(job: &sluice::model::Job) -> serde_json::Value {
+    let args = match job.codec {
+        sluice::model::Codec::Json => {
+            serde_json::from_slice(&job.args).unwrap_or(serde_json::Value::Null)
+        }
+        sluice::model::Codec::Postcard => serde_json::Value::String(hex::encode(&job.args)),
+    };
+    serde_json::json!({
+        "id": job.id,
+        "queue": job.queue,
+        "module": job.module,
+        "module_version": job.module_version,
+        "function": job.function,
+        "args": args,
+        "codec": job.codec,
+        "state": job.state,
+        "priority": job.priority,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "inserted_at": job.inserted_at,
+        "scheduled_at": job.scheduled_at,
+        "attempted_at": job.attempted_at,
+        "finalized_at": job.finalized_at,
+        "lease_node": job.lease_node,
+        "lease_expires_at": job.lease_expires_at,
+        "output": output_value(job.output.as_deref()),
+    })
+}
+
+/// Parses a duration such as `3s`, `250ms` or `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration (like 3s, 250ms, 1h): {e}"))
+}
+
+/// Shortens text for a table cell.
+pub fn ellipsize(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    format!("{cut}…")
+}

@@ -1,0 +1,112 @@
+//! `sluice run`: the engine, until SIGINT/SIGTERM (or until idle with `--exit-when-idle`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice::config::{EngineConfig, QueueConfig};
+use sluice::engine::Metrics;
+use sluice::model::{AttemptClass, FailureKind};
+
+use super::Context;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A queue to serve as NAME=CONCURRENCY; repeat for more. Default: default=16.
+    #[arg(long = "queue", value_parser = QueueConfig::parse)]
+    queues: Vec<QueueConfig>,
+    /// Exit once no job of these queues is available, running or waiting to retry.
+    #[arg(long)]
+    exit_when_idle: bool,
+    /// How long a claim survives without a heartbeat; a dead node's jobs return after it.
+    #[arg(long, value_parser = super::parse_duration, default_value = "30s")]
+    lease: Duration,
+    /// How often to look for jobs when no notification arrives.
+    #[arg(long, value_parser = super::parse_duration)]
+    poll: Option<Duration>,
+    /// How long running attempts may finish after SIGINT/SIGTERM before being handed back.
+    #[arg(long, value_parser = super::parse_duration, default_value = "10s")]
+    grace: Duration,
+    /// First retry delay; later ones double (with jitter) up to --backoff-max.
+    #[arg(long, value_parser = super::parse_duration, default_value = "1s")]
+    backoff_base: Duration,
+    #[arg(long, value_parser = super::parse_duration, default_value = "1h")]
+    backoff_max: Duration,
+    /// How often the leader stages due jobs and rescues expired leases.
+    #[arg(long, value_parser = super::parse_duration, default_value = "1s")]
+    maintenance_interval: Duration,
+    /// This node's id; generated when omitted.
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Where this node caches compiled modules.
+    #[arg(long, env = "SLUICE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
+    let queues = if args.queues.is_empty() {
+        vec![QueueConfig {
+            name: "default".into(),
+            concurrency: EngineConfig::DEFAULT_CONCURRENCY,
+        }]
+    } else {
+        args.queues
+    };
+    let node_id = args.node_id.unwrap_or_else(EngineConfig::generate_node_id);
+    let mut config = EngineConfig::new(node_id, queues);
+    config.lease = args.lease;
+    config.grace_period = args.grace;
+    config.backoff_base = args.backoff_base;
+    config.backoff_max = args.backoff_max;
+    config.maintenance_interval = args.maintenance_interval;
+    config.exit_when_idle = args.exit_when_idle;
+    // Without cross-process notifications (SQLite), polling is how jobs enqueued by another
+    // process are found: poll more often.
+    config.poll_interval =
+        args.poll
+            .unwrap_or(if context.app.store.capabilities().cross_process_notify {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(200)
+            });
+
+    let sandbox = sluice::app::App::sandbox(args.cache_dir)?;
+    let metrics = Arc::new(Metrics::default());
+    let progress = show_progress(metrics.clone());
+    context
+        .app
+        .run_node(sandbox, config, metrics.clone(), shutdown_signal())
+        .await?;
+    progress.abort();
+    if context.json {
+        super::print_json(&serde_json::json!({ "attempts": metrics.snapshot() }));
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("cannot listen for SIGTERM");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+/// A live line of counts on a terminal; nothing when stderr is piped.
+fn show_progress(metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    tokio::spawn(async move {
+        loop {
+            let completed = metrics.count(AttemptClass::Completed);
+            let failed: u64 = FailureKind::ALL
+                .iter()
+                .map(|kind| metrics.count(AttemptClass::Failed(*kind)))
+                .sum();
+            bar.set_message(format!("attempts: {completed} completed, {failed} failed"));
+            bar.tick();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}

@@ -1,0 +1,74 @@
+//! `sluice upload FILE.wasm [--name NAME]`: validate a module and store it as a new version.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use sluice::store::ModuleUpload;
+
+use super::Context;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The component, built with `cargo build --target wasm32-wasip2`.
+    file: PathBuf,
+    /// The module's name; defaults to the file name without `.wasm`.
+    #[arg(long)]
+    name: Option<String>,
+    /// Where this node caches compiled modules.
+    #[arg(long, env = "SLUICE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
+    let wasm = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let name = match args.name {
+        Some(name) => name,
+        None => args
+            .file
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .context("cannot derive a module name from the file name; pass --name")?
+            .to_string(),
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        anyhow::bail!("`{name}` is not a valid module name: use letters, digits, `_` and `-`");
+    }
+    let sandbox = sluice::app::App::sandbox(args.cache_dir)?;
+    let functions = sandbox
+        .validate(&wasm)
+        .await
+        .with_context(|| format!("{} was not uploaded", args.file.display()))?;
+    let upload = ModuleUpload {
+        name,
+        digest: sluice::sandbox::digest_of(&wasm),
+        wasm,
+        functions,
+    };
+    let uploaded = context.app.store.module_upload(upload).await?;
+    let module = &uploaded.module;
+    if context.json {
+        super::print_json(&serde_json::json!({
+            "name": module.name,
+            "version": module.version,
+            "digest": module.digest,
+            "already_present": uploaded.already_present,
+            "functions": module.functions,
+        }));
+    } else {
+        let note = if uploaded.already_present {
+            " (these bytes were already uploaded)"
+        } else {
+            ""
+        };
+        println!("{} v{}{note}", module.name, module.version);
+        for function in &module.functions {
+            println!("  {}  {}", function.name, function.description);
+        }
+    }
+    Ok(())
+}

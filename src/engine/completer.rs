@@ -1,0 +1,61 @@
+//! The completer: writes attempt outcomes back in batches, one store call per flush.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::Shared;
+use crate::store::{JobFinishMany, JobOutcome};
+
+/// Longest pause between retries while the store is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Flushes whatever has queued up since the last flush, so batches grow exactly as fast as
+/// the store falls behind. Ends when every sender is gone and the queue is drained.
+pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<JobOutcome>) {
+    let batch_limit = shared.config.max_completion_batch;
+    let mut batch = Vec::with_capacity(batch_limit);
+    while queue.recv_many(&mut batch, batch_limit).await > 0 {
+        let written = batch.len() as u64;
+        write(&shared, std::mem::take(&mut batch)).await;
+        shared.in_flight.fetch_sub(written, Ordering::AcqRel);
+    }
+}
+
+/// Writes one batch, retrying while the store is unavailable: an outcome is never dropped
+/// for a passing outage. (Were it dropped, the lease would expire and the job rerun.)
+async fn write(shared: &Shared, outcomes: Vec<JobOutcome>) {
+    let node = shared.config.node_id.clone();
+    let count = outcomes.len();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let params = JobFinishMany {
+            node: node.clone(),
+            outcomes: outcomes.clone(),
+        };
+        match shared.store.job_finish_many(params).await {
+            Ok(applied) => {
+                let fenced = count - applied.len();
+                if fenced > 0 {
+                    shared.metrics.add_fenced_out(fenced as u64);
+                    tracing::warn!(
+                        fenced,
+                        "outcomes refused: their leases had expired and moved on"
+                    );
+                }
+                return;
+            }
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(%error, pending = count, "cannot write outcomes yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(error) => {
+                tracing::error!(%error, dropped = count, "the store refused outcomes; their jobs will be rescued when the lease expires");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Counters of a node's attempts by outcome, for logs now and the metrics endpoint later.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::model::AttemptClass;
+
+#[derive(Default)]
+pub struct Metrics {
+    by_outcome: Mutex<BTreeMap<&'static str, u64>>,
+    /// Attempts whose outcome the store refused because the lease had moved on.
+    pub fenced_out: AtomicU64,
+    /// Attempts handed back unfinished at shutdown.
+    pub handed_back: AtomicU64,
+}
+
+impl Metrics {
+    pub fn record(&self, outcome: AttemptClass) {
+        *self
+            .by_outcome
+            .lock()
+            .unwrap()
+            .entry(outcome.as_str())
+            .or_default() += 1;
+    }
+
+    pub fn count(&self, outcome: AttemptClass) -> u64 {
+        self.by_outcome
+            .lock()
+            .unwrap()
+            .get(outcome.as_str())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Attempts by outcome name.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        self.by_outcome.lock().unwrap().clone()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.by_outcome.lock().unwrap().values().sum()
+    }
+
+    pub(crate) fn add_fenced_out(&self, n: u64) {
+        self.fenced_out.fetch_add(n, Ordering::Relaxed);
+    }
+}

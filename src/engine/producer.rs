@@ -1,0 +1,269 @@
+//! One queue's producer and its consumers: claim by demand, run each attempt in its own task.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{RunResult, Shared};
+use crate::config::QueueConfig;
+use crate::model::{AttemptClass, AttemptOutcome, AttemptRecord, Failure, FailureKind, Job};
+use crate::store::{JobFetch, JobOutcome, Resolution, WAKE_ALL};
+
+/// Longest pause between fetch retries while the store is unreachable.
+const MAX_FETCH_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Runs the producer, restarting it if it ever panics: its consumers are separate tasks and
+/// keep running meanwhile.
+pub(crate) async fn supervise(
+    shared: Arc<Shared>,
+    queue: QueueConfig,
+    completions: mpsc::Sender<JobOutcome>,
+    stop: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(queue.concurrency as usize));
+    let slot_freed = Arc::new(Notify::new());
+    loop {
+        let producer = Producer {
+            shared: shared.clone(),
+            queue: queue.clone(),
+            completions: completions.clone(),
+            slots: slots.clone(),
+            slot_freed: slot_freed.clone(),
+        };
+        match tokio::spawn(producer.run(stop.clone())).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::error!(queue = %queue.name, %error, "producer crashed; restarting")
+            }
+        }
+    }
+}
+
+struct Producer {
+    shared: Arc<Shared>,
+    queue: QueueConfig,
+    completions: mpsc::Sender<JobOutcome>,
+    /// One permit per job this queue may run at once.
+    slots: Arc<Semaphore>,
+    /// Signalled by each consumer as it gives its slot back.
+    slot_freed: Arc<Notify>,
+}
+
+impl Producer {
+    async fn run(self, stop: CancellationToken) {
+        let config = &self.shared.config;
+        let concurrency = self.queue.concurrency;
+        // Claim in batches of at least a quarter of the slots while the queue has a backlog.
+        let min_demand = (concurrency / 4).max(1);
+        let mut wakeups = self.shared.store.subscribe();
+        let mut backlog = true;
+        let mut backoff = Duration::from_millis(50);
+        while !stop.is_cancelled() {
+            let free = self.slots.available_permits() as u32;
+            let busy = concurrency - free;
+            if free == 0 || (backlog && busy > 0 && free < min_demand) {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = self.slot_freed.notified() => continue,
+                }
+            }
+            if !backlog {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = wait_for_wakeup(&mut wakeups, &self.queue.name) => {}
+                    () = tokio::time::sleep(config.poll_interval) => {}
+                }
+            }
+            let want = free.min(config.max_fetch);
+            let fetch = JobFetch {
+                queue: self.queue.name.clone(),
+                limit: want,
+                node: config.node_id.clone(),
+                lease: config.lease,
+            };
+            let jobs = match self.shared.store.job_fetch(fetch).await {
+                Ok(jobs) => jobs,
+                Err(error) => {
+                    tracing::warn!(queue = %self.queue.name, %error, "fetch failed; retrying");
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_FETCH_BACKOFF);
+                    backlog = true;
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(50);
+            backlog = jobs.len() as u32 == want;
+            for job in jobs {
+                let permit = self
+                    .slots
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("claimed no more than the free slots");
+                self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+                let consumer = Consumer {
+                    shared: self.shared.clone(),
+                    completions: self.completions.clone(),
+                    slot_freed: self.slot_freed.clone(),
+                };
+                self.shared.attempts.spawn(consumer.run(job, permit));
+            }
+        }
+    }
+}
+
+/// Resolves when a notification names this queue (or all queues).
+async fn wait_for_wakeup(wakeups: &mut broadcast::Receiver<String>, queue: &str) {
+    loop {
+        match wakeups.recv().await {
+            Ok(name) if name == queue || name == WAKE_ALL => return,
+            Ok(_) => {}
+            // Missed some: one of them may have been ours.
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            // No sender any more: fall back to polling alone.
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+struct Consumer {
+    shared: Arc<Shared>,
+    completions: mpsc::Sender<JobOutcome>,
+    slot_freed: Arc<Notify>,
+}
+
+impl Consumer {
+    async fn run(self, job: Job, permit: OwnedSemaphorePermit) {
+        let config = &self.shared.config;
+        let span = tracing::info_span!(
+            "attempt",
+            job = job.id,
+            queue = %job.queue,
+            module = %job.module,
+            function = %job.function,
+            attempt = job.attempt,
+            node = %config.node_id,
+        );
+        let started_at = Utc::now();
+        // The attempt runs in a task of its own: if anything in it panics, this job's
+        // attempt fails and nothing else notices.
+        let runner = self.shared.runner.clone();
+        let claimed = job.clone();
+        let mut attempt =
+            tokio::spawn(async move { runner.run(&claimed).await }.instrument(span.clone()));
+        let result = tokio::select! {
+            result = &mut attempt => Some(result),
+            () = self.shared.hand_back.cancelled() => {
+                attempt.abort();
+                None
+            }
+        };
+        let outcome = match result {
+            Some(Ok(run)) => self.resolve(&job, run, started_at),
+            Some(Err(error)) => {
+                let failure = Failure::new(
+                    FailureKind::ModuleError,
+                    format!("the engine task running this attempt failed: {error}"),
+                );
+                let report = crate::model::AttemptReport {
+                    outcome: AttemptOutcome::Failed(failure),
+                    fuel_consumed: 0,
+                    wall_time: (Utc::now() - started_at).to_std().unwrap_or_default(),
+                    peak_memory_bytes: 0,
+                    logs: Vec::new(),
+                    logs_dropped_bytes: 0,
+                };
+                self.resolve(
+                    &job,
+                    RunResult {
+                        module_version: None,
+                        report,
+                    },
+                    started_at,
+                )
+            }
+            None => {
+                self.shared
+                    .metrics
+                    .handed_back
+                    .fetch_add(1, Ordering::Relaxed);
+                hand_back(&job, started_at, &config.node_id)
+            }
+        };
+        span.in_scope(|| {
+            tracing::debug!(outcome = %outcome.record.outcome, "attempt finished");
+        });
+        // Waits when the completer is behind: backpressure on the whole queue.
+        let _ = self.completions.send(outcome).await;
+        drop(permit);
+        self.slot_freed.notify_one();
+    }
+
+    fn resolve(&self, job: &Job, run: RunResult, started_at: chrono::DateTime<Utc>) -> JobOutcome {
+        let report = run.report;
+        let now = Utc::now();
+        let resolution = self.shared.policy.resolve(job, &report.outcome, now);
+        let (outcome, message, trap_code) = match &report.outcome {
+            AttemptOutcome::Completed { .. } => (AttemptClass::Completed, None, None),
+            AttemptOutcome::Failed(failure) => (
+                AttemptClass::Failed(failure.kind),
+                Some(match &failure.backtrace {
+                    Some(trace) => format!("{} [wasm: {trace}]", failure.message),
+                    None => failure.message.clone(),
+                }),
+                failure.trap_code.clone(),
+            ),
+        };
+        self.shared.metrics.record(outcome);
+        JobOutcome {
+            id: job.id,
+            attempt: job.attempt,
+            resolution,
+            record: AttemptRecord {
+                attempt: job.attempt,
+                node: self.shared.config.node_id.clone(),
+                module_version: run.module_version,
+                started_at,
+                finished_at: now,
+                outcome,
+                message,
+                trap_code,
+                fuel_consumed: report.fuel_consumed,
+                duration: report.wall_time,
+                peak_memory_bytes: report.peak_memory_bytes,
+                logs: report.logs,
+            },
+        }
+    }
+}
+
+/// An attempt stopped at shutdown goes back to the queue without counting as an attempt.
+fn hand_back(job: &Job, started_at: chrono::DateTime<Utc>, node: &str) -> JobOutcome {
+    let now = Utc::now();
+    JobOutcome {
+        id: job.id,
+        attempt: job.attempt,
+        resolution: Resolution::Snooze { at: now },
+        record: AttemptRecord {
+            attempt: job.attempt,
+            node: node.to_string(),
+            module_version: None,
+            started_at,
+            finished_at: now,
+            outcome: AttemptClass::Abandoned,
+            message: Some("handed back at shutdown".into()),
+            trap_code: None,
+            fuel_consumed: 0,
+            duration: (now - started_at).to_std().unwrap_or_default(),
+            peak_memory_bytes: 0,
+            logs: Vec::new(),
+        },
+    }
+}

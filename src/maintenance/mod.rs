@@ -1,0 +1,91 @@
+//! Leader-only duties: one node at a time stages due jobs, rescues jobs whose lease expired
+//! and prunes old finished jobs. Leadership is a term in the store that the leader renews.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EngineConfig;
+use crate::store::{JobPrune, LeaderElect, Store};
+
+#[derive(Debug, Clone)]
+pub struct MaintenanceConfig {
+    pub node_id: String,
+    /// How often the duties run, and leadership is renewed.
+    pub interval: Duration,
+    /// How long leadership lasts without renewal: a dead leader is replaced after it.
+    pub term: Duration,
+    pub retention: Duration,
+}
+
+impl MaintenanceConfig {
+    pub fn from_engine(config: &EngineConfig) -> MaintenanceConfig {
+        MaintenanceConfig {
+            node_id: config.node_id.clone(),
+            interval: config.maintenance_interval,
+            term: config.lease,
+            retention: config.retention,
+        }
+    }
+}
+
+/// Pruning is cheap to delay; it runs once every this many rounds.
+const PRUNE_EVERY: u32 = 60;
+
+pub async fn run(store: Arc<dyn Store>, config: MaintenanceConfig, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(config.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leader = false;
+    let mut round: u32 = 0;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let elect = LeaderElect {
+            node: config.node_id.clone(),
+            term: config.term,
+        };
+        let elected = match store.leader_elect(elect).await {
+            Ok(elected) => elected,
+            Err(error) => {
+                tracing::warn!(%error, "leader election failed");
+                false
+            }
+        };
+        if elected != leader {
+            tracing::info!(node = %config.node_id, leader = elected, "leadership changed");
+            leader = elected;
+        }
+        if !leader {
+            continue;
+        }
+        match store.job_stage().await {
+            Ok(0) => {}
+            Ok(staged) => tracing::debug!(staged, "staged due jobs"),
+            Err(error) => tracing::warn!(%error, "staging failed"),
+        }
+        match store.job_rescue().await {
+            Ok(rescued) if rescued.is_empty() => {}
+            Ok(rescued) => {
+                tracing::warn!(count = rescued.len(), jobs = ?rescued, "rescued jobs whose lease expired")
+            }
+            Err(error) => tracing::warn!(%error, "rescue failed"),
+        }
+        round = round.wrapping_add(1);
+        if round % PRUNE_EVERY == 1 {
+            let finished_before =
+                Utc::now() - chrono::Duration::from_std(config.retention).unwrap_or_default();
+            match store.job_prune(JobPrune { finished_before }).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned finished jobs"),
+                Err(error) => tracing::warn!(%error, "pruning failed"),
+            }
+        }
+    }
+    if leader && let Err(error) = store.leader_resign(&config.node_id).await {
+        tracing::warn!(%error, "could not resign leadership");
+    }
+}
