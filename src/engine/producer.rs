@@ -244,13 +244,13 @@ impl Consumer {
     }
 }
 
-/// An attempt stopped at shutdown goes back to the queue without counting as an attempt.
+/// An attempt stopped at shutdown goes back to the queue at once, not counted as an attempt.
 fn hand_back(job: &Job, started_at: chrono::DateTime<Utc>, node: &str) -> JobOutcome {
     let now = Utc::now();
     JobOutcome {
         id: job.id,
         attempt: job.attempt,
-        resolution: Resolution::Snooze { at: now },
+        resolution: Resolution::Release,
         record: AttemptRecord {
             attempt: job.attempt,
             node: node.to_string(),

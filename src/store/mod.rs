@@ -162,6 +162,16 @@ pub enum Resolution {
     Snooze {
         at: DateTime<Utc>,
     },
+    /// Hand back unfinished (the node is shutting down): available again at once, and the
+    /// attempt does not count.
+    Release,
+}
+
+impl Resolution {
+    /// Whether the attempt counts towards `max_attempts` and enters the history.
+    pub fn counts(&self) -> bool {
+        !matches!(self, Resolution::Snooze { .. } | Resolution::Release)
+    }
 }
 
 /// One job's attempt outcome, as a node reports it.
@@ -385,6 +395,7 @@ pub(crate) fn resolved_state(resolution: &Resolution) -> JobState {
         Resolution::Retry { .. } => JobState::Retryable,
         Resolution::Discard => JobState::Discarded,
         Resolution::Snooze { .. } => JobState::Scheduled,
+        Resolution::Release => JobState::Available,
     }
 }
 

@@ -400,16 +400,17 @@ impl Store for PostgresStore {
             "WITH input AS (
                  SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bytea[], $6::timestamptz[],
                                       $7::int[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[],
-                                      $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[])
+                                      $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[],
+                                      $17::bool[])
                      AS i(id, attempt, state, output, scheduled_at, module_version, started_at, finished_at,
-                          outcome, message, trap_code, fuel_consumed, duration_us, peak_memory, logs)
+                          outcome, message, trap_code, fuel_consumed, duration_us, peak_memory, logs, counts)
              ),
              updated AS (
                  UPDATE sluice_jobs AS j
                  SET state = i.state,
                      output = COALESCE(i.output, j.output),
                      scheduled_at = COALESCE(i.scheduled_at, j.scheduled_at),
-                     attempt = CASE WHEN i.state = 'scheduled' THEN j.attempt - 1 ELSE j.attempt END,
+                     attempt = CASE WHEN i.counts THEN j.attempt ELSE j.attempt - 1 END,
                      finalized_at = CASE WHEN i.state IN ('completed', 'discarded') THEN now() END,
                      lease_node = NULL, lease_expires_at = NULL
                  FROM input AS i
@@ -422,7 +423,7 @@ impl Store for PostgresStore {
                  SELECT i.id, i.attempt, $1, i.module_version, i.started_at, i.finished_at, i.outcome,
                         i.message, i.trap_code, i.fuel_consumed, i.duration_us, i.peak_memory, i.logs::jsonb
                  FROM input AS i JOIN updated AS u ON u.id = i.id
-                 WHERE i.state <> 'scheduled'
+                 WHERE i.counts
                  ON CONFLICT (job_id, attempt) DO NOTHING
              )
              SELECT id FROM updated",
@@ -443,6 +444,7 @@ impl Store for PostgresStore {
         .bind(columns.duration_us)
         .bind(columns.peak_memory)
         .bind(columns.logs)
+        .bind(columns.counts)
         .fetch_all(&self.pool)
         .await?;
         Ok(applied)
@@ -810,15 +812,17 @@ struct FinishColumns {
     duration_us: Vec<i64>,
     peak_memory: Vec<i64>,
     logs: Vec<Option<String>>,
+    counts: Vec<bool>,
 }
 
 impl FinishColumns {
     fn push(&mut self, outcome: JobOutcome) {
         let state = resolved_state(&outcome.resolution);
+        self.counts.push(outcome.resolution.counts());
         let (output, scheduled_at) = match outcome.resolution {
             Resolution::Complete { output } => (Some(output), None),
             Resolution::Retry { at } | Resolution::Snooze { at } => (None, Some(at)),
-            Resolution::Discard => (None, None),
+            Resolution::Discard | Resolution::Release => (None, None),
         };
         let record = outcome.record;
         self.id.push(outcome.id);

@@ -365,9 +365,9 @@ impl Store for SqliteStore {
             let (output, scheduled_at) = match &outcome.resolution {
                 Resolution::Complete { output } => (Some(output.as_slice()), None),
                 Resolution::Retry { at } | Resolution::Snooze { at } => (None, Some(micros(*at))),
-                Resolution::Discard => (None, None),
+                Resolution::Discard | Resolution::Release => (None, None),
             };
-            let snoozed = matches!(outcome.resolution, Resolution::Snooze { .. });
+            let counts = outcome.resolution.counts();
             let updated = sqlx::query(
                 "UPDATE sluice_jobs
                  SET state = ?1, output = COALESCE(?2, output), scheduled_at = COALESCE(?3, scheduled_at),
@@ -378,7 +378,7 @@ impl Store for SqliteStore {
             .bind(state.as_str())
             .bind(output)
             .bind(scheduled_at)
-            .bind(snoozed as i32)
+            .bind(!counts as i32)
             .bind(now)
             .bind(outcome.id)
             .bind(&params.node)
@@ -389,7 +389,7 @@ impl Store for SqliteStore {
                 continue;
             }
             applied.push(outcome.id);
-            if !snoozed {
+            if counts {
                 insert_attempt(&mut tx, outcome.id, &params.node, &outcome.record).await?;
             }
         }

@@ -4,7 +4,7 @@ use sluice_test_artifacts as guests;
 
 /// The tests that exercise each guest package; adding a guest without adding it here fails.
 const EXERCISED_BY: &[(&str, &str)] = &[
-    ("hello", "sandbox::hello_*"),
+    ("hello", "sandbox::hello_* and cli::*"),
     ("hostile", "sandbox::every_hostile_function_fails_alone"),
     (
         "wrong-world",

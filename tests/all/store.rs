@@ -327,6 +327,13 @@ async fn outcomes_move_states_and_write_history(store: Arc<dyn Store>) {
     );
     assert!(snoozed.attempts.is_empty());
 
+    let released = store.job_get(ids[4]).await.unwrap();
+    assert_eq!(
+        (released.job.state, released.job.attempt),
+        (JobState::Available, 0)
+    );
+    assert!(released.job.lease_node.is_none() && released.attempts.is_empty());
+
     // A finished job cannot be finished again.
     let again = finish(
         &store,

@@ -1,0 +1,460 @@
+//! End to end through the real `sluice` binary, on both stores: the seed's scenario,
+//! scheduling, hot upgrade, `kill -9` and SIGTERM with attempts in flight, bad input.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sluice_test_artifacts as guests;
+
+use crate::support::{fresh_postgres_database, shared_cache_dir, temp_dir};
+
+/// The `sluice` binary pointed at one store.
+struct Sluice {
+    database_url: String,
+}
+
+impl Sluice {
+    async fn sqlite() -> Sluice {
+        let path = temp_dir("cli").join("sluice.db");
+        Sluice {
+            database_url: format!("sqlite://{}", path.display()),
+        }
+    }
+
+    async fn postgres() -> Sluice {
+        Sluice {
+            database_url: fresh_postgres_database().await,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .args(args)
+            .env("SLUICE_DATABASE_URL", &self.database_url)
+            .env("SLUICE_CACHE_DIR", shared_cache_dir())
+            .env("SLUICE_LOG", "warn,sluice=info")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn output(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("cannot run sluice")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.output(args);
+        assert!(
+            output.status.success(),
+            "sluice {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let output = self.output(args);
+        assert!(
+            !output.status.success(),
+            "sluice {args:?} succeeded: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        String::from_utf8(output.stderr).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        serde_json::from_str(&self.ok(&args)).unwrap()
+    }
+
+    fn enqueue(&self, args: &[&str]) -> i64 {
+        let mut full = vec!["enqueue"];
+        full.extend_from_slice(args);
+        self.json(&full)["id"].as_i64().unwrap()
+    }
+
+    fn job(&self, id: i64) -> Value {
+        self.json(&["job", &id.to_string()])
+    }
+
+    fn spawn_run(&self, args: &[&str]) -> Child {
+        let mut full = vec!["run"];
+        full.extend_from_slice(args);
+        self.command(&full)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits for a condition on the store, checked every 50 ms, for at most `limit`.
+    fn wait_until(&self, limit: Duration, what: &str, mut condition: impl FnMut(&Sluice) -> bool) {
+        let started = Instant::now();
+        while !condition(self) {
+            assert!(
+                started.elapsed() < limit,
+                "timed out after {limit:?} waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn count(&self, state: &str) -> usize {
+        self.json(&["jobs", "--state", state, "--limit", "100000"])
+            .as_array()
+            .unwrap()
+            .len()
+    }
+}
+
+fn time(value: &Value) -> DateTime<Utc> {
+    value.as_str().unwrap().parse().unwrap()
+}
+
+macro_rules! both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Sluice::sqlite().await);
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Sluice::postgres().await);
+                }
+            )*
+        }
+    };
+}
+
+both_stores!(
+    the_seed_scenario_runs_to_its_final_states,
+    a_new_version_is_used_by_the_next_attempts,
+    kill_9_with_attempts_in_flight_loses_nothing,
+    sigterm_finishes_or_hands_back_running_attempts,
+    bad_input_is_refused_and_nothing_is_stored,
+);
+
+fn the_seed_scenario_runs_to_its_final_states(sluice: Sluice) {
+    let upload = sluice.json(&["upload", guests::HELLO]);
+    assert_eq!(
+        (upload["name"].as_str(), upload["version"].as_i64()),
+        (Some("hello"), Some(1))
+    );
+    let names = [
+        "Ada", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances", "Edsger",
+        "Radia",
+    ];
+    let greetings: Vec<i64> = names
+        .iter()
+        .map(|name| sluice.enqueue(&["hello", "greet", &format!(r#"{{"name":"{name}"}}"#)]))
+        .collect();
+    let failing = sluice.enqueue(&["hello", "fail", "--max-attempts", "3"]);
+    let heavy = sluice.enqueue(&["hello", "heavy", r#"{"ms":100}"#]);
+    let enqueued_at = Utc::now();
+    let later = sluice.enqueue(&["hello", "greet", r#"{"name":"later"}"#, "--in", "3s"]);
+    assert_eq!(sluice.job(later)["state"], "scheduled");
+
+    let run = sluice.output(&[
+        "run",
+        "--exit-when-idle",
+        "--backoff-base",
+        "300ms",
+        "--maintenance-interval",
+        "100ms",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    for (id, name) in greetings.iter().zip(names) {
+        let job = sluice.job(*id);
+        assert_eq!(job["state"], "completed");
+        assert_eq!(job["output"], format!("Hello, {name}!"));
+        assert_eq!(job["attempt"], 1);
+        assert_eq!(job["attempts"][0]["outcome"], "completed");
+        assert_eq!(job["attempts"][0]["module_version"], 1);
+    }
+    let heavy = sluice.job(heavy);
+    assert_eq!(heavy["state"], "completed");
+    assert_eq!(heavy["output"]["primes"], 2262);
+
+    // Retried with growing backoff, then dead-lettered with its whole history.
+    let failing = sluice.job(failing);
+    assert_eq!(
+        (failing["state"].as_str(), failing["attempt"].as_i64()),
+        (Some("discarded"), Some(3))
+    );
+    let attempts = failing["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    for attempt in attempts {
+        assert_eq!(attempt["outcome"], "guest_error");
+        assert_eq!(attempt["message"], "this job always fails");
+    }
+    let gap = |a: usize| time(&attempts[a + 1]["started_at"]) - time(&attempts[a]["finished_at"]);
+    // Backoff 300ms then 600ms, each within ±10% jitter.
+    assert!(
+        gap(0) >= chrono::Duration::milliseconds(270),
+        "first retry after {:?}",
+        gap(0)
+    );
+    assert!(
+        gap(1) >= chrono::Duration::milliseconds(540),
+        "second retry after {:?}",
+        gap(1)
+    );
+
+    // `--exit-when-idle` does not wait for jobs scheduled later; a node that stays up runs
+    // the job once its time has come, and not before.
+    assert_eq!(sluice.job(later)["state"], "scheduled");
+    let mut node = sluice.spawn_run(&["--maintenance-interval", "100ms"]);
+    sluice.wait_until(Duration::from_secs(20), "the scheduled job", |s| {
+        s.job(later)["state"] == "completed"
+    });
+    node.kill().unwrap();
+    node.wait().unwrap();
+    let later = sluice.job(later);
+    assert_eq!(later["state"], "completed");
+    let started = time(&later["attempts"][0]["started_at"]);
+    assert!(
+        started >= enqueued_at + chrono::Duration::seconds(3),
+        "ran at {started}, enqueued {enqueued_at}"
+    );
+
+    let queues = sluice.json(&["queues"]);
+    assert_eq!(queues[0]["counts"]["completed"], 12);
+    assert_eq!(queues[0]["counts"]["discarded"], 1);
+}
+
+/// The same component with a custom section appended: same behaviour, different bytes.
+fn second_version_of_hello() -> std::path::PathBuf {
+    let mut wasm = std::fs::read(guests::HELLO).unwrap();
+    let name = b"sluice-test-version";
+    let payload = b"2";
+    wasm.push(0); // custom section
+    wasm.push((1 + name.len() + payload.len()) as u8);
+    wasm.push(name.len() as u8);
+    wasm.extend_from_slice(name);
+    wasm.extend_from_slice(payload);
+    let path = temp_dir("hello-v2").join("hello.wasm");
+    std::fs::write(&path, wasm).unwrap();
+    path
+}
+
+fn a_new_version_is_used_by_the_next_attempts(sluice: Sluice) {
+    sluice.ok(&["upload", guests::HELLO]);
+    let mut node = sluice.spawn_run(&["--maintenance-interval", "100ms"]);
+    let before = sluice.enqueue(&["hello", "greet", r#"{"name":"v1"}"#]);
+    sluice.wait_until(Duration::from_secs(20), "the first job", |s| {
+        s.job(before)["state"] == "completed"
+    });
+
+    let v2 = second_version_of_hello();
+    let upload = sluice.json(&["upload", v2.to_str().unwrap()]);
+    assert_eq!(upload["version"], 2);
+    // Scheduled past the node's one-second cache of the latest version.
+    let after = sluice.enqueue(&["hello", "greet", r#"{"name":"v2"}"#, "--in", "1500ms"]);
+    sluice.wait_until(Duration::from_secs(20), "the second job", |s| {
+        s.job(after)["state"] == "completed"
+    });
+    node.kill().unwrap();
+    node.wait().unwrap();
+
+    assert_eq!(sluice.job(before)["attempts"][0]["module_version"], 1);
+    let after = sluice.job(after);
+    assert_eq!(after["attempts"][0]["module_version"], 2);
+    assert_eq!(after["output"], "Hello, v2!");
+}
+
+fn kill_9_with_attempts_in_flight_loses_nothing(sluice: Sluice) {
+    sluice.ok(&["upload", guests::HELLO]);
+    let ids: Vec<i64> = (0..12)
+        .map(|_| sluice.enqueue(&["hello", "sleep", r#"{"ms":1500}"#]))
+        .collect();
+    let mut doomed = sluice.spawn_run(&[
+        "--queue",
+        "default=4",
+        "--lease",
+        "1s",
+        "--maintenance-interval",
+        "100ms",
+    ]);
+    sluice.wait_until(Duration::from_secs(20), "attempts in flight", |s| {
+        s.count("running") > 0
+    });
+    doomed.kill().unwrap(); // SIGKILL
+    doomed.wait().unwrap();
+    let in_flight = sluice.count("running");
+    assert!(in_flight > 0);
+
+    let rescuer = sluice.output(&[
+        "run",
+        "--exit-when-idle",
+        "--lease",
+        "1s",
+        "--maintenance-interval",
+        "100ms",
+    ]);
+    assert!(
+        rescuer.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rescuer.stderr)
+    );
+    let mut rescued = 0;
+    for id in ids {
+        let job = sluice.job(id);
+        assert_eq!(job["state"], "completed", "job {id}: {job}");
+        let outcomes: Vec<&str> = job["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["outcome"].as_str().unwrap())
+            .collect();
+        match outcomes.as_slice() {
+            ["completed"] => {}
+            ["lease_expired", "completed"] => rescued += 1,
+            other => panic!("job {id} has attempts {other:?}"),
+        }
+    }
+    assert_eq!(
+        rescued, in_flight,
+        "exactly the jobs in flight on the killed node ran twice"
+    );
+}
+
+fn sigterm_finishes_or_hands_back_running_attempts(sluice: Sluice) {
+    sluice.ok(&["upload", guests::HELLO]);
+    let short = sluice.enqueue(&["hello", "sleep", r#"{"ms":400}"#]);
+    let long = sluice.enqueue(&["hello", "sleep", r#"{"ms":60000}"#, "--timeout", "120s"]);
+    let node = sluice.spawn_run(&["--grace", "1500ms"]);
+    sluice.wait_until(Duration::from_secs(20), "both attempts running", |s| {
+        s.count("running") == 2
+    });
+    let pid = node.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exit = node.wait_with_output().unwrap();
+    assert!(exit.status.success(), "the node did not shut down cleanly");
+
+    assert_eq!(
+        sluice.job(short)["state"],
+        "completed",
+        "finished within the grace period"
+    );
+    let long = sluice.job(long);
+    assert_eq!(long["state"], "available", "handed back: {long}");
+    assert_eq!(long["attempt"], 0, "a handed-back attempt does not count");
+}
+
+fn bad_input_is_refused_and_nothing_is_stored(sluice: Sluice) {
+    let not_wasm = temp_dir("bad").join("notes.wasm");
+    std::fs::write(&not_wasm, b"these are not the bytes you are looking for").unwrap();
+    assert!(
+        sluice
+            .fails(&["upload", not_wasm.to_str().unwrap()])
+            .contains("not WebAssembly")
+    );
+    let empty = temp_dir("bad").join("empty.wasm");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(
+        sluice
+            .fails(&["upload", empty.to_str().unwrap()])
+            .contains("empty")
+    );
+    assert!(
+        sluice
+            .fails(&["upload", guests::WRONG_WORLD])
+            .contains("does not implement the Sluice job world")
+    );
+    assert!(
+        sluice
+            .fails(&["upload", "/nonexistent.wasm"])
+            .contains("cannot read /nonexistent.wasm")
+    );
+    assert_eq!(sluice.json(&["modules"]), serde_json::json!([]));
+
+    sluice.ok(&["upload", guests::HELLO]);
+    assert!(
+        sluice
+            .fails(&["enqueue", "nope", "greet"])
+            .contains("no module named `nope`")
+    );
+    assert!(
+        sluice
+            .fails(&["enqueue", "hello", "nope"])
+            .contains("exports no function `nope`")
+    );
+    assert!(
+        sluice
+            .fails(&["enqueue", "hello", "greet", "{not json"])
+            .contains("not valid JSON")
+    );
+    // Too large for a command-line argument: bulk enqueue reads it from a file.
+    let huge = temp_dir("bad").join("huge.jsonl");
+    let line = format!(
+        "{{\"name\":\"{}\"}}",
+        "x".repeat(sluice::store::DEFAULT_MAX_ARGS_BYTES)
+    );
+    std::fs::write(&huge, format!("{{\"name\":\"small\"}}\n{line}\n")).unwrap();
+    let error = sluice.fails(&[
+        "enqueue",
+        "hello",
+        "greet",
+        "--batch",
+        huge.to_str().unwrap(),
+    ]);
+    assert!(error.contains("the limit is 1048576 bytes"), "{error}");
+    assert_eq!(sluice.json(&["jobs"]), serde_json::json!([]));
+
+    // Args that are JSON but do not fit the function are accepted, and fail at run time
+    // without retries: retrying cannot fix them.
+    let misfit = sluice.enqueue(&["hello", "greet", r#"{"nom":"Ada"}"#]);
+    sluice.ok(&["run", "--exit-when-idle"]);
+    let job = sluice.job(misfit);
+    assert_eq!(
+        (job["state"].as_str(), job["attempt"].as_i64()),
+        (Some("discarded"), Some(1))
+    );
+    assert_eq!(job["attempts"][0]["outcome"], "bad_args");
+    assert!(
+        job["attempts"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `name`")
+    );
+}
+
+#[test]
+fn a_bad_database_url_is_a_clear_error() {
+    let run = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["--database-url", url, "jobs"])
+            .output()
+            .unwrap()
+    };
+    let output = run("mysql://localhost/x");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unsupported database URL"));
+    let output = run("postgres://nobody:secret@127.0.0.1:1/x");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the database is unavailable"), "{stderr}");
+    assert!(!stderr.contains("secret"), "the password leaked: {stderr}");
+}
