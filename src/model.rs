@@ -423,3 +423,36 @@ impl ModuleInfo {
         self.functions.iter().any(|f| f.name == function)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::JobState::{self, *};
+
+    #[test]
+    fn running_is_entered_only_by_a_claim_of_an_available_job() {
+        for from in JobState::ALL {
+            assert_eq!(
+                from.can_move_to(Running),
+                from == Available,
+                "{from} -> running"
+            );
+        }
+    }
+
+    #[test]
+    fn finished_jobs_move_only_when_a_user_retries_them() {
+        for from in [Completed, Discarded, Cancelled] {
+            for to in JobState::ALL {
+                assert_eq!(from.can_move_to(to), to == Available, "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for state in JobState::ALL {
+            assert_eq!(JobState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(JobState::parse("done"), None);
+    }
+}

@@ -69,6 +69,7 @@ conformance!(
     one_leader_at_a_time,
     nodes_heartbeat,
     inserts_wake_subscribers,
+    every_move_follows_the_state_machine,
 );
 
 const NODE: &str = "node-a";
@@ -236,11 +237,11 @@ async fn fetch_claims_in_run_order_under_a_lease(store: Arc<dyn Store>) {
 }
 
 async fn outcomes_move_states_and_write_history(store: Arc<dyn Store>) {
-    for _ in 0..4 {
+    for _ in 0..5 {
         store.job_insert(job("greet")).await.unwrap();
     }
     let jobs = store
-        .job_fetch(fetch("default", 4, NODE, LEASE))
+        .job_fetch(fetch("default", 5, NODE, LEASE))
         .await
         .unwrap();
     let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
@@ -275,6 +276,7 @@ async fn outcomes_move_states_and_write_history(store: Arc<dyn Store>) {
                 Resolution::Snooze { at: retry_at },
                 AttemptClass::Completed,
             ),
+            outcome(ids[4], 1, Resolution::Release, AttemptClass::Abandoned),
         ],
     )
     .await;
@@ -326,6 +328,13 @@ async fn outcomes_move_states_and_write_history(store: Arc<dyn Store>) {
         "a snooze does not count as an attempt"
     );
     assert!(snoozed.attempts.is_empty());
+
+    let released = store.job_get(ids[4]).await.unwrap();
+    assert_eq!(
+        (released.job.state, released.job.attempt),
+        (JobState::Available, 0)
+    );
+    assert!(released.job.lease_node.is_none() && released.attempts.is_empty());
 
     let released = store.job_get(ids[4]).await.unwrap();
     assert_eq!(
@@ -1018,4 +1027,77 @@ async fn sqlite_refuses_args_over_a_configured_cap() {
         "{error:?}"
     );
     assert_eq!(store.job_count(JobCount::default()).await.unwrap(), 0);
+}
+
+/// Drives one job through every operation and checks each observed move against the one
+/// written-down state machine.
+async fn every_move_follows_the_state_machine(store: Arc<dyn Store>) {
+    let mut later = job("greet");
+    later.scheduled_at = Some(Utc::now() + chrono::Duration::hours(1));
+    let id = store.job_insert(later).await.unwrap().id;
+    let mut states = vec![store.job_get(id).await.unwrap().job.state];
+    let mut observe = async |store: &Arc<dyn Store>| {
+        states.push(store.job_get(id).await.unwrap().job.state);
+    };
+    store.job_retry(id).await.unwrap(); // scheduled -> available
+    observe(&store).await;
+    store
+        .job_fetch(fetch("default", 1, NODE, LEASE))
+        .await
+        .unwrap(); // -> running
+    observe(&store).await;
+    let past = Utc::now() - chrono::Duration::seconds(1);
+    let failed = AttemptClass::Failed(FailureKind::Trap);
+    finish(
+        &store,
+        NODE,
+        vec![outcome(id, 1, Resolution::Retry { at: past }, failed)],
+    )
+    .await; // -> retryable
+    observe(&store).await;
+    store.job_stage().await.unwrap(); // -> available
+    observe(&store).await;
+    store
+        .job_fetch(fetch("default", 1, NODE, Duration::ZERO))
+        .await
+        .unwrap(); // -> running
+    observe(&store).await;
+    store.job_rescue().await.unwrap(); // -> available
+    observe(&store).await;
+    store
+        .job_fetch(fetch("default", 1, NODE, LEASE))
+        .await
+        .unwrap(); // -> running
+    observe(&store).await;
+    let done = Resolution::Complete {
+        output: b"1".to_vec(),
+    };
+    finish(
+        &store,
+        NODE,
+        vec![outcome(id, 3, done, AttemptClass::Completed)],
+    )
+    .await; // -> completed
+    observe(&store).await;
+    store.job_retry(id).await.unwrap(); // -> available
+    observe(&store).await;
+    store.job_cancel(id).await.unwrap(); // -> cancelled
+    observe(&store).await;
+
+    use JobState::*;
+    assert_eq!(
+        states,
+        [
+            Scheduled, Available, Running, Retryable, Available, Running, Available, Running,
+            Completed, Available, Cancelled
+        ]
+    );
+    for pair in states.windows(2) {
+        assert!(
+            pair[0].can_move_to(pair[1]),
+            "{} -> {} is not in the state machine",
+            pair[0],
+            pair[1]
+        );
+    }
 }
