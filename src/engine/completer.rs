@@ -1,7 +1,6 @@
 //! The completer: writes attempt outcomes back in batches, one store call per flush.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -18,9 +17,13 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<JobOutcom
     let batch_limit = shared.config.max_completion_batch;
     let mut batch = Vec::with_capacity(batch_limit);
     while queue.recv_many(&mut batch, batch_limit).await > 0 {
-        let written = batch.len() as u64;
+        let ids: Vec<_> = batch.iter().map(|outcome| outcome.id).collect();
         write(&shared, std::mem::take(&mut batch)).await;
-        shared.in_flight.fetch_sub(written, Ordering::AcqRel);
+        // Written, fenced out or given up: either way no longer this node's to keep alive.
+        let mut in_flight = shared.in_flight.lock().unwrap();
+        for id in ids {
+            in_flight.remove(&id);
+        }
     }
 }
 
@@ -53,7 +56,7 @@ async fn write(shared: &Shared, outcomes: Vec<JobOutcome>) {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(error) => {
-                tracing::error!(%error, dropped = count, "the store refused outcomes; their jobs will be rescued when the lease expires");
+                tracing::error!(%error, dropped = count, "the store refused outcomes; their jobs will be rescued once their leases run out");
                 return;
             }
         }

@@ -11,9 +11,9 @@ mod metrics;
 mod producer;
 mod retry;
 
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 pub use self::metrics::Metrics;
 pub use self::retry::RetryPolicy;
 use crate::config::EngineConfig;
-use crate::model::{AttemptReport, Job, JobState};
+use crate::model::{AttemptReport, Job, JobId, JobState};
 use crate::store::{JobCount, NodeHeartbeat, Store};
 
 /// Runs one attempt of a claimed job. Never fails: every problem is a classified report.
@@ -50,8 +50,9 @@ pub(crate) struct Shared {
     pub config: EngineConfig,
     pub metrics: Arc<Metrics>,
     pub policy: RetryPolicy,
-    /// Jobs claimed whose outcome is not yet written: `--exit-when-idle` waits for zero.
-    pub in_flight: AtomicU64,
+    /// Jobs claimed whose outcome is not yet written: the heartbeat renews exactly their
+    /// leases, and `--exit-when-idle` waits for none to be left.
+    pub in_flight: Mutex<HashSet<JobId>>,
     /// Cancelled when running attempts must be handed back (the grace period is over).
     pub hand_back: CancellationToken,
     /// Tracks every attempt task, so shutdown can wait for them.
@@ -79,7 +80,7 @@ pub async fn run_node(
         config,
         metrics,
         policy,
-        in_flight: AtomicU64::new(0),
+        in_flight: Mutex::default(),
         hand_back: CancellationToken::new(),
         attempts: TaskTracker::new(),
     });
@@ -155,8 +156,11 @@ async fn heartbeat(shared: Arc<Shared>, finished: CancellationToken) {
             () = finished.cancelled() => return,
             _ = ticks.tick() => {}
         }
+        let jobs: Vec<JobId> = shared.in_flight.lock().unwrap().iter().copied().collect();
+        let running = jobs.len() as u32;
         let lease = crate::store::LeaseExtend {
             node: config.node_id.clone(),
+            jobs,
             lease: config.lease,
         };
         if let Err(error) = shared.store.job_lease_extend(lease).await {
@@ -167,7 +171,7 @@ async fn heartbeat(shared: Arc<Shared>, finished: CancellationToken) {
             host: crate::config::hostname(),
             pid: std::process::id(),
             queues: config.queues.iter().map(|q| q.name.clone()).collect(),
-            running: shared.in_flight.load(Ordering::Relaxed) as u32,
+            running,
         };
         if let Err(error) = shared.store.node_heartbeat(beat).await {
             tracing::warn!(%error, "could not record the node heartbeat");
@@ -186,7 +190,7 @@ async fn stop_when_idle(shared: Arc<Shared>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(IDLE_CHECK) => {}
         }
-        if shared.in_flight.load(Ordering::Acquire) == 0 && !has_work(&shared).await {
+        if shared.in_flight.lock().unwrap().is_empty() && !has_work(&shared).await {
             stop.cancel();
             return;
         }

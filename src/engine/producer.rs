@@ -107,7 +107,7 @@ impl Producer {
                     .clone()
                     .try_acquire_owned()
                     .expect("claimed no more than the free slots");
-                self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+                self.shared.in_flight.lock().unwrap().insert(job.id);
                 let consumer = Consumer {
                     shared: self.shared.clone(),
                     completions: self.completions.clone(),

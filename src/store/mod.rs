@@ -193,6 +193,9 @@ pub struct JobFinishMany {
 #[derive(Debug, Clone)]
 pub struct LeaseExtend {
     pub node: String,
+    /// The jobs the node is still working on. A job it gave up on is left out, so its lease
+    /// runs out and the leader rescues it.
+    pub jobs: Vec<JobId>,
     pub lease: Duration,
 }
 
@@ -303,7 +306,7 @@ pub trait Store: Send + Sync + 'static {
     /// Records attempt outcomes in one statement, each only while the job still runs under
     /// this node's lease and attempt; returns the ids that were applied.
     async fn job_finish_many(&self, params: JobFinishMany) -> StoreResult<Vec<JobId>>;
-    /// Extends the leases of all jobs a node runs; returns how many.
+    /// Extends the leases of the listed jobs while this node still holds them; returns how many.
     async fn job_lease_extend(&self, params: LeaseExtend) -> StoreResult<u64>;
     /// Puts running jobs whose lease expired back to available (or discarded when they have
     /// no attempts left), recording the lost attempt; returns their ids.

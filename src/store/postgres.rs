@@ -453,10 +453,11 @@ impl Store for PostgresStore {
     async fn job_lease_extend(&self, params: LeaseExtend) -> StoreResult<u64> {
         let done = sqlx::query(
             "UPDATE sluice_jobs SET lease_expires_at = now() + $2 * interval '1 microsecond'
-             WHERE state = 'running' AND lease_node = $1",
+             WHERE state = 'running' AND lease_node = $1 AND id = ANY($3)",
         )
         .bind(&params.node)
         .bind(params.lease.as_micros() as i64)
+        .bind(&params.jobs)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

@@ -399,11 +399,14 @@ impl Store for SqliteStore {
 
     async fn job_lease_extend(&self, params: LeaseExtend) -> StoreResult<u64> {
         let expires = now_micros() + params.lease.as_micros() as i64;
+        let ids = serde_json::to_string(&params.jobs).expect("ids serialize");
         let done = sqlx::query(
-            "UPDATE sluice_jobs SET lease_expires_at = ? WHERE state = 'running' AND lease_node = ?",
+            "UPDATE sluice_jobs SET lease_expires_at = ?
+             WHERE state = 'running' AND lease_node = ? AND id IN (SELECT value FROM json_each(?))",
         )
         .bind(expires)
         .bind(&params.node)
+        .bind(ids)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

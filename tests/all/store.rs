@@ -427,17 +427,34 @@ async fn leases_extend_and_expired_ones_are_rescued(store: Arc<dyn Store>) {
         .job_fetch(fetch("default", 1, "node-b", Duration::ZERO))
         .await
         .unwrap();
-    // Extending refreshes only this node's leases.
-    let extended = store
-        .job_lease_extend(LeaseExtend {
-            node: NODE.into(),
-            lease: LEASE,
-        })
+    // Extending refreshes only this node's leases, of the jobs it names.
+    let mut named: Vec<i64> = mine.iter().map(|j| j.id).collect();
+    named.push(theirs[0].id);
+    let extend = |node: &str, jobs: Vec<i64>| LeaseExtend {
+        node: node.into(),
+        jobs,
+        lease: LEASE,
+    };
+    assert_eq!(
+        store.job_lease_extend(extend(NODE, named)).await.unwrap(),
+        2
+    );
+    // A job the node no longer names keeps its old lease and is rescued.
+    let abandoned = store.job_insert(job("greet")).await.unwrap().id;
+    store
+        .job_fetch(fetch("default", 1, NODE, Duration::ZERO))
         .await
         .unwrap();
-    assert_eq!(extended, 2);
+    let still_mine = mine.iter().map(|j| j.id).collect();
+    assert_eq!(
+        store
+            .job_lease_extend(extend(NODE, still_mine))
+            .await
+            .unwrap(),
+        2
+    );
     let rescued = store.job_rescue().await.unwrap();
-    assert_eq!(rescued, [theirs[0].id]);
+    assert_eq!(rescued, [theirs[0].id, abandoned]);
     for job in &mine {
         let now = store.job_get(job.id).await.unwrap().job;
         assert_eq!(now.state, JobState::Running);
