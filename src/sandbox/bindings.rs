@@ -13,8 +13,8 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
+pub(crate) use self::sluice::job::types::{Codec as WitCodec, JobFunction as WitJobFunction};
 pub(crate) use exports::sluice::job::guest::JobError;
-pub(crate) use sluice::job::types::{Codec as WitCodec, JobFunction as WitJobFunction};
 
 /// The longest panic message kept; a guest could report megabytes.
 const MAX_PANIC_MESSAGE: usize = 4096;
@@ -39,11 +39,11 @@ impl WasiView for AttemptState {
     }
 }
 
-impl sluice::job::types::Host for AttemptState {}
+impl self::sluice::job::types::Host for AttemptState {}
 
-impl sluice::job::host::Host for AttemptState {
-    fn log(&mut self, level: sluice::job::host::LogLevel, message: String) {
-        use sluice::job::host::LogLevel;
+impl self::sluice::job::host::Host for AttemptState {
+    fn log(&mut self, level: self::sluice::job::host::LogLevel, message: String) {
+        use self::sluice::job::host::LogLevel;
         let stream = match level {
             LogLevel::Trace => LogStream::Trace,
             LogLevel::Debug => LogStream::Debug,

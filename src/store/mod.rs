@@ -457,3 +457,15 @@ pub(crate) fn summarize_queues(
     }
     queues.into_values().collect()
 }
+
+/// Why a state change matched no row: the job is missing, or in a state that forbids it.
+pub(crate) async fn refused(store: &dyn Store, id: JobId, wanted: JobState) -> StoreError {
+    match store.job_get(id).await {
+        Ok(detail) => StoreError::InvalidTransition {
+            id,
+            state: detail.job.state,
+            wanted,
+        },
+        Err(error) => error,
+    }
+}

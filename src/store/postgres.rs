@@ -83,18 +83,6 @@ impl PostgresStore {
         }
         Ok(())
     }
-
-    /// Why a state change matched no row: the job is missing, or in a state that forbids it.
-    async fn refused(&self, id: JobId, wanted: JobState) -> StoreError {
-        match self.job_get(id).await {
-            Ok(detail) => StoreError::InvalidTransition {
-                id,
-                state: detail.job.state,
-                wanted,
-            },
-            Err(error) => error,
-        }
-    }
 }
 
 /// Listens until the pool closes (Ok) or the connection fails (Err).
@@ -527,7 +515,7 @@ impl Store for PostgresStore {
         .await?;
         match row {
             Some(row) => job_from_row(&row),
-            None => Err(self.refused(id, JobState::Cancelled).await),
+            None => Err(refused(self, id, JobState::Cancelled).await),
         }
     }
 
@@ -548,7 +536,7 @@ impl Store for PostgresStore {
                 self.notify(vec![job.queue.clone()]).await?;
                 Ok(job)
             }
-            None => Err(self.refused(id, JobState::Available).await),
+            None => Err(refused(self, id, JobState::Available).await),
         }
     }
 

@@ -487,7 +487,7 @@ impl Store for SqliteStore {
         .await?;
         match row {
             Some(row) => job_from_row(&row),
-            None => Err(self.refused(id, JobState::Cancelled).await),
+            None => Err(refused(self, id, JobState::Cancelled).await),
         }
     }
 
@@ -509,7 +509,7 @@ impl Store for SqliteStore {
                 self.wake([job.queue.clone()]);
                 Ok(job)
             }
-            None => Err(self.refused(id, JobState::Available).await),
+            None => Err(refused(self, id, JobState::Available).await),
         }
     }
 
@@ -698,20 +698,6 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-}
-
-impl SqliteStore {
-    /// Why a state change matched no row: the job is missing, or in a state that forbids it.
-    async fn refused(&self, id: JobId, wanted: JobState) -> StoreError {
-        match self.job_get(id).await {
-            Ok(detail) => StoreError::InvalidTransition {
-                id,
-                state: detail.job.state,
-                wanted,
-            },
-            Err(error) => error,
-        }
     }
 }
 
