@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, Trap, UpdateDeadline, WasmBacktrace};
+use wasmtime::{Engine, Store, Trap, WasmBacktrace};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::{AttemptState, JobError, WitCodec, WitJobFunction};
@@ -23,12 +23,14 @@ pub(crate) struct Call<'a> {
     pub args: &'a [u8],
     pub codec: Codec,
     pub limits: Limits,
+    /// Fuel between two yields to tokio.
+    pub yield_interval: u64,
 }
 
 pub(crate) async fn run(engine: &Engine, call: Call<'_>) -> AttemptReport {
     let limits = call.limits;
     let capture = Capture::new(limits.log_bytes);
-    let mut store = new_store(engine, &limits, capture.clone());
+    let mut store = new_store(engine, &limits, call.yield_interval, capture.clone());
     let started = Instant::now();
 
     let function = call.function;
@@ -42,8 +44,8 @@ pub(crate) async fn run(engine: &Engine, call: Call<'_>) -> AttemptReport {
             .call_run(&mut store, function, call.args, codec)
             .await
     };
-    // Epochs stop a guest that computes past its deadline; this timer stops one that waits
-    // on the host (a sleep, a poll) where epochs are not checked.
+    // The deadline: the timer fires while the guest waits on the host (a sleep, a poll) or at
+    // its next fuel yield while it computes; dropping the call unwinds the guest.
     let result = tokio::time::timeout(limits.timeout, invocation).await;
     let wall_time = started.elapsed();
 
@@ -66,7 +68,12 @@ pub(crate) async fn run(engine: &Engine, call: Call<'_>) -> AttemptReport {
     }
 }
 
-fn new_store(engine: &Engine, limits: &Limits, capture: Capture) -> Store<AttemptState> {
+fn new_store(
+    engine: &Engine,
+    limits: &Limits,
+    yield_interval: u64,
+    capture: Capture,
+) -> Store<AttemptState> {
     // Nothing is granted: no preopened directories, no environment, no arguments, no stdin,
     // no sockets. Only stdout and stderr exist, and they go to the bounded capture.
     let wasi = WasiCtxBuilder::new()
@@ -85,20 +92,14 @@ fn new_store(engine: &Engine, limits: &Limits, capture: Capture) -> Store<Attemp
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
-    // A new store has no fuel and an epoch deadline of zero: arm both before any wasm runs.
+    // A new store has no fuel: arm it before any wasm runs, and yield to tokio every
+    // `yield_interval` units so a busy guest cannot hold the thread past its deadline.
     store
         .set_fuel(limits.fuel)
         .expect("fuel is enabled in the engine config");
-    let deadline = Instant::now() + limits.timeout;
-    store.epoch_deadline_callback(move |_| {
-        if Instant::now() >= deadline {
-            Ok(UpdateDeadline::Interrupt)
-        } else {
-            // Yield to tokio at every tick so a busy guest cannot starve other tasks.
-            Ok(UpdateDeadline::Yield(1))
-        }
-    });
-    store.set_epoch_deadline(1);
+    store
+        .fuel_async_yield_interval(Some(yield_interval))
+        .expect("the yield interval is positive");
     store
 }
 
@@ -165,7 +166,6 @@ fn classify_trap(error: &wasmtime::Error, state: &mut AttemptState, limits: &Lim
                 FailureKind::OutOfFuel,
                 format!("the attempt used up its fuel budget of {}", limits.fuel),
             ),
-            Some(Trap::Interrupt) => timeout_failure(limits.timeout),
             Some(trap) => Failure::new(FailureKind::Trap, trap.to_string()),
             None => Failure::new(FailureKind::ModuleError, format!("{error:#}")),
         }
@@ -209,9 +209,10 @@ pub(crate) async fn list_functions(
     engine: &Engine,
     module: &PreparedModule,
     limits: Limits,
+    yield_interval: u64,
 ) -> Result<Vec<JobFunction>, String> {
     let capture = Capture::new(limits.log_bytes);
-    let mut store = new_store(engine, &limits, capture);
+    let mut store = new_store(engine, &limits, yield_interval, capture);
     let listing = async {
         let job = module.pre.instantiate_async(&mut store).await?;
         job.sluice_job_guest().call_functions(&mut store).await

@@ -11,8 +11,8 @@ pub struct Limits {
     pub fuel: u64,
     /// Largest linear memory the guest may grow to.
     pub memory_bytes: u64,
-    /// Wall-clock deadline, enforced by epochs while the guest computes and by a timer while
-    /// it waits on the host.
+    /// Wall-clock deadline, enforced by a timer that fires while the guest waits on the host
+    /// or at its next fuel yield while it computes.
     pub timeout: Duration,
     /// Largest output the attempt may return.
     pub output_bytes: usize,

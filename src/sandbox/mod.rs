@@ -35,8 +35,9 @@ pub struct SandboxConfig {
     pub keep_resident_bytes: usize,
     /// The wasm stack limit, in bytes; deeper recursion traps with `stack_overflow`.
     pub max_wasm_stack: usize,
-    /// How often the epoch advances: the granularity of deadlines and of yielding.
-    pub epoch_tick: Duration,
+    /// Fuel a guest burns between two yields to tokio (about a millisecond of CPU or less): the
+    /// granularity of fairness between attempts and of deadlines while a guest computes.
+    pub fuel_yield_interval: u64,
     /// Limits of an attempt whose job overrides none.
     pub default_limits: Limits,
 }
@@ -50,7 +51,7 @@ impl SandboxConfig {
             memory_ceiling: 1 << 30,
             keep_resident_bytes: 1 << 20,
             max_wasm_stack: 512 << 10,
-            epoch_tick: Duration::from_millis(10),
+            fuel_yield_interval: 200_000,
             default_limits: Limits::default(),
         }
     }
@@ -96,7 +97,6 @@ impl Sandbox {
             .and_then(|()| Job::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state))
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         let modules = ModuleCache::new(&engine, config.cache_dir.clone())?;
-        engine::start_epoch_ticker(&engine, config.epoch_tick);
         Ok(Sandbox {
             inner: Arc::new(Inner {
                 engine,
@@ -136,9 +136,11 @@ impl Sandbox {
         &self,
         module: &PreparedModule,
     ) -> Result<Vec<JobFunction>, ModuleError> {
-        let functions = attempt::list_functions(&self.inner.engine, module, CATALOGUE_LIMITS)
-            .await
-            .map_err(ModuleError::Catalogue)?;
+        let yield_interval = self.inner.config.fuel_yield_interval;
+        let functions =
+            attempt::list_functions(&self.inner.engine, module, CATALOGUE_LIMITS, yield_interval)
+                .await
+                .map_err(ModuleError::Catalogue)?;
         if functions.is_empty() {
             return Err(ModuleError::NoFunctions);
         }
@@ -165,6 +167,7 @@ impl Sandbox {
             args,
             codec,
             limits,
+            yield_interval: config.fuel_yield_interval,
         };
         attempt::run(&self.inner.engine, call).await
     }

@@ -14,7 +14,8 @@ pub fn count_primes(limit: u32) -> u32 {
             continue;
         }
         count += 1;
-        let mut multiple = n * n;
+        // Saturating: on wasm32, n * n overflows usize for n above 65,535.
+        let mut multiple = n.saturating_mul(n);
         while multiple < limit {
             composite[multiple] = true;
             multiple += n;
