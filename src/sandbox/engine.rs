@@ -25,8 +25,9 @@ pub(crate) fn build(config: &SandboxConfig) -> wasmtime::Result<Engine> {
         .total_tables(slots * 4)
         .total_stacks(slots)
         .max_memory_size(config.memory_ceiling as usize)
-        // Keep a little of each slot's memory resident: zeroing a page we already own is
-        // cheaper than faulting a fresh one in on the next attempt.
+        // Keep the first pages of each slot resident: zeroing a page we already own is
+        // cheaper than faulting a fresh one in on the next attempt, but zeroing more than an
+        // attempt touches is waste (64 KiB: 21 µs per no-op attempt; 1 MiB: 35 µs; 0: 24 µs).
         .linear_memory_keep_resident(config.keep_resident_bytes)
         .table_keep_resident(config.keep_resident_bytes);
 

@@ -31,7 +31,7 @@ pub struct SandboxConfig {
     pub max_instances: u32,
     /// The largest memory any job may be granted: the size of a pool slot.
     pub memory_ceiling: u64,
-    /// Bytes of each pool slot kept resident between attempts.
+    /// Bytes at the start of each pool slot kept resident (and zeroed) between attempts.
     pub keep_resident_bytes: usize,
     /// The wasm stack limit, in bytes; deeper recursion traps with `stack_overflow`.
     pub max_wasm_stack: usize,
@@ -49,7 +49,7 @@ impl SandboxConfig {
             cache_dir,
             max_instances: 256,
             memory_ceiling: 1 << 30,
-            keep_resident_bytes: 1 << 20,
+            keep_resident_bytes: 64 << 10,
             max_wasm_stack: 512 << 10,
             fuel_yield_interval: 200_000,
             default_limits: Limits::default(),
