@@ -6,6 +6,7 @@ mod job;
 mod jobs;
 mod migrate;
 mod modules;
+mod queue;
 mod queues;
 mod run;
 mod upload;
@@ -57,6 +58,8 @@ enum Command {
     Modules,
     /// List queues with their job counts.
     Queues,
+    /// Pause or resume a queue.
+    Queue(queue::Args),
     /// Apply database migrations (also done by every other command).
     Migrate,
 }
@@ -100,6 +103,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Job(args) => job::run(&context, args).await,
         Command::Modules => modules::run(&context).await,
         Command::Queues => queues::run(&context).await,
+        Command::Queue(args) => queue::run(&context, args).await,
         Command::Migrate => migrate::run(&context).await,
     }
 }

@@ -301,7 +301,8 @@ pub trait Store: Send + Sync + 'static {
     async fn job_insert(&self, job: NewJob) -> StoreResult<Job>;
     /// Inserts all jobs in one statement; returns their ids in order.
     async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<JobId>>;
-    /// Claims up to `limit` available jobs of a queue for a node, in run order.
+    /// Claims up to `limit` available jobs of a queue for a node, in run order; a paused
+    /// queue yields none.
     async fn job_fetch(&self, params: JobFetch) -> StoreResult<Vec<Job>>;
     /// Records attempt outcomes in one statement, each only while the job still runs under
     /// this node's lease and attempt; returns the ids that were applied.

@@ -393,6 +393,7 @@ impl Store for PostgresStore {
             "WITH picked AS (
                  SELECT id FROM sluice_jobs
                  WHERE state = 'available' AND queue = $1
+                   AND NOT EXISTS (SELECT 1 FROM sluice_queues WHERE name = $1 AND paused)
                  ORDER BY priority, scheduled_at, id
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED

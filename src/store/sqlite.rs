@@ -386,6 +386,7 @@ impl Store for SqliteStore {
                  lease_node = ?2, lease_expires_at = ?3
              WHERE id IN (SELECT id FROM sluice_jobs
                           WHERE state = 'available' AND queue = ?4
+                            AND NOT EXISTS (SELECT 1 FROM sluice_queues WHERE name = ?4 AND paused)
                           ORDER BY priority, scheduled_at, id LIMIT ?5)
              RETURNING {JOB_COLUMNS}"
         )))

@@ -233,7 +233,9 @@ fn the_seed_scenario_runs_to_its_final_states(sluice: Sluice) {
         "ran at {started}, enqueued {enqueued_at}"
     );
 
+    sluice.ok(&["queue", "pause", "default"]);
     let queues = sluice.json(&["queues"]);
+    assert_eq!(queues[0]["paused"], true);
     assert_eq!(queues[0]["counts"]["completed"], 12);
     assert_eq!(queues[0]["counts"]["discarded"], 1);
 }

@@ -70,6 +70,7 @@ conformance!(
     nodes_heartbeat,
     inserts_wake_subscribers,
     every_move_follows_the_state_machine,
+    a_paused_queue_yields_no_jobs,
 );
 
 const NODE: &str = "node-a";
@@ -1117,4 +1118,26 @@ async fn every_move_follows_the_state_machine(store: Arc<dyn Store>) {
             pair[1]
         );
     }
+}
+
+async fn a_paused_queue_yields_no_jobs(store: Arc<dyn Store>) {
+    let id = store.job_insert(job("greet")).await.unwrap().id;
+    let pause = |paused| QueuePause {
+        name: "default".into(),
+        paused,
+    };
+    store.queue_pause(pause(true)).await.unwrap();
+    assert!(
+        store
+            .job_fetch(fetch("default", 10, NODE, LEASE))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.queue_pause(pause(false)).await.unwrap();
+    let fetched = store
+        .job_fetch(fetch("default", 10, NODE, LEASE))
+        .await
+        .unwrap();
+    assert_eq!(fetched.iter().map(|j| j.id).collect::<Vec<_>>(), [id]);
 }
