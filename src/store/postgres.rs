@@ -196,12 +196,7 @@ impl Store for PostgresStore {
         }
     }
 
-    #[tracing::instrument(
-        name = "store.migrate",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.migrate", level = "debug", skip_all)]
     async fn migrate(&self) -> StoreResult<()> {
         // sqlx holds a Postgres advisory lock while migrating, so concurrent nodes serialize.
         MIGRATIONS.run(&self.pool).await.map_err(|e| match e {
@@ -219,12 +214,7 @@ impl Store for PostgresStore {
         receiver
     }
 
-    #[tracing::instrument(
-        name = "store.module_upload",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.module_upload", level = "debug", skip_all)]
     async fn module_upload(&self, params: ModuleUpload) -> StoreResult<Uploaded> {
         let functions = serde_json::to_string(&params.functions).expect("functions serialize");
         // Two uploads of different bytes may race for the same next version: the loser hits
@@ -260,12 +250,7 @@ impl Store for PostgresStore {
         })
     }
 
-    #[tracing::instrument(
-        name = "store.module_get",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.module_get", level = "debug", skip_all)]
     async fn module_get(&self, params: ModuleGet) -> StoreResult<ModuleInfo> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {MODULE_COLUMNS} FROM sluice_modules
@@ -292,12 +277,7 @@ impl Store for PostgresStore {
         }
     }
 
-    #[tracing::instrument(
-        name = "store.module_wasm",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.module_wasm", level = "debug", skip_all)]
     async fn module_wasm(&self, name: &str, version: i32) -> StoreResult<Vec<u8>> {
         sqlx::query_scalar("SELECT wasm FROM sluice_modules WHERE name = $1 AND version = $2")
             .bind(name)
@@ -310,12 +290,7 @@ impl Store for PostgresStore {
             })
     }
 
-    #[tracing::instrument(
-        name = "store.module_list",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.module_list", level = "debug", skip_all)]
     async fn module_list(&self) -> StoreResult<Vec<ModuleInfo>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT DISTINCT ON (name) {MODULE_COLUMNS} FROM sluice_modules ORDER BY name, version DESC"
@@ -325,23 +300,13 @@ impl Store for PostgresStore {
         rows.iter().map(module_from_row).collect()
     }
 
-    #[tracing::instrument(
-        name = "store.job_insert",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.job_insert", level = "debug", skip_all)]
     async fn job_insert(&self, job: NewJob) -> StoreResult<Job> {
         let id = self.job_insert_many(vec![job]).await?[0];
         Ok(self.job_get(id).await?.job)
     }
 
-    #[tracing::instrument(
-        name = "store.job_insert_many",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.job_insert_many", level = "debug", skip_all)]
     async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<JobId>> {
         for job in &jobs {
             check_new_job(job, self.max_args_bytes)?;
@@ -382,12 +347,7 @@ impl Store for PostgresStore {
         Ok(ids)
     }
 
-    #[tracing::instrument(
-        name = "store.job_fetch",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.job_fetch", level = "debug", skip_all)]
     async fn job_fetch(&self, params: JobFetch) -> StoreResult<Vec<Job>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH picked AS (
@@ -423,12 +383,7 @@ impl Store for PostgresStore {
         Ok(jobs)
     }
 
-    #[tracing::instrument(
-        name = "store.job_finish_many",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.job_finish_many", level = "debug", skip_all)]
     async fn job_finish_many(&self, params: JobFinishMany) -> StoreResult<Vec<JobId>> {
         if params.outcomes.is_empty() {
             return Ok(Vec::new());
@@ -493,12 +448,7 @@ impl Store for PostgresStore {
         Ok(applied)
     }
 
-    #[tracing::instrument(
-        name = "store.job_lease_extend",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.job_lease_extend", level = "debug", skip_all)]
     async fn job_lease_extend(&self, params: LeaseExtend) -> StoreResult<u64> {
         let done = sqlx::query(
             "UPDATE sluice_jobs SET lease_expires_at = now() + $2 * interval '1 microsecond'
@@ -512,12 +462,7 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
-    #[tracing::instrument(
-        name = "store.job_rescue",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.job_rescue", level = "debug", skip_all)]
     async fn job_rescue(&self) -> StoreResult<Vec<JobId>> {
         let rows = sqlx::query(
             "WITH expired AS (
@@ -559,12 +504,7 @@ impl Store for PostgresStore {
         Ok(ids)
     }
 
-    #[tracing::instrument(
-        name = "store.job_stage",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.job_stage", level = "debug", skip_all)]
     async fn job_stage(&self) -> StoreResult<u64> {
         let queues: Vec<String> = sqlx::query_scalar(
             "UPDATE sluice_jobs SET state = 'available'
@@ -577,12 +517,7 @@ impl Store for PostgresStore {
         Ok(staged)
     }
 
-    #[tracing::instrument(
-        name = "store.job_cancel",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.job_cancel", level = "debug", skip_all)]
     async fn job_cancel(&self, id: JobId) -> StoreResult<Job> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE sluice_jobs SET state = 'cancelled', finalized_at = now(), lease_node = NULL, lease_expires_at = NULL
@@ -598,12 +533,7 @@ impl Store for PostgresStore {
         }
     }
 
-    #[tracing::instrument(
-        name = "store.job_retry",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.job_retry", level = "debug", skip_all)]
     async fn job_retry(&self, id: JobId) -> StoreResult<Job> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE sluice_jobs
@@ -625,12 +555,7 @@ impl Store for PostgresStore {
         }
     }
 
-    #[tracing::instrument(
-        name = "store.job_delete",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.job_delete", level = "debug", skip_all)]
     async fn job_delete(&self, id: JobId) -> StoreResult<()> {
         let done = sqlx::query("DELETE FROM sluice_jobs WHERE id = $1")
             .bind(id)
@@ -642,12 +567,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(
-        name = "store.job_prune",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.job_prune", level = "debug", skip_all)]
     async fn job_prune(&self, params: JobPrune) -> StoreResult<u64> {
         let done = sqlx::query(
             "DELETE FROM sluice_jobs WHERE finalized_at IS NOT NULL AND finalized_at < $1
@@ -659,12 +579,7 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
-    #[tracing::instrument(
-        name = "store.job_get",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.job_get", level = "debug", skip_all)]
     async fn job_get(&self, id: JobId) -> StoreResult<JobDetail> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE id = $1"
@@ -690,12 +605,7 @@ impl Store for PostgresStore {
         })
     }
 
-    #[tracing::instrument(
-        name = "store.job_list",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.job_list", level = "debug", skip_all)]
     async fn job_list(&self, params: JobList) -> StoreResult<Vec<Job>> {
         let mut query = QueryBuilder::<Postgres>::new(format!(
             "SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE true"
@@ -716,12 +626,7 @@ impl Store for PostgresStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    #[tracing::instrument(
-        name = "store.job_count",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.job_count", level = "debug", skip_all)]
     async fn job_count(&self, params: JobCount) -> StoreResult<u64> {
         let mut query =
             QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM sluice_jobs WHERE true");
@@ -735,12 +640,7 @@ impl Store for PostgresStore {
         Ok(count as u64)
     }
 
-    #[tracing::instrument(
-        name = "store.queue_list",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.queue_list", level = "debug", skip_all)]
     async fn queue_list(&self) -> StoreResult<Vec<QueueSummary>> {
         let counts = sqlx::query(
             "SELECT queue, state, COUNT(*) AS n FROM sluice_jobs GROUP BY queue, state",
@@ -767,12 +667,7 @@ impl Store for PostgresStore {
         Ok(summarize_queues(flags, rows))
     }
 
-    #[tracing::instrument(
-        name = "store.queue_pause",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.queue_pause", level = "debug", skip_all)]
     async fn queue_pause(&self, params: QueuePause) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO sluice_queues (name, paused) VALUES ($1, $2)
@@ -785,12 +680,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(
-        name = "store.node_heartbeat",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.node_heartbeat", level = "debug", skip_all)]
     async fn node_heartbeat(&self, params: NodeHeartbeat) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO sluice_nodes (id, host, pid, queues, running) VALUES ($1, $2, $3, $4::jsonb, $5)
@@ -806,12 +696,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(
-        name = "store.node_list",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.node_list", level = "debug", skip_all)]
     async fn node_list(&self) -> StoreResult<Vec<NodeInfo>> {
         let rows = sqlx::query(
             "SELECT id, host, pid, started_at, heartbeat_at, queues::text AS queues, running
@@ -835,12 +720,7 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    #[tracing::instrument(
-        name = "store.node_remove",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.node_remove", level = "debug", skip_all)]
     async fn node_remove(&self, id: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM sluice_nodes WHERE id = $1")
             .bind(id)
@@ -849,12 +729,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    #[tracing::instrument(
-        name = "store.leader_elect",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.leader_elect", level = "debug", skip_all)]
     async fn leader_elect(&self, params: LeaderElect) -> StoreResult<bool> {
         let leader: Option<String> = sqlx::query_scalar(
             "INSERT INTO sluice_leader AS l (name, node_id, elected_at, expires_at)
@@ -872,12 +747,7 @@ impl Store for PostgresStore {
         Ok(leader.is_some())
     }
 
-    #[tracing::instrument(
-        name = "store.leader_resign",
-        level = "debug",
-        skip_all,
-        fields(store = "postgres")
-    )]
+    #[tracing::instrument(name = "store.leader_resign", level = "debug", skip_all)]
     async fn leader_resign(&self, node: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM sluice_leader WHERE node_id = $1")
             .bind(node)

@@ -176,12 +176,7 @@ impl Store for SqliteStore {
         }
     }
 
-    #[tracing::instrument(
-        name = "store.migrate",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.migrate", level = "debug", skip_all)]
     async fn migrate(&self) -> StoreResult<()> {
         // Two processes migrating at once: the loser fails on the migrations table and
         // finds everything applied when it runs again.
@@ -198,12 +193,7 @@ impl Store for SqliteStore {
         self.inserted.subscribe()
     }
 
-    #[tracing::instrument(
-        name = "store.module_upload",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.module_upload", level = "debug", skip_all)]
     async fn module_upload(&self, params: ModuleUpload) -> StoreResult<Uploaded> {
         let functions = serde_json::to_string(&params.functions).expect("functions serialize");
         // One statement: the next version number and the insert are atomic under SQLite's
@@ -233,12 +223,7 @@ impl Store for SqliteStore {
         })
     }
 
-    #[tracing::instrument(
-        name = "store.module_get",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.module_get", level = "debug", skip_all)]
     async fn module_get(&self, params: ModuleGet) -> StoreResult<ModuleInfo> {
         let row = match params.version {
             Some(version) => sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -272,12 +257,7 @@ impl Store for SqliteStore {
         }
     }
 
-    #[tracing::instrument(
-        name = "store.module_wasm",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.module_wasm", level = "debug", skip_all)]
     async fn module_wasm(&self, name: &str, version: i32) -> StoreResult<Vec<u8>> {
         sqlx::query_scalar("SELECT wasm FROM sluice_modules WHERE name = ? AND version = ?")
             .bind(name)
@@ -290,12 +270,7 @@ impl Store for SqliteStore {
             })
     }
 
-    #[tracing::instrument(
-        name = "store.module_list",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.module_list", level = "debug", skip_all)]
     async fn module_list(&self) -> StoreResult<Vec<ModuleInfo>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {MODULE_COLUMNS} FROM sluice_modules m
@@ -307,23 +282,13 @@ impl Store for SqliteStore {
         rows.iter().map(module_from_row).collect()
     }
 
-    #[tracing::instrument(
-        name = "store.job_insert",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.job_insert", level = "debug", skip_all)]
     async fn job_insert(&self, job: NewJob) -> StoreResult<Job> {
         let id = self.job_insert_many(vec![job]).await?[0];
         Ok(self.job_get(id).await?.job)
     }
 
-    #[tracing::instrument(
-        name = "store.job_insert_many",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.job_insert_many", level = "debug", skip_all)]
     async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<JobId>> {
         for job in &jobs {
             check_new_job(job, self.max_args_bytes)?;
@@ -371,12 +336,7 @@ impl Store for SqliteStore {
         Ok(ids)
     }
 
-    #[tracing::instrument(
-        name = "store.job_fetch",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.job_fetch", level = "debug", skip_all)]
     async fn job_fetch(&self, params: JobFetch) -> StoreResult<Vec<Job>> {
         let now = now_micros();
         let expires = now + params.lease.as_micros() as i64;
@@ -405,12 +365,7 @@ impl Store for SqliteStore {
         Ok(jobs)
     }
 
-    #[tracing::instrument(
-        name = "store.job_finish_many",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.job_finish_many", level = "debug", skip_all)]
     async fn job_finish_many(&self, params: JobFinishMany) -> StoreResult<Vec<JobId>> {
         let now = now_micros();
         let mut applied = Vec::with_capacity(params.outcomes.len());
@@ -452,12 +407,7 @@ impl Store for SqliteStore {
         Ok(applied)
     }
 
-    #[tracing::instrument(
-        name = "store.job_lease_extend",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.job_lease_extend", level = "debug", skip_all)]
     async fn job_lease_extend(&self, params: LeaseExtend) -> StoreResult<u64> {
         let expires = now_micros() + params.lease.as_micros() as i64;
         let ids = serde_json::to_string(&params.jobs).expect("ids serialize");
@@ -473,12 +423,7 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    #[tracing::instrument(
-        name = "store.job_rescue",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.job_rescue", level = "debug", skip_all)]
     async fn job_rescue(&self) -> StoreResult<Vec<JobId>> {
         let now = now_micros();
         let mut tx = self.pool.begin().await?;
@@ -525,12 +470,7 @@ impl Store for SqliteStore {
         Ok(ids)
     }
 
-    #[tracing::instrument(
-        name = "store.job_stage",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.job_stage", level = "debug", skip_all)]
     async fn job_stage(&self) -> StoreResult<u64> {
         let queues: Vec<String> = sqlx::query_scalar(
             "UPDATE sluice_jobs SET state = 'available'
@@ -547,12 +487,7 @@ impl Store for SqliteStore {
         Ok(staged)
     }
 
-    #[tracing::instrument(
-        name = "store.job_cancel",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.job_cancel", level = "debug", skip_all)]
     async fn job_cancel(&self, id: JobId) -> StoreResult<Job> {
         let now = now_micros();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -570,12 +505,7 @@ impl Store for SqliteStore {
         }
     }
 
-    #[tracing::instrument(
-        name = "store.job_retry",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.job_retry", level = "debug", skip_all)]
     async fn job_retry(&self, id: JobId) -> StoreResult<Job> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE sluice_jobs
@@ -598,12 +528,7 @@ impl Store for SqliteStore {
         }
     }
 
-    #[tracing::instrument(
-        name = "store.job_delete",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.job_delete", level = "debug", skip_all)]
     async fn job_delete(&self, id: JobId) -> StoreResult<()> {
         let done = sqlx::query("DELETE FROM sluice_jobs WHERE id = ?")
             .bind(id)
@@ -615,12 +540,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(
-        name = "store.job_prune",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.job_prune", level = "debug", skip_all)]
     async fn job_prune(&self, params: JobPrune) -> StoreResult<u64> {
         let done = sqlx::query(
             "DELETE FROM sluice_jobs WHERE finalized_at IS NOT NULL AND finalized_at < ?
@@ -632,12 +552,7 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    #[tracing::instrument(
-        name = "store.job_get",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.job_get", level = "debug", skip_all)]
     async fn job_get(&self, id: JobId) -> StoreResult<JobDetail> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE id = ?"
@@ -660,12 +575,7 @@ impl Store for SqliteStore {
         })
     }
 
-    #[tracing::instrument(
-        name = "store.job_list",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.job_list", level = "debug", skip_all)]
     async fn job_list(&self, params: JobList) -> StoreResult<Vec<Job>> {
         let mut query = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE 1 = 1"
@@ -686,12 +596,7 @@ impl Store for SqliteStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    #[tracing::instrument(
-        name = "store.job_count",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.job_count", level = "debug", skip_all)]
     async fn job_count(&self, params: JobCount) -> StoreResult<u64> {
         let mut query = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM sluice_jobs WHERE 1 = 1");
         push_filters(
@@ -704,12 +609,7 @@ impl Store for SqliteStore {
         Ok(count as u64)
     }
 
-    #[tracing::instrument(
-        name = "store.queue_list",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.queue_list", level = "debug", skip_all)]
     async fn queue_list(&self) -> StoreResult<Vec<QueueSummary>> {
         let counts = sqlx::query(
             "SELECT queue, state, COUNT(*) AS n FROM sluice_jobs GROUP BY queue, state",
@@ -736,12 +636,7 @@ impl Store for SqliteStore {
         Ok(summarize_queues(flags, rows))
     }
 
-    #[tracing::instrument(
-        name = "store.queue_pause",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.queue_pause", level = "debug", skip_all)]
     async fn queue_pause(&self, params: QueuePause) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO sluice_queues (name, paused, updated_at) VALUES (?1, ?2, ?3)
@@ -755,12 +650,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(
-        name = "store.node_heartbeat",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.node_heartbeat", level = "debug", skip_all)]
     async fn node_heartbeat(&self, params: NodeHeartbeat) -> StoreResult<()> {
         let now = now_micros();
         sqlx::query(
@@ -779,12 +669,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(
-        name = "store.node_list",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.node_list", level = "debug", skip_all)]
     async fn node_list(&self) -> StoreResult<Vec<NodeInfo>> {
         let rows = sqlx::query("SELECT * FROM sluice_nodes ORDER BY started_at")
             .fetch_all(&self.pool)
@@ -805,12 +690,7 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    #[tracing::instrument(
-        name = "store.node_remove",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.node_remove", level = "debug", skip_all)]
     async fn node_remove(&self, id: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM sluice_nodes WHERE id = ?")
             .bind(id)
@@ -819,12 +699,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    #[tracing::instrument(
-        name = "store.leader_elect",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.leader_elect", level = "debug", skip_all)]
     async fn leader_elect(&self, params: LeaderElect) -> StoreResult<bool> {
         let now = now_micros();
         let leader: Option<String> = sqlx::query_scalar(
@@ -843,12 +718,7 @@ impl Store for SqliteStore {
         Ok(leader.is_some())
     }
 
-    #[tracing::instrument(
-        name = "store.leader_resign",
-        level = "debug",
-        skip_all,
-        fields(store = "sqlite")
-    )]
+    #[tracing::instrument(name = "store.leader_resign", level = "debug", skip_all)]
     async fn leader_resign(&self, node: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM sluice_leader WHERE node_id = ?")
             .bind(node)
