@@ -1,6 +1,7 @@
 //! The command line: global options, the subcommands (one file each), and output helpers.
 //! Data goes to stdout (as a table, or JSON with `--json`); logs go to stderr.
 
+mod bench;
 mod enqueue;
 mod job;
 mod jobs;
@@ -62,6 +63,8 @@ enum Command {
     Queue(queue::Args),
     /// Apply database migrations (also done by every other command).
     Migrate,
+    /// Measure bulk enqueue, drain throughput and enqueue-to-start latency on this store.
+    Bench(bench::Args),
 }
 
 /// What every command gets: the opened store and how to print.
@@ -105,6 +108,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Queues => queues::run(&context).await,
         Command::Queue(args) => queue::run(&context, args).await,
         Command::Migrate => migrate::run(&context).await,
+        Command::Bench(args) => bench::run(&context, args).await,
     }
 }
 

@@ -40,6 +40,7 @@ async fn write(shared: &Shared, outcomes: Vec<JobOutcome>) {
         };
         match shared.store.job_finish_many(params).await {
             Ok(applied) => {
+                shared.metrics.written();
                 let fenced = count - applied.len();
                 if fenced > 0 {
                     shared.metrics.add_fenced_out(fenced as u64);

@@ -1,8 +1,9 @@
 //! Counters of a node's attempts by outcome, for logs now and the metrics endpoint later.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::model::AttemptClass;
 
@@ -13,6 +14,10 @@ pub struct Metrics {
     pub fenced_out: AtomicU64,
     /// Attempts handed back unfinished at shutdown.
     pub handed_back: AtomicU64,
+    /// When this node first claimed a job, and when it last wrote outcomes: the span of a
+    /// drain, as `sluice bench` measures it.
+    first_claim: OnceLock<Instant>,
+    last_write: Mutex<Option<Instant>>,
 }
 
 impl Metrics {
@@ -41,6 +46,21 @@ impl Metrics {
 
     pub fn total(&self) -> u64 {
         self.by_outcome.lock().unwrap().values().sum()
+    }
+
+    pub(crate) fn claimed(&self) {
+        self.first_claim.get_or_init(Instant::now);
+    }
+
+    pub(crate) fn written(&self) {
+        *self.last_write.lock().unwrap() = Some(Instant::now());
+    }
+
+    /// From the first claim to the last outcome written, once both happened.
+    pub fn busy_span(&self) -> Option<Duration> {
+        let first = *self.first_claim.get()?;
+        let last = (*self.last_write.lock().unwrap())?;
+        Some(last.saturating_duration_since(first))
     }
 
     pub(crate) fn add_fenced_out(&self, n: u64) {

@@ -101,6 +101,9 @@ impl Producer {
             };
             backoff = Duration::from_millis(50);
             backlog = jobs.len() as u32 == want;
+            if !jobs.is_empty() {
+                self.shared.metrics.claimed();
+            }
             for job in jobs {
                 let permit = self
                     .slots

@@ -460,3 +460,37 @@ fn a_bad_database_url_is_a_clear_error() {
     assert!(stderr.contains("the database is unavailable"), "{stderr}");
     assert!(!stderr.contains("secret"), "the password leaked: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reports_enqueue_drain_and_latency() {
+    let sluice = Sluice::sqlite().await;
+    let args = [
+        "bench",
+        "--jobs",
+        "300",
+        "--samples",
+        "5",
+        "--module",
+        guests::HELLO,
+    ];
+    let report = sluice.json(&args);
+    assert_eq!(report["store"], "sqlite");
+    for measure in ["enqueue", "drain"] {
+        assert_eq!(report[measure]["jobs"], 300);
+        assert!(
+            report[measure]["jobs_per_second"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+    }
+    let latency = &report["latency_ms"];
+    assert_eq!(latency["samples"], 5);
+    let p50 = latency["p50"].as_f64().unwrap();
+    assert!(
+        p50 > 0.0 && p50 <= latency["max"].as_f64().unwrap(),
+        "{report}"
+    );
+    // The benchmark's own jobs all completed, on a queue of their own.
+    let queues = sluice.json(&["queues"]);
+    assert_eq!(queues[0]["counts"]["completed"], 305);
+    assert!(queues[0]["name"].as_str().unwrap().starts_with("bench-"));
+}

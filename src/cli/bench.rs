@@ -1,0 +1,266 @@
+//! `sluice bench`: bulk enqueue rate, drain throughput and enqueue-to-start latency, measured
+//! on the store that `--database-url` names, with the `hello` module's no-op job.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use sluice::config::{EngineConfig, QueueConfig};
+use sluice::engine::Metrics;
+use sluice::model::{JobState, NewJob};
+use sluice::store::ModuleUpload;
+
+use super::Context;
+
+/// The module name the benchmark uploads `hello` under, apart from the user's modules.
+const MODULE: &str = "sluice_bench_hello";
+/// Jobs per bulk insert call.
+const ENQUEUE_BATCH: usize = 10_000;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Jobs to enqueue in bulk and then drain.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Attempts the draining node runs at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: u32,
+    /// Single jobs timed from enqueue to start, one at a time on an idle node.
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
+    /// The `hello` module, built with `cargo build --release --target wasm32-wasip2
+    /// --manifest-path jobs-wasm/Cargo.toml -p hello`.
+    #[arg(
+        long,
+        default_value = "jobs-wasm/target/wasm32-wasip2/release/hello.wasm"
+    )]
+    module: PathBuf,
+    #[arg(long, env = "SLUICE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
+    if args.jobs == 0 || args.concurrency == 0 {
+        bail!("--jobs and --concurrency must be at least 1");
+    }
+    let store = &context.app.store;
+    let wasm = std::fs::read(&args.module).with_context(|| {
+        format!(
+            "cannot read {}; build the hello module first (see --help)",
+            args.module.display()
+        )
+    })?;
+    let sandbox = sluice::app::App::sandbox(args.cache_dir.clone())?;
+    let functions = sandbox.validate(&wasm).await?;
+    let digest = sluice::sandbox::digest_of(&wasm);
+    let upload = ModuleUpload {
+        name: MODULE.into(),
+        digest,
+        wasm,
+        functions,
+    };
+    store.module_upload(upload).await?;
+    // A queue of its own, so the figures count only the benchmark's jobs.
+    let queue = format!("bench-{:08x}", fastrand::u32(..));
+    let noop = || {
+        let mut job = NewJob::json(MODULE, "noop", &serde_json::Value::Null);
+        job.queue = queue.clone();
+        job
+    };
+
+    // 1. Bulk enqueue.
+    let bar = progress(args.jobs as u64, "enqueue");
+    let started = Instant::now();
+    let mut remaining = args.jobs;
+    while remaining > 0 {
+        let batch = remaining.min(ENQUEUE_BATCH);
+        store
+            .job_insert_many((0..batch).map(|_| noop()).collect())
+            .await?;
+        remaining -= batch;
+        bar.inc(batch as u64);
+    }
+    let enqueue = started.elapsed();
+    bar.finish_and_clear();
+
+    // 2. Drain by one node.
+    let metrics = Arc::new(Metrics::default());
+    let bar = progress(args.jobs as u64, "drain");
+    let ticker = {
+        let (metrics, bar) = (metrics.clone(), bar.clone());
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(metrics.total());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let mut config = node_config(&queue, args.concurrency);
+    config.exit_when_idle = true;
+    context
+        .app
+        .run_node(
+            sandbox.clone(),
+            config,
+            metrics.clone(),
+            std::future::pending(),
+        )
+        .await?;
+    ticker.abort();
+    bar.finish_and_clear();
+    let completed = metrics.count(sluice::model::AttemptClass::Completed);
+    if completed != args.jobs as u64 {
+        bail!(
+            "the drain completed {completed} of {} jobs: {:?}",
+            args.jobs,
+            metrics.snapshot()
+        );
+    }
+    let drain = metrics.busy_span().context("the drain wrote no outcome")?;
+
+    // 3. Enqueue-to-start latency on an idle node.
+    let latencies = measure_latency(
+        context,
+        &sandbox,
+        &queue,
+        args.concurrency,
+        args.samples,
+        &noop,
+    )
+    .await?;
+
+    report(context, &args, enqueue, drain, &latencies);
+    Ok(())
+}
+
+fn node_config(queue: &str, concurrency: u32) -> EngineConfig {
+    let queues = vec![QueueConfig {
+        name: queue.to_string(),
+        concurrency,
+    }];
+    EngineConfig::new(EngineConfig::generate_node_id(), queues)
+}
+
+/// Starts a node, then enqueues one job at a time and waits for it to finish; the latency of
+/// each is its attempt's start minus its insertion, both as the store recorded them.
+async fn measure_latency(
+    context: &Context,
+    sandbox: &sluice::sandbox::Sandbox,
+    queue: &str,
+    concurrency: u32,
+    samples: usize,
+    noop: &dyn Fn() -> NewJob,
+) -> anyhow::Result<Vec<Duration>> {
+    let store = context.app.store.clone();
+    let metrics = Arc::new(Metrics::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let node = {
+        let (store, sandbox, metrics) = (store.clone(), sandbox.clone(), metrics.clone());
+        let config = node_config(queue, concurrency);
+        tokio::spawn(async move {
+            let app = sluice::app::App { store };
+            app.run_node(sandbox, config, metrics, async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    let bar = progress(samples as u64, "latency");
+    let mut latencies = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let id = store.job_insert(noop()).await?.id;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let job = loop {
+            let job = store.job_get(id).await?.job;
+            if job.state == JobState::Completed {
+                break job;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "job {id} did not complete within 30 s (state {})",
+                    job.state
+                );
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        };
+        let started = job.attempted_at.context("a completed job has an attempt")?;
+        latencies.push((started - job.inserted_at).to_std().unwrap_or_default());
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let _ = stop.send(());
+    node.await??;
+    latencies.sort();
+    Ok(latencies)
+}
+
+fn report(
+    context: &Context,
+    args: &Args,
+    enqueue: Duration,
+    drain: Duration,
+    latencies: &[Duration],
+) {
+    let rate = |seconds: f64| args.jobs as f64 / seconds;
+    let percentile = |p: f64| {
+        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index].as_secs_f64() * 1e3
+    };
+    let store = context.app.store.capabilities();
+    let store = if store.multi_node {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    if context.json {
+        super::print_json(&serde_json::json!({
+            "store": store,
+            "enqueue": { "jobs": args.jobs, "seconds": enqueue.as_secs_f64(), "jobs_per_second": rate(enqueue.as_secs_f64()) },
+            "drain": { "jobs": args.jobs, "concurrency": args.concurrency, "seconds": drain.as_secs_f64(), "jobs_per_second": rate(drain.as_secs_f64()) },
+            "latency_ms": { "samples": latencies.len(), "p50": percentile(0.50), "p90": percentile(0.90), "p99": percentile(0.99), "max": percentile(1.0) },
+        }));
+        return;
+    }
+    let rows = vec![
+        vec![
+            "bulk enqueue".into(),
+            format!(
+                "{} jobs in {:.0} ms",
+                args.jobs,
+                enqueue.as_secs_f64() * 1e3
+            ),
+            format!("{:.0} jobs/s", rate(enqueue.as_secs_f64())),
+        ],
+        vec![
+            format!("drain (concurrency {})", args.concurrency),
+            format!("{} jobs in {:.0} ms", args.jobs, drain.as_secs_f64() * 1e3),
+            format!("{:.0} jobs/s", rate(drain.as_secs_f64())),
+        ],
+        vec![
+            "enqueue-to-start latency".into(),
+            format!("{} single jobs, idle node", latencies.len()),
+            format!(
+                "p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                percentile(0.5),
+                percentile(0.9),
+                percentile(0.99),
+                percentile(1.0)
+            ),
+        ],
+    ];
+    println!("store: {store}");
+    super::print_table(&["MEASURE", "RUN", "RESULT"], &rows);
+}
+
+/// A progress bar on a terminal; hidden when stderr is piped.
+fn progress(length: u64, label: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(length);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} {per_sec}")
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    bar.set_message(label.to_string());
+    bar
+}
