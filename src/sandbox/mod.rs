@@ -31,7 +31,8 @@ pub struct SandboxConfig {
     pub max_instances: u32,
     /// The largest memory any job may be granted: the size of a pool slot.
     pub memory_ceiling: u64,
-    /// Bytes at the start of each pool slot kept resident (and zeroed) between attempts.
+    /// Bytes at the start of each pool slot kept resident between attempts (capped at 64 KiB
+    /// where the kernel lacks PAGEMAP_SCAN, since all of it is then zeroed every time).
     pub keep_resident_bytes: usize,
     /// The wasm stack limit, in bytes; deeper recursion traps with `stack_overflow`.
     pub max_wasm_stack: usize,
@@ -49,7 +50,7 @@ impl SandboxConfig {
             cache_dir,
             max_instances: 256,
             memory_ceiling: 1 << 30,
-            keep_resident_bytes: 64 << 10,
+            keep_resident_bytes: 1 << 20,
             max_wasm_stack: 512 << 10,
             fuel_yield_interval: 200_000,
             default_limits: Limits::default(),
