@@ -58,8 +58,11 @@ impl Producer {
     async fn run(self, stop: CancellationToken) {
         let config = &self.shared.config;
         let concurrency = self.queue.concurrency;
-        // Claim in batches of at least a quarter of the slots while the queue has a backlog.
-        let min_demand = (concurrency / 4).max(1);
+        // Claim in batches of at least half the slots while the queue has a backlog: a no-op
+        // attempt finishes faster than a claim round-trip, so smaller claims starve the slots
+        // (sluice bench drain, concurrency 32: a quarter gave 6.6k-8.8k jobs/s on SQLite and
+        // 3.3k-9.3k on PostgreSQL; half gives 9.3k-10.2k and 11.5k-11.7k).
+        let min_demand = (concurrency / 2).max(1);
         let mut wakeups = self.shared.store.subscribe();
         let mut backlog = true;
         let mut backoff = Duration::from_millis(50);
