@@ -382,6 +382,32 @@ pub(crate) fn initial_state(job: &NewJob, now: DateTime<Utc>) -> JobState {
     }
 }
 
+/// The job columns, in the order both stores select them.
+pub(crate) const JOB_COLUMNS: &str = "id, queue, module, module_version, function, args, codec, \
+     state, priority, attempt, max_attempts, inserted_at, scheduled_at, attempted_at, lease_node, \
+     lease_expires_at, finalized_at, fuel_limit, timeout_ms, memory_limit, output";
+
+/// Appends the optional state, queue and module filters of a listing or a count.
+pub(crate) fn push_filters<DB: sqlx::Database>(
+    query: &mut sqlx::QueryBuilder<DB>,
+    state: Option<JobState>,
+    queue: Option<&str>,
+    module: Option<&str>,
+) where
+    for<'q> &'static str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    if let Some(state) = state {
+        query.push(" AND state = ").push_bind(state.as_str());
+    }
+    if let Some(queue) = queue {
+        query.push(" AND queue = ").push_bind(queue.to_string());
+    }
+    if let Some(module) = module {
+        query.push(" AND module = ").push_bind(module.to_string());
+    }
+}
+
 /// The history stores logs as JSON; none is stored as NULL.
 pub(crate) fn logs_json(logs: &[LogLine]) -> Option<String> {
     (!logs.is_empty()).then(|| serde_json::to_string(logs).expect("log lines always serialize"))

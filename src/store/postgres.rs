@@ -106,10 +106,6 @@ async fn listen(pool: &PgPool, sender: &broadcast::Sender<String>) -> Result<(),
     }
 }
 
-const JOB_COLUMNS: &str = "id, queue, module, module_version, function, args, codec, state, priority, \
-     attempt, max_attempts, inserted_at, scheduled_at, attempted_at, lease_node, lease_expires_at, \
-     finalized_at, fuel_limit, timeout_ms, memory_limit, output";
-
 const MODULE_COLUMNS: &str = "name, version, digest, functions::text AS functions, length(wasm)::bigint AS size_bytes, uploaded_at";
 
 fn job_from_row(row: &PgRow) -> StoreResult<Job> {
@@ -754,23 +750,6 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-}
-
-fn push_filters(
-    query: &mut QueryBuilder<Postgres>,
-    state: Option<JobState>,
-    queue: Option<&str>,
-    module: Option<&str>,
-) {
-    if let Some(state) = state {
-        query.push(" AND state = ").push_bind(state.as_str());
-    }
-    if let Some(queue) = queue {
-        query.push(" AND queue = ").push_bind(queue.to_string());
-    }
-    if let Some(module) = module {
-        query.push(" AND module = ").push_bind(module.to_string());
     }
 }
 

@@ -86,10 +86,6 @@ impl SqliteStore {
     }
 }
 
-const JOB_COLUMNS: &str = "id, queue, module, module_version, function, args, codec, state, priority, \
-     attempt, max_attempts, inserted_at, scheduled_at, attempted_at, lease_node, lease_expires_at, \
-     finalized_at, fuel_limit, timeout_ms, memory_limit, output";
-
 fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
     let codec: String = row.try_get("codec")?;
     let state: String = row.try_get("state")?;
@@ -756,21 +752,4 @@ async fn insert_attempt(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-fn push_filters(
-    query: &mut QueryBuilder<Sqlite>,
-    state: Option<JobState>,
-    queue: Option<&str>,
-    module: Option<&str>,
-) {
-    if let Some(state) = state {
-        query.push(" AND state = ").push_bind(state.as_str());
-    }
-    if let Some(queue) = queue {
-        query.push(" AND queue = ").push_bind(queue.to_string());
-    }
-    if let Some(module) = module {
-        query.push(" AND module = ").push_bind(module.to_string());
-    }
 }
