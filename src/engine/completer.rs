@@ -30,15 +30,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<JobOutcom
 /// Writes one batch, retrying while the store is unavailable: an outcome is never dropped
 /// for a passing outage. (Were it dropped, the lease would expire and the job rerun.)
 async fn write(shared: &Shared, outcomes: Vec<JobOutcome>) {
-    let node = shared.config.node_id.clone();
     let count = outcomes.len();
+    let params = JobFinishMany {
+        node: shared.config.node_id.clone(),
+        outcomes,
+    };
     let mut backoff = Duration::from_millis(50);
     loop {
-        let params = JobFinishMany {
-            node: node.clone(),
-            outcomes: outcomes.clone(),
-        };
-        match shared.store.job_finish_many(params).await {
+        match shared.store.job_finish_many(&params).await {
             Ok(applied) => {
                 shared.metrics.written();
                 let fenced = count - applied.len();

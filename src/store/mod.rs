@@ -306,7 +306,7 @@ pub trait Store: Send + Sync + 'static {
     async fn job_fetch(&self, params: JobFetch) -> StoreResult<Vec<Job>>;
     /// Records attempt outcomes in one statement, each only while the job still runs under
     /// this node's lease and attempt; returns the ids that were applied.
-    async fn job_finish_many(&self, params: JobFinishMany) -> StoreResult<Vec<JobId>>;
+    async fn job_finish_many(&self, params: &JobFinishMany) -> StoreResult<Vec<JobId>>;
     /// Extends the leases of the listed jobs while this node still holds them; returns how many.
     async fn job_lease_extend(&self, params: LeaseExtend) -> StoreResult<u64>;
     /// Puts running jobs whose lease expired back to available (or discarded when they have

@@ -380,12 +380,12 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(name = "store.job_finish_many", level = "debug", skip_all)]
-    async fn job_finish_many(&self, params: JobFinishMany) -> StoreResult<Vec<JobId>> {
+    async fn job_finish_many(&self, params: &JobFinishMany) -> StoreResult<Vec<JobId>> {
         if params.outcomes.is_empty() {
             return Ok(Vec::new());
         }
         let mut columns = FinishColumns::default();
-        for outcome in params.outcomes {
+        for outcome in &params.outcomes {
             columns.push(outcome);
         }
         // One statement: apply each outcome only where the lease and attempt still match,
@@ -811,15 +811,15 @@ struct FinishColumns {
 }
 
 impl FinishColumns {
-    fn push(&mut self, outcome: JobOutcome) {
+    fn push(&mut self, outcome: &JobOutcome) {
         let state = resolved_state(&outcome.resolution);
         self.counts.push(outcome.resolution.counts());
-        let (output, scheduled_at) = match outcome.resolution {
-            Resolution::Complete { output } => (Some(output), None),
-            Resolution::Retry { at } | Resolution::Snooze { at } => (None, Some(at)),
+        let (output, scheduled_at) = match &outcome.resolution {
+            Resolution::Complete { output } => (Some(output.clone()), None),
+            Resolution::Retry { at } | Resolution::Snooze { at } => (None, Some(*at)),
             Resolution::Discard | Resolution::Release => (None, None),
         };
-        let record = outcome.record;
+        let record = &outcome.record;
         self.id.push(outcome.id);
         self.attempt.push(outcome.attempt);
         self.state.push(state.as_str());
@@ -829,8 +829,8 @@ impl FinishColumns {
         self.started_at.push(record.started_at);
         self.finished_at.push(record.finished_at);
         self.outcome.push(record.outcome.as_str());
-        self.message.push(record.message);
-        self.trap_code.push(record.trap_code);
+        self.message.push(record.message.clone());
+        self.trap_code.push(record.trap_code.clone());
         self.fuel_consumed.push(record.fuel_consumed as i64);
         self.duration_us.push(record.duration.as_micros() as i64);
         self.peak_memory.push(record.peak_memory_bytes as i64);

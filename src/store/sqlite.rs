@@ -362,7 +362,7 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(name = "store.job_finish_many", level = "debug", skip_all)]
-    async fn job_finish_many(&self, params: JobFinishMany) -> StoreResult<Vec<JobId>> {
+    async fn job_finish_many(&self, params: &JobFinishMany) -> StoreResult<Vec<JobId>> {
         let now = now_micros();
         let mut applied = Vec::with_capacity(params.outcomes.len());
         let mut tx = self.pool.begin().await?;

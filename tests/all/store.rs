@@ -121,7 +121,7 @@ fn outcome(id: i64, attempt: i32, resolution: Resolution, class: AttemptClass) -
 
 async fn finish(store: &Arc<dyn Store>, node: &str, outcomes: Vec<JobOutcome>) -> Vec<i64> {
     store
-        .job_finish_many(JobFinishMany {
+        .job_finish_many(&JobFinishMany {
             node: node.into(),
             outcomes,
         })
