@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::Shared;
+use super::crash_point::{self, CrashPoint};
 use crate::store::{JobFinishMany, JobOutcome};
 
 /// Longest pause between retries while the store is unreachable.
@@ -36,9 +37,11 @@ async fn write(shared: &Shared, outcomes: Vec<JobOutcome>) {
         outcomes,
     };
     let mut backoff = Duration::from_millis(50);
+    crash_point::pass(CrashPoint::Flushing);
     loop {
         match shared.store.job_finish_many(&params).await {
             Ok(applied) => {
+                crash_point::pass(CrashPoint::Flushed);
                 shared.metrics.written();
                 let fenced = count - applied.len();
                 if fenced > 0 {

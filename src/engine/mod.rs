@@ -7,6 +7,7 @@
 //! a panic there fails that attempt only. One completer writes all outcomes.
 
 mod completer;
+mod crash_point;
 mod metrics;
 mod producer;
 mod retry;

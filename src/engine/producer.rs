@@ -9,6 +9,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::crash_point::{self, CrashPoint};
 use super::{RunResult, Shared};
 use crate::config::QueueConfig;
 use crate::model::{AttemptClass, AttemptOutcome, AttemptRecord, Failure, FailureKind, Job};
@@ -106,6 +107,7 @@ impl Producer {
             backlog = jobs.len() as u32 == want;
             if !jobs.is_empty() {
                 self.shared.metrics.claimed();
+                crash_point::pass(CrashPoint::Claimed);
             }
             for job in jobs {
                 let permit = self

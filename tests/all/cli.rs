@@ -1,120 +1,14 @@
 //! End to end through the real `sluice` binary, on both stores: the seed's scenario,
 //! scheduling, hot upgrade, `kill -9` and SIGTERM with attempts in flight, bad input.
 
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde_json::Value;
+use chrono::Utc;
 use sluice_test_artifacts as guests;
 
-use crate::support::{fresh_postgres_database, shared_cache_dir, temp_dir};
-
-/// The `sluice` binary pointed at one store.
-struct Sluice {
-    database_url: String,
-}
-
-impl Sluice {
-    async fn sqlite() -> Sluice {
-        let path = temp_dir("cli").join("sluice.db");
-        Sluice {
-            database_url: format!("sqlite://{}", path.display()),
-        }
-    }
-
-    async fn postgres() -> Sluice {
-        Sluice {
-            database_url: fresh_postgres_database().await,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-        command
-            .args(args)
-            .env("SLUICE_DATABASE_URL", &self.database_url)
-            .env("SLUICE_CACHE_DIR", shared_cache_dir())
-            .env("SLUICE_LOG", "warn,sluice=info")
-            .stdin(Stdio::null());
-        command
-    }
-
-    fn output(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("cannot run sluice")
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.output(args);
-        assert!(
-            output.status.success(),
-            "sluice {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    }
-
-    /// Runs a command that must fail; returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let output = self.output(args);
-        assert!(
-            !output.status.success(),
-            "sluice {args:?} succeeded: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
-        String::from_utf8(output.stderr).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut args = args.to_vec();
-        args.push("--json");
-        serde_json::from_str(&self.ok(&args)).unwrap()
-    }
-
-    fn enqueue(&self, args: &[&str]) -> i64 {
-        let mut full = vec!["enqueue"];
-        full.extend_from_slice(args);
-        self.json(&full)["id"].as_i64().unwrap()
-    }
-
-    fn job(&self, id: i64) -> Value {
-        self.json(&["job", &id.to_string()])
-    }
-
-    fn spawn_run(&self, args: &[&str]) -> Child {
-        let mut full = vec!["run"];
-        full.extend_from_slice(args);
-        self.command(&full)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-
-    /// Waits for a condition on the store, checked every 50 ms, for at most `limit`.
-    fn wait_until(&self, limit: Duration, what: &str, mut condition: impl FnMut(&Sluice) -> bool) {
-        let started = Instant::now();
-        while !condition(self) {
-            assert!(
-                started.elapsed() < limit,
-                "timed out after {limit:?} waiting for {what}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn count(&self, state: &str) -> usize {
-        self.json(&["jobs", "--state", state, "--limit", "100000"])
-            .as_array()
-            .unwrap()
-            .len()
-    }
-}
-
-fn time(value: &Value) -> DateTime<Utc> {
-    value.as_str().unwrap().parse().unwrap()
-}
+use crate::support::binary::{Sluice, time};
+use crate::support::temp_dir;
 
 macro_rules! both_stores {
     ($($scenario:ident),* $(,)?) => {

@@ -1,7 +1,9 @@
 //! Integration tests: one binary (fastest to link), one module per part of Sluice.
 
 mod cli;
+mod fuzz;
 mod guests;
 mod sandbox;
 mod store;
+#[path = "../support/mod.rs"]
 mod support;

@@ -1,4 +1,7 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration test binaries (each uses a part of them).
+#![allow(dead_code)]
+
+pub mod binary;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
