@@ -5,6 +5,7 @@ pub mod config;
 pub mod engine;
 pub mod maintenance;
 pub mod model;
+pub mod os;
 pub mod runner;
 pub mod sandbox;
 pub mod store;

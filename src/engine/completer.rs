@@ -1,7 +1,7 @@
 //! The completer: writes attempt outcomes back in batches, one store call per flush.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -37,6 +37,7 @@ async fn write(shared: &Shared, outcomes: Vec<JobOutcome>) {
         outcomes,
     };
     let mut backoff = Duration::from_millis(50);
+    let mut refused_since: Option<Instant> = None;
     crash_point::pass(CrashPoint::Flushing);
     loop {
         match shared.store.job_finish_many(&params).await {
@@ -58,8 +59,18 @@ async fn write(shared: &Shared, outcomes: Vec<JobOutcome>) {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
+            // Not known to pass, but an error misjudged as permanent must not cost a rerun;
+            // after a lease's length the jobs would be rescued anyway, so stop there.
+            Err(error)
+                if refused_since.get_or_insert_with(Instant::now).elapsed()
+                    < shared.config.lease =>
+            {
+                tracing::warn!(%error, pending = count, "the store refused outcomes; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
             Err(error) => {
-                tracing::error!(%error, dropped = count, "the store refused outcomes; their jobs will be rescued once their leases run out");
+                tracing::error!(%error, dropped = count, "the store keeps refusing outcomes; their jobs will be rescued once their leases run out");
                 return;
             }
         }

@@ -62,9 +62,6 @@ pub(crate) fn pass(point: CrashPoint) {
     let Some(armed) = armed() else { return };
     if armed.point == point && armed.passed.fetch_add(1, Ordering::Relaxed) + 1 == armed.at {
         tracing::warn!(?point, "SLUICE_CRASH_AT reached: killing this process");
-        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+        crate::os::kill_self();
     }
 }

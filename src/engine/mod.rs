@@ -8,6 +8,7 @@
 
 mod completer;
 mod crash_point;
+mod lanes;
 mod metrics;
 mod producer;
 mod retry;
@@ -58,7 +59,13 @@ pub(crate) struct Shared {
     pub hand_back: CancellationToken,
     /// Tracks every attempt task, so shutdown can wait for them.
     pub attempts: TaskTracker,
+    /// Foreground and background lanes for attempts.
+    pub lanes: lanes::Lanes,
 }
+
+/// CPU time an attempt may take in the foreground before it moves to the background lane:
+/// a hundred times the cost of a typical short job, well below a busy loop's budget.
+const DEMOTE_AFTER: Duration = Duration::from_millis(5);
 
 /// Runs a node until `shutdown` resolves (or, with `exit_when_idle`, until there is no work),
 /// then stops fetching, lets running attempts finish within the grace period, hands back the
@@ -84,6 +91,7 @@ pub async fn run_node(
         in_flight: Mutex::default(),
         hand_back: CancellationToken::new(),
         attempts: TaskTracker::new(),
+        lanes: lanes::Lanes::new(DEMOTE_AFTER),
     });
     let config = &shared.config;
     tracing::info!(node = %config.node_id, queues = ?config.queues, "node starting");

@@ -164,13 +164,22 @@ impl Consumer {
         // attempt fails and nothing else notices.
         let runner = self.shared.runner.clone();
         let claimed = job.clone();
-        let mut attempt =
-            tokio::spawn(async move { runner.run(&claimed).await }.instrument(span.clone()));
-        let result = tokio::select! {
-            result = &mut attempt => Some(result),
-            () = self.shared.hand_back.cancelled() => {
-                attempt.abort();
-                None
+        let attempt = async move { runner.run(&claimed).await }.instrument(span.clone());
+        let (attempt, mut demoted) = self.shared.lanes.run(attempt);
+        let mut attempt = tokio::spawn(attempt);
+        let mut permit = Some(permit);
+        let result = loop {
+            tokio::select! {
+                result = &mut attempt => break Some(result),
+                () = self.shared.hand_back.cancelled() => {
+                    attempt.abort();
+                    break None;
+                }
+                // Moved to a background seat: its queue slot is free for a short job.
+                Ok(()) = &mut demoted, if permit.is_some() => {
+                    permit = None;
+                    self.slot_freed.notify_one();
+                }
             }
         };
         let outcome = match result {
@@ -210,8 +219,9 @@ impl Consumer {
         });
         // Waits when the completer is behind: backpressure on the whole queue.
         let _ = self.completions.send(outcome).await;
-        drop(permit);
-        self.slot_freed.notify_one();
+        if permit.take().is_some() {
+            self.slot_freed.notify_one();
+        }
     }
 
     fn resolve(&self, job: &Job, run: RunResult, started_at: chrono::DateTime<Utc>) -> JobOutcome {

@@ -79,8 +79,9 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Postgres: admin shutdown, crash shutdown, cannot connect now, connection failures;
-/// SQLite: busy and locked.
+/// Postgres: admin shutdown, crash shutdown, cannot connect now, connection failures, too
+/// many connections, a database not accepting connections (55000), lock not available,
+/// serialization failure, deadlock; SQLite: busy and locked.
 fn is_transient_code(code: Option<&str>) -> bool {
     matches!(
         code,
@@ -93,6 +94,11 @@ fn is_transient_code(code: Option<&str>) -> bool {
                 | "08006"
                 | "08001"
                 | "08004"
+                | "53300"
+                | "55000"
+                | "55P03"
+                | "40001"
+                | "40P01"
                 | "5"
                 | "6"
                 | "517"

@@ -274,6 +274,13 @@ fn bad_input_is_refused_and_nothing_is_stored(sluice: Sluice) {
             .fails(&["upload", empty.to_str().unwrap()])
             .contains("empty")
     );
+    let core = temp_dir("bad").join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    assert!(
+        sluice
+            .fails(&["upload", core.to_str().unwrap()])
+            .contains("core WebAssembly module, not a component")
+    );
     assert!(
         sluice
             .fails(&["upload", guests::WRONG_WORLD])

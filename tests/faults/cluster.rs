@@ -4,21 +4,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::Row;
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::support::binary::Sluice;
 use crate::support::temp_dir;
 
 /// Serializes the scenarios: each measures timings that a neighbour would disturb.
-pub fn own_the_machine() -> MutexGuard<'static, ()> {
-    static MACHINE: Mutex<()> = Mutex::new(());
-    MACHINE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+pub async fn own_the_machine() -> MutexGuard<'static, ()> {
+    static MACHINE: Mutex<()> = Mutex::const_new(());
+    MACHINE.lock().await
 }
 
 /// Whether this is the long manual run (`SLUICE_SOAK=1`).
@@ -223,6 +221,25 @@ impl History {
             let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
             let rows = sqlx::query(JOBS).fetch_all(&mut conn).await.unwrap();
             rows.iter().map(|r| map(r)).collect()
+        }
+    }
+
+    /// How many attempts have finished (a cheap progress probe).
+    pub async fn attempt_count(&self) -> i64 {
+        use sqlx::Connection;
+        const COUNT: &str = "SELECT count(*) FROM sluice_attempts";
+        if self.is_postgres() {
+            let mut conn = self.pg().await;
+            sqlx::query_scalar(COUNT)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(COUNT)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
         }
     }
 

@@ -12,7 +12,7 @@ use crate::support::binary::Sluice;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_the_jobs_and_each_runs_exactly_once() {
-    let _machine = own_the_machine();
+    let _machine = own_the_machine().await;
     let sluice = Sluice::postgres().await;
     sluice.ok(&["upload", guests::HELLO]);
     let jobs = scale(20_000, 100_000);
@@ -66,7 +66,7 @@ async fn leader(url: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_leader_dies_another_node_takes_over_within_the_lease() {
-    let _machine = own_the_machine();
+    let _machine = own_the_machine().await;
     let sluice = Sluice::postgres().await;
     sluice.ok(&["upload", guests::HELLO]);
     let lease = Duration::from_secs(2);

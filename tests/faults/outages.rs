@@ -32,7 +32,7 @@ async fn busy_nodes(sluice: &Sluice, count: usize) -> (Vec<Node>, usize) {
         .collect();
     let history = History::of(sluice);
     until(Duration::from_secs(30), "the first outcomes", || async {
-        history.attempts().await.len() >= 100
+        history.attempt_count().await >= 100
     })
     .await;
     (nodes, jobs)
@@ -98,7 +98,7 @@ fn database_name(url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_refusing_connections_for_a_while_loses_nothing() {
-    let _machine = own_the_machine();
+    let _machine = own_the_machine().await;
     let sluice = Sluice::postgres().await;
     let (nodes, jobs) = busy_nodes(&sluice, 2).await;
     let database = database_name(&sluice.database_url);
@@ -123,7 +123,7 @@ async fn postgres_refusing_connections_for_a_while_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_connections_killed_again_and_again_lose_nothing() {
-    let _machine = own_the_machine();
+    let _machine = own_the_machine().await;
     let sluice = Sluice::postgres().await;
     let (nodes, jobs) = busy_nodes(&sluice, 2).await;
     let database = database_name(&sluice.database_url);
@@ -145,7 +145,7 @@ async fn postgres_connections_killed_again_and_again_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sqlite_file_locked_by_another_process_loses_nothing() {
-    let _machine = own_the_machine();
+    let _machine = own_the_machine().await;
     let sluice = Sluice::sqlite().await;
     let (nodes, jobs) = busy_nodes(&sluice, 1).await;
     let lock = Duration::from_secs(scale(3, 40) as u64);
