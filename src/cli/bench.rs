@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use futures::StreamExt;
 use sluice::config::{EngineConfig, QueueConfig};
 use sluice::engine::Metrics;
 use sluice::model::{JobState, NewJob};
@@ -17,6 +18,8 @@ use super::Context;
 const MODULE: &str = "sluice_bench_hello";
 /// Jobs per bulk insert call.
 const ENQUEUE_BATCH: usize = 10_000;
+/// Batches inserted at once.
+const ENQUEUE_IN_FLIGHT: usize = 2;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -72,14 +75,19 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     // 1. Bulk enqueue.
     let bar = progress(args.jobs as u64, "enqueue");
     let started = Instant::now();
-    let mut remaining = args.jobs;
-    while remaining > 0 {
-        let batch = remaining.min(ENQUEUE_BATCH);
-        store
-            .job_insert_many((0..batch).map(|_| noop()).collect())
-            .await?;
-        remaining -= batch;
-        bar.inc(batch as u64);
+    // Two batches in flight: one is built and sent while the database stores the other.
+    let batches = (0..args.jobs)
+        .step_by(ENQUEUE_BATCH)
+        .map(|start| (args.jobs - start).min(ENQUEUE_BATCH));
+    let mut inserts = futures::stream::iter(batches)
+        .map(|batch| {
+            let jobs: Vec<NewJob> = (0..batch).map(|_| noop()).collect();
+            let store = store.clone();
+            async move { store.job_insert_many(jobs).await.map(|_| batch) }
+        })
+        .buffer_unordered(ENQUEUE_IN_FLIGHT);
+    while let Some(inserted) = inserts.next().await {
+        bar.inc(inserted? as u64);
     }
     let enqueue = started.elapsed();
     bar.finish_and_clear();

@@ -363,41 +363,63 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(name = "store.job_finish_many", level = "debug", skip_all)]
     async fn job_finish_many(&self, params: &JobFinishMany) -> StoreResult<Vec<JobId>> {
+        // Two statements per batch, whatever its size: each statement is a round trip to
+        // sqlx's SQLite worker thread, which costs more than the SQL itself. The outcomes go
+        // in as one JSON array, read with `jsonb_each` so that each field lookup reads a
+        // parsed value instead of parsing the object's text again.
         let now = now_micros();
-        let mut applied = Vec::with_capacity(params.outcomes.len());
+        let outcomes: Vec<serde_json::Value> = params
+            .outcomes
+            .iter()
+            .map(|outcome| {
+                let (output, scheduled_at) = match &outcome.resolution {
+                    Resolution::Complete { output } => (Some(hex::encode(output)), None),
+                    Resolution::Retry { at } | Resolution::Snooze { at } => {
+                        (None, Some(micros(*at)))
+                    }
+                    Resolution::Discard | Resolution::Release => (None, None),
+                };
+                serde_json::json!({
+                    "id": outcome.id,
+                    "attempt": outcome.attempt,
+                    "state": resolved_state(&outcome.resolution).as_str(),
+                    "output": output,
+                    "scheduled_at": scheduled_at,
+                    "uncount": i32::from(!outcome.resolution.counts()),
+                })
+            })
+            .collect();
         let mut tx = self.pool.begin().await?;
-        for outcome in &params.outcomes {
-            let state = resolved_state(&outcome.resolution);
-            let (output, scheduled_at) = match &outcome.resolution {
-                Resolution::Complete { output } => (Some(output.as_slice()), None),
-                Resolution::Retry { at } | Resolution::Snooze { at } => (None, Some(micros(*at))),
-                Resolution::Discard | Resolution::Release => (None, None),
-            };
-            let counts = outcome.resolution.counts();
-            let updated = sqlx::query(
-                "UPDATE sluice_jobs
-                 SET state = ?1, output = COALESCE(?2, output), scheduled_at = COALESCE(?3, scheduled_at),
-                     attempt = attempt - ?4, finalized_at = CASE WHEN ?1 IN ('completed', 'discarded') THEN ?5 END,
-                     lease_node = NULL, lease_expires_at = NULL
-                 WHERE id = ?6 AND state = 'running' AND lease_node = ?7 AND attempt = ?8",
-            )
-            .bind(state.as_str())
-            .bind(output)
-            .bind(scheduled_at)
-            .bind(!counts as i32)
-            .bind(now)
-            .bind(outcome.id)
-            .bind(&params.node)
-            .bind(outcome.attempt)
-            .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() == 0 {
-                continue;
-            }
-            applied.push(outcome.id);
-            if counts {
-                insert_attempt(&mut tx, outcome.id, &params.node, &outcome.record).await?;
-            }
+        let applied: Vec<JobId> = sqlx::query_scalar(
+            "UPDATE sluice_jobs AS j
+             SET state = o.state, output = COALESCE(unhex(o.output), j.output),
+                 scheduled_at = COALESCE(o.scheduled_at, j.scheduled_at),
+                 attempt = j.attempt - o.uncount,
+                 finalized_at = CASE WHEN o.state IN ('completed', 'discarded') THEN ?2 END,
+                 lease_node = NULL, lease_expires_at = NULL
+             FROM (SELECT value ->> 'id' AS id, value ->> 'attempt' AS attempt,
+                          value ->> 'state' AS state, value ->> 'output' AS output,
+                          value ->> 'scheduled_at' AS scheduled_at,
+                          value ->> 'uncount' AS uncount
+                   FROM jsonb_each(?1)) AS o
+             WHERE j.id = o.id AND j.state = 'running' AND j.lease_node = ?3
+               AND j.attempt = o.attempt
+             RETURNING id",
+        )
+        .bind(serde_json::Value::Array(outcomes).to_string())
+        .bind(now)
+        .bind(&params.node)
+        .fetch_all(&mut *tx)
+        .await?;
+        let applied_set: std::collections::HashSet<JobId> = applied.iter().copied().collect();
+        let records: Vec<serde_json::Value> = params
+            .outcomes
+            .iter()
+            .filter(|outcome| outcome.resolution.counts() && applied_set.contains(&outcome.id))
+            .map(|outcome| attempt_json(outcome.id, &outcome.record))
+            .collect();
+        if !records.is_empty() {
+            insert_attempts(&mut tx, &params.node, records).await?;
         }
         tx.commit().await?;
         Ok(applied)
@@ -455,7 +477,7 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
-            insert_attempt(&mut tx, id, &node, &record).await?;
+            insert_attempts(&mut tx, &node, vec![attempt_json(id, &record)]).await?;
             if state == "available" {
                 queues.push(row.try_get::<String, _>("queue")?);
             }
@@ -724,31 +746,42 @@ impl Store for SqliteStore {
     }
 }
 
-async fn insert_attempt(
+/// One attempt record as a JSON object for `insert_attempts`.
+fn attempt_json(job_id: JobId, record: &AttemptRecord) -> serde_json::Value {
+    serde_json::json!({
+        "job_id": job_id,
+        "attempt": record.attempt,
+        "module_version": record.module_version,
+        "started_at": micros(record.started_at),
+        "finished_at": micros(record.finished_at),
+        "outcome": record.outcome.as_str(),
+        "message": record.message,
+        "trap_code": record.trap_code,
+        "fuel_consumed": record.fuel_consumed as i64,
+        "duration_us": record.duration.as_micros() as i64,
+        "peak_memory": record.peak_memory_bytes as i64,
+        "logs": logs_json(&record.logs),
+    })
+}
+
+/// Inserts attempt records (from `attempt_json`) in one statement.
+async fn insert_attempts(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
-    job_id: JobId,
     node: &str,
-    record: &AttemptRecord,
+    records: Vec<serde_json::Value>,
 ) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO sluice_attempts (job_id, attempt, node, module_version, started_at, finished_at,
-             outcome, message, trap_code, fuel_consumed, duration_us, peak_memory, logs)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        "INSERT INTO sluice_attempts (job_id, attempt, node, module_version, started_at,
+             finished_at, outcome, message, trap_code, fuel_consumed, duration_us, peak_memory, logs)
+         SELECT value ->> 'job_id', value ->> 'attempt', ?2, value ->> 'module_version',
+                value ->> 'started_at', value ->> 'finished_at', value ->> 'outcome',
+                value ->> 'message', value ->> 'trap_code', value ->> 'fuel_consumed',
+                value ->> 'duration_us', value ->> 'peak_memory', value ->> 'logs'
+         FROM jsonb_each(?1) WHERE true
          ON CONFLICT (job_id, attempt) DO NOTHING",
     )
-    .bind(job_id)
-    .bind(record.attempt)
+    .bind(serde_json::Value::Array(records).to_string())
     .bind(node)
-    .bind(record.module_version)
-    .bind(micros(record.started_at))
-    .bind(micros(record.finished_at))
-    .bind(record.outcome.as_str())
-    .bind(&record.message)
-    .bind(&record.trap_code)
-    .bind(record.fuel_consumed as i64)
-    .bind(record.duration.as_micros() as i64)
-    .bind(record.peak_memory_bytes as i64)
-    .bind(logs_json(&record.logs))
     .execute(&mut **tx)
     .await?;
     Ok(())
