@@ -87,19 +87,25 @@ async fn when_the_leader_dies_another_node_takes_over_within_the_lease() {
     })
     .await;
     let first = leader(&url).await.unwrap();
-    // Every node holds two long jobs, so the leader dies holding work for its successor to rescue.
-    enqueue_many(&sluice, "sleep", r#"{"ms":1500}"#, 6, &[]);
+    // More long jobs than the three nodes can hold (two running and two claimed ahead
+    // each), so the leader dies holding work for its successor to rescue.
+    enqueue_many(&sluice, "sleep", r#"{"ms":1500}"#, 14, &[]);
     let history = History::of(&sluice);
-    until(Duration::from_secs(20), "all six jobs running", || async {
-        history
-            .jobs()
-            .await
-            .iter()
-            .all(|job| job.state == "running")
-    })
+    until(
+        Duration::from_secs(20),
+        "every node holding jobs",
+        || async {
+            let jobs = history.jobs().await;
+            (0..3).all(|i| {
+                let node = format!("node-{i}");
+                jobs.iter()
+                    .any(|job| job.lease_node.as_deref() == Some(node.as_str()))
+            })
+        },
+    )
     .await;
     let held = history.leased_by(&first).await;
-    assert_eq!(held.len(), 2, "the leader holds its two jobs");
+    assert!(!held.is_empty(), "the leader holds jobs");
     // One leader throughout: the term stays with the first node while it lives.
     for _ in 0..10 {
         assert_eq!(leader(&url).await.as_deref(), Some(first.as_str()));
@@ -153,6 +159,7 @@ async fn when_the_leader_dies_another_node_takes_over_within_the_lease() {
         );
     }
     println!(
-        "leader {first} killed: {second} took over after {takeover:?} (lease {lease:?}); its 2 jobs completed {rescue:?} after the kill"
+        "leader {first} killed: {second} took over after {takeover:?} (lease {lease:?}); its {} jobs completed {rescue:?} after the kill",
+        held.len()
     );
 }
