@@ -19,6 +19,9 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres
 /// The NOTIFY channel; the payload is the queue name.
 const CHANNEL: &str = "sluice_jobs";
 
+/// A bulk insert at least this large refreshes the jobs table's planner statistics.
+const ANALYZE_AFTER_BULK: usize = 10_000;
+
 pub struct PostgresStore {
     pool: PgPool,
     notifications: broadcast::Sender<String>,
@@ -339,6 +342,15 @@ impl Store for PostgresStore {
         .bind(columns.memory_limit)
         .fetch_all(&self.pool)
         .await?;
+        if ids.len() >= ANALYZE_AFTER_BULK {
+            // Until the table has statistics, the claim and outcome statements are planned
+            // as if it were tiny, and the outcome statement then reads the whole table per
+            // batch: a drain right after a large bulk insert ran at 1.2k jobs/s, 3.5k once
+            // analyzed. Autovacuum would get there only within a minute.
+            if let Err(error) = sqlx::query("ANALYZE sluice_jobs").execute(&self.pool).await {
+                tracing::warn!(%error, "could not analyze sluice_jobs after a bulk insert");
+            }
+        }
         ids.sort_unstable();
         Ok(ids)
     }
