@@ -147,7 +147,7 @@ pub struct History {
     url: String,
 }
 
-const ATTEMPTS_PG: &str = "SELECT job_id, attempt, node, outcome, \
+const ATTEMPTS_PG: &str = "SELECT job_id, attempt::bigint, node, outcome, \
     (extract(epoch FROM started_at) * 1000000)::bigint AS started_us, \
     (extract(epoch FROM finished_at) * 1000000)::bigint AS finished_us FROM sluice_attempts";
 const ATTEMPTS_SQLITE: &str = "SELECT job_id, attempt, node, outcome, \
@@ -166,43 +166,28 @@ impl History {
     }
 
     pub async fn attempts(&self) -> Vec<Attempt> {
-        let to_time = |us: i64| Utc.timestamp_micros(us).unwrap();
-        let rows = if self.is_postgres() {
-            let mut conn = self.pg().await;
-            sqlx::query(ATTEMPTS_PG).fetch_all(&mut conn).await.unwrap()
-        } else {
-            return self.sqlite_attempts().await;
-        };
-        rows.iter()
-            .map(|row| Attempt {
-                job: row.get(0),
-                attempt: row.get(1),
-                node: row.get(2),
-                outcome: row.get(3),
-                started_at: to_time(row.get(4)),
-                finished_at: to_time(row.get(5)),
-            })
-            .collect()
-    }
-
-    async fn sqlite_attempts(&self) -> Vec<Attempt> {
         use sqlx::Connection;
         let to_time = |us: i64| Utc.timestamp_micros(us).unwrap();
-        let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
-        let rows = sqlx::query(ATTEMPTS_SQLITE)
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|row| Attempt {
-                job: row.get(0),
-                attempt: row.get(1),
-                node: row.get(2),
-                outcome: row.get(3),
-                started_at: to_time(row.get(4)),
-                finished_at: to_time(row.get(5)),
-            })
-            .collect()
+        let map = |row: &dyn RowLike| Attempt {
+            job: row.i64(0),
+            attempt: row.i64(1) as i32,
+            node: row.string(2),
+            outcome: row.string(3),
+            started_at: to_time(row.i64(4)),
+            finished_at: to_time(row.i64(5)),
+        };
+        if self.is_postgres() {
+            let mut conn = self.pg().await;
+            let rows = sqlx::query(ATTEMPTS_PG).fetch_all(&mut conn).await.unwrap();
+            rows.iter().map(|r| map(r)).collect()
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            let rows = sqlx::query(ATTEMPTS_SQLITE)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            rows.iter().map(|r| map(r)).collect()
+        }
     }
 
     pub async fn jobs(&self) -> Vec<JobRow> {
