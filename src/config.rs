@@ -44,7 +44,9 @@ pub struct EngineConfig {
     pub lease: Duration,
     /// How often to look for jobs when no notification arrives.
     pub poll_interval: Duration,
-    /// Largest batch one fetch claims.
+    /// Largest batch one fetch claims, and the most jobs a queue holds claimed ahead of
+    /// its free slots (it holds about as many as it starts in 50 ms, and at least two
+    /// rounds of slots).
     pub max_fetch: u32,
     /// Largest batch of outcomes one store call writes.
     pub max_completion_batch: usize,
@@ -70,7 +72,7 @@ impl EngineConfig {
             queues,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
-            max_fetch: 100,
+            max_fetch: 1000,
             max_completion_batch: 500,
             maintenance_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
@@ -65,15 +65,11 @@ impl Producer {
     async fn run(self, stop: CancellationToken) {
         let config = &self.shared.config;
         let concurrency = self.queue.concurrency;
-        // Claimed jobs wait here for a slot, up to one round of slots ahead, and the next
-        // claim runs while attempts do: a slot that frees up starts its next job at once
-        // instead of idling for a claim round-trip.
-        let capacity = concurrency * 2;
-        // While the queue has a backlog, claim in batches of at least half the slots: a
-        // no-op attempt finishes faster than a claim round-trip, so smaller claims cost more
-        // round-trips than they save waiting.
-        let min_demand = (concurrency / 2).max(1);
+        // Claimed jobs wait here for a slot and the next claim runs while attempts do: a
+        // slot that frees up starts its next job at once instead of idling for a claim
+        // round-trip.
         let mut waiting: VecDeque<Job> = VecDeque::new();
+        let mut pace = StartPace::new();
         let mut wakeups = self.shared.store.subscribe();
         // Whether to claim without waiting for a notification: the last claim was full, a
         // notification or the poll timer said so, or the store failed and is being retried.
@@ -82,8 +78,17 @@ impl Producer {
         let mut pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let mut claim: Option<Claim> = None;
         loop {
-            self.start_waiting_jobs(&mut waiting);
+            pace.started(self.start_waiting_jobs(&mut waiting));
             if claim.is_none() && pause.is_none() && eager {
+                // Hold what the slots will start within about one window: a round of slots
+                // for slow jobs, hundreds of short jobs when they stream through.
+                let capacity = pace
+                    .per_window()
+                    .clamp(concurrency * 2, config.max_fetch.max(concurrency * 2));
+                // While the queue has a backlog, claim in batches of at least a quarter of
+                // that: each claim costs the database a statement and a commit whatever
+                // its size, so small claims are what limits a stream of short jobs.
+                let min_demand = (capacity / 4).max(1);
                 let busy = concurrency - self.slots.available_permits() as u32;
                 let held = busy + waiting.len() as u32;
                 let room = capacity.saturating_sub(held).min(config.max_fetch);
@@ -160,12 +165,15 @@ impl Producer {
         waiting.extend(jobs);
     }
 
-    /// Starts waiting jobs while slots are free, each attempt in its own task.
-    fn start_waiting_jobs(&self, waiting: &mut VecDeque<Job>) {
+    /// Starts waiting jobs while slots are free, each attempt in its own task; returns how
+    /// many it started.
+    fn start_waiting_jobs(&self, waiting: &mut VecDeque<Job>) -> u32 {
+        let mut started = 0;
         while !waiting.is_empty() {
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-                return;
+                break;
             };
+            started += 1;
             let job = waiting.pop_front().expect("not empty");
             let consumer = Consumer {
                 shared: self.shared.clone(),
@@ -174,6 +182,45 @@ impl Producer {
             };
             self.shared.attempts.spawn(consumer.run(job, permit));
         }
+        started
+    }
+}
+
+/// How many jobs a producer started in its last full window: the claim-ahead target.
+struct StartPace {
+    window_began: Instant,
+    in_window: u32,
+    last_window: u32,
+}
+
+impl StartPace {
+    /// About two claim round-trips on a loaded machine, so a claim's jobs arrive before the
+    /// ones held have all started.
+    const WINDOW: Duration = Duration::from_millis(50);
+
+    fn new() -> StartPace {
+        StartPace {
+            window_began: Instant::now(),
+            in_window: 0,
+            last_window: 0,
+        }
+    }
+
+    fn started(&mut self, jobs: u32) {
+        self.in_window += jobs;
+        let elapsed = self.window_began.elapsed();
+        if elapsed >= Self::WINDOW {
+            // Scaled to one window's length: the producer may have waited longer than one.
+            let scaled = u64::from(self.in_window) * Self::WINDOW.as_micros() as u64
+                / elapsed.as_micros().max(1) as u64;
+            self.last_window = scaled.min(u64::from(u32::MAX)) as u32;
+            self.in_window = 0;
+            self.window_began = Instant::now();
+        }
+    }
+
+    fn per_window(&self) -> u32 {
+        self.last_window.max(self.in_window)
     }
 }
 

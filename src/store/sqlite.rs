@@ -24,7 +24,13 @@ const INSERT_COLUMNS: usize = 15;
 const ROWS_PER_INSERT: usize = 32_766 / INSERT_COLUMNS;
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    /// The one connection that writes. SQLite admits one writer at a time; with several
+    /// writing connections, the losers of each race sleep in SQLite's busy handler (up to
+    /// 100 ms a time) and a claim could wait over a second behind outcome writes. Waiting
+    /// for this connection instead is a FIFO queue in the pool, with no sleeping.
+    writer: SqlitePool,
+    /// Connections that only read; in WAL mode they never wait for the writer.
+    readers: SqlitePool,
     /// Wakes this process's producers when it inserts or stages jobs.
     inserted: broadcast::Sender<String>,
     max_args_bytes: usize,
@@ -58,15 +64,25 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
+        let unavailable =
+            |e: sqlx::Error| StoreError::Unavailable(format!("cannot open sqlite://{path}: {e}"));
+        // The writer first: it creates the file and switches it to WAL mode.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .map_err(unavailable)?;
+        let readers = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
+            .connect_with(options.read_only(true))
             .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot open sqlite://{path}: {e}")))?;
+            .map_err(unavailable)?;
         let (inserted, _) = broadcast::channel(1024);
         Ok(SqliteStore {
-            pool,
+            writer,
+            readers,
             inserted,
             max_args_bytes: DEFAULT_MAX_ARGS_BYTES,
         })
@@ -176,10 +192,10 @@ impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
         // Two processes migrating at once: the loser fails on the migrations table and
         // finds everything applied when it runs again.
-        match MIGRATIONS.run(&self.pool).await {
+        match MIGRATIONS.run(&self.writer).await {
             Ok(()) => Ok(()),
             Err(_) => MIGRATIONS
-                .run(&self.pool)
+                .run(&self.writer)
                 .await
                 .map_err(|e| StoreError::Migration(e.to_string())),
         }
@@ -204,14 +220,14 @@ impl Store for SqliteStore {
         .bind(&params.wasm)
         .bind(&functions)
         .bind(now_micros())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {MODULE_COLUMNS} FROM sluice_modules WHERE name = ? AND digest = ?"
         )))
         .bind(&params.name)
         .bind(&params.digest)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         Ok(Uploaded {
             module: module_from_row(&row)?,
@@ -227,13 +243,13 @@ impl Store for SqliteStore {
             )))
             .bind(&params.name)
             .bind(version)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await?,
             None => sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {MODULE_COLUMNS} FROM sluice_modules WHERE name = ? ORDER BY version DESC LIMIT 1"
             )))
             .bind(&params.name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await?,
         };
         match (row, params.version) {
@@ -258,7 +274,7 @@ impl Store for SqliteStore {
         sqlx::query_scalar("SELECT wasm FROM sluice_modules WHERE name = ? AND version = ?")
             .bind(name)
             .bind(version)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await?
             .ok_or_else(|| StoreError::ModuleVersionNotFound {
                 name: name.to_string(),
@@ -273,7 +289,7 @@ impl Store for SqliteStore {
              WHERE version = (SELECT MAX(version) FROM sluice_modules WHERE name = m.name)
              ORDER BY name"
         )))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await?;
         rows.iter().map(module_from_row).collect()
     }
@@ -291,7 +307,7 @@ impl Store for SqliteStore {
         }
         let now = Utc::now();
         let mut ids = Vec::with_capacity(jobs.len());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         for chunk in jobs.chunks(ROWS_PER_INSERT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO sluice_jobs (queue, module, module_version, function, args, codec, state, \
@@ -351,7 +367,7 @@ impl Store for SqliteStore {
         .bind(expires)
         .bind(&params.queue)
         .bind(params.limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         let mut jobs = rows
             .iter()
@@ -366,7 +382,10 @@ impl Store for SqliteStore {
         // Two statements per batch, whatever its size: each statement is a round trip to
         // sqlx's SQLite worker thread, which costs more than the SQL itself. The outcomes go
         // in as one JSON array, read with `jsonb_each` so that each field lookup reads a
-        // parsed value instead of parsing the object's text again.
+        // parsed value instead of parsing the object's text again. The unary `+`s keep the
+        // planner from driving the join from an index on the node's running jobs, which
+        // scanned the whole batch once per running job: quadratic once a node holds
+        // hundreds of claimed jobs. The batch drives instead, one rowid lookup per outcome.
         let now = now_micros();
         let outcomes: Vec<serde_json::Value> = params
             .outcomes
@@ -389,7 +408,7 @@ impl Store for SqliteStore {
                 })
             })
             .collect();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let applied: Vec<JobId> = sqlx::query_scalar(
             "UPDATE sluice_jobs AS j
              SET state = o.state, output = COALESCE(unhex(o.output), j.output),
@@ -402,7 +421,7 @@ impl Store for SqliteStore {
                           value ->> 'scheduled_at' AS scheduled_at,
                           value ->> 'uncount' AS uncount
                    FROM jsonb_each(?1)) AS o
-             WHERE j.id = o.id AND j.state = 'running' AND j.lease_node = ?3
+             WHERE j.id = o.id AND +j.state = 'running' AND +j.lease_node = ?3
                AND j.attempt = o.attempt
              RETURNING id",
         )
@@ -436,7 +455,7 @@ impl Store for SqliteStore {
         .bind(expires)
         .bind(&params.node)
         .bind(ids)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected())
     }
@@ -444,7 +463,7 @@ impl Store for SqliteStore {
     #[tracing::instrument(name = "store.job_rescue", level = "debug", skip_all)]
     async fn job_rescue(&self) -> StoreResult<Vec<JobId>> {
         let now = now_micros();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let expired = sqlx::query(
             "SELECT id, attempt, lease_node, attempted_at, queue FROM sluice_jobs
              WHERE state = 'running' AND lease_expires_at < ?",
@@ -495,7 +514,7 @@ impl Store for SqliteStore {
              WHERE state IN ('scheduled', 'retryable') AND scheduled_at <= ? RETURNING queue",
         )
         .bind(now_micros())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         let staged = queues.len() as u64;
         let mut distinct = queues;
@@ -515,7 +534,7 @@ impl Store for SqliteStore {
         )))
         .bind(now)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         match row {
             Some(row) => job_from_row(&row),
@@ -534,7 +553,7 @@ impl Store for SqliteStore {
         )))
         .bind(now_micros())
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         match row {
             Some(row) => {
@@ -550,7 +569,7 @@ impl Store for SqliteStore {
     async fn job_delete(&self, id: JobId) -> StoreResult<()> {
         let done = sqlx::query("DELETE FROM sluice_jobs WHERE id = ?")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::JobNotFound(id));
@@ -565,7 +584,7 @@ impl Store for SqliteStore {
              AND state IN ('completed', 'discarded', 'cancelled')",
         )
         .bind(micros(params.finished_before))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected())
     }
@@ -576,13 +595,13 @@ impl Store for SqliteStore {
             "SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE id = ?"
         )))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.readers)
         .await?
         .ok_or(StoreError::JobNotFound(id))?;
         let attempts =
             sqlx::query("SELECT * FROM sluice_attempts WHERE job_id = ? ORDER BY attempt")
                 .bind(id)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.readers)
                 .await?;
         Ok(JobDetail {
             job: job_from_row(&row)?,
@@ -610,7 +629,7 @@ impl Store for SqliteStore {
         query
             .push(" ORDER BY id DESC LIMIT ")
             .push_bind(params.limit as i64);
-        let rows = query.build().fetch_all(&self.pool).await?;
+        let rows = query.build().fetch_all(&self.readers).await?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -623,7 +642,7 @@ impl Store for SqliteStore {
             params.queue.as_deref(),
             params.module.as_deref(),
         );
-        let count: i64 = query.build_query_scalar().fetch_one(&self.pool).await?;
+        let count: i64 = query.build_query_scalar().fetch_one(&self.readers).await?;
         Ok(count as u64)
     }
 
@@ -632,10 +651,10 @@ impl Store for SqliteStore {
         let counts = sqlx::query(
             "SELECT queue, state, COUNT(*) AS n FROM sluice_jobs GROUP BY queue, state",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.readers)
         .await?;
         let paused = sqlx::query("SELECT name, paused FROM sluice_queues")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.readers)
             .await?;
         let flags = paused
             .iter()
@@ -663,7 +682,7 @@ impl Store for SqliteStore {
         .bind(&params.name)
         .bind(params.paused)
         .bind(now_micros())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -682,7 +701,7 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(serde_json::to_string(&params.queues).expect("queue names serialize"))
         .bind(params.running as i64)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -690,7 +709,7 @@ impl Store for SqliteStore {
     #[tracing::instrument(name = "store.node_list", level = "debug", skip_all)]
     async fn node_list(&self) -> StoreResult<Vec<NodeInfo>> {
         let rows = sqlx::query("SELECT * FROM sluice_nodes ORDER BY started_at")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.readers)
             .await?;
         rows.iter()
             .map(|row| {
@@ -712,7 +731,7 @@ impl Store for SqliteStore {
     async fn node_remove(&self, id: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM sluice_nodes WHERE id = ?")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -731,7 +750,7 @@ impl Store for SqliteStore {
         .bind(&params.node)
         .bind(now)
         .bind(now + params.term.as_micros() as i64)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         Ok(leader.is_some())
     }
@@ -740,7 +759,7 @@ impl Store for SqliteStore {
     async fn leader_resign(&self, node: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM sluice_leader WHERE node_id = ?")
             .bind(node)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
