@@ -82,13 +82,8 @@ impl Producer {
             if claim.is_none() && pause.is_none() && eager {
                 // Hold what the slots will start within about one window: a round of slots
                 // for slow jobs, hundreds of short jobs when they stream through.
-                let capacity = pace
-                    .per_window()
-                    .clamp(concurrency * 2, config.max_fetch.max(concurrency * 2));
-                // While the queue has a backlog, claim in batches of at least a quarter of
-                // that: each claim costs the database a statement and a commit whatever
-                // its size, so small claims are what limits a stream of short jobs.
-                let min_demand = (capacity / 4).max(1);
+                let (capacity, min_demand) =
+                    claim_ahead(pace.per_window(), concurrency, config.max_fetch);
                 let busy = concurrency - self.slots.available_permits() as u32;
                 let held = busy + waiting.len() as u32;
                 let room = capacity.saturating_sub(held).min(config.max_fetch);
@@ -186,6 +181,15 @@ impl Producer {
     }
 }
 
+/// How many jobs a queue holds claimed (running and waiting) given how many it starts per
+/// window, and the smallest claim worth sending while it has a backlog.
+fn claim_ahead(per_window: u32, concurrency: u32, max_fetch: u32) -> (u32, u32) {
+    let capacity = per_window.clamp(concurrency * 2, max_fetch.max(concurrency * 2));
+    // A quarter of the capacity: each claim costs the database a statement and a commit
+    // whatever its size, so small claims are what limits a stream of short jobs.
+    (capacity, (capacity / 4).max(1))
+}
+
 /// How many jobs a producer started in its last full window: the claim-ahead target.
 struct StartPace {
     window_began: Instant,
@@ -207,15 +211,19 @@ impl StartPace {
     }
 
     fn started(&mut self, jobs: u32) {
+        self.started_by(jobs, Instant::now());
+    }
+
+    fn started_by(&mut self, jobs: u32, now: Instant) {
         self.in_window += jobs;
-        let elapsed = self.window_began.elapsed();
+        let elapsed = now.saturating_duration_since(self.window_began);
         if elapsed >= Self::WINDOW {
             // Scaled to one window's length: the producer may have waited longer than one.
             let scaled = u64::from(self.in_window) * Self::WINDOW.as_micros() as u64
                 / elapsed.as_micros().max(1) as u64;
             self.last_window = scaled.min(u64::from(u32::MAX)) as u32;
             self.in_window = 0;
-            self.window_began = Instant::now();
+            self.window_began = now;
         }
     }
 
@@ -380,5 +388,42 @@ fn hand_back(job: &Job, started_at: chrono::DateTime<Utc>, node: &str) -> JobOut
             peak_memory_bytes: 0,
             logs: Vec::new(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_jobs_hold_two_rounds_and_fast_ones_up_to_max_fetch() {
+        // One job a window: two rounds of 32 slots, claimed 16 at a time.
+        assert_eq!(claim_ahead(1, 32, 1000), (64, 16));
+        // A stream: what starts in a window, capped by max_fetch.
+        assert_eq!(claim_ahead(400, 32, 1000), (400, 100));
+        assert_eq!(claim_ahead(50_000, 32, 1000), (1000, 250));
+        // max_fetch below two rounds never shrinks the rounds.
+        assert_eq!(claim_ahead(50_000, 32, 10), (64, 16));
+    }
+
+    #[test]
+    fn the_pace_is_counted_per_window_and_scaled_to_one() {
+        let began = Instant::now();
+        let mut pace = StartPace {
+            window_began: began,
+            in_window: 0,
+            last_window: 0,
+        };
+        pace.started_by(30, began + Duration::from_millis(10));
+        // Within the first window, what has started so far.
+        assert_eq!(pace.per_window(), 30);
+        pace.started_by(70, began + StartPace::WINDOW);
+        assert_eq!(pace.per_window(), 100);
+        // A window twice as long counts half per window.
+        pace.started_by(100, began + StartPace::WINDOW * 3);
+        assert_eq!(pace.per_window(), 50);
+        // An idle spell brings the target down to the floor.
+        pace.started_by(0, began + StartPace::WINDOW * 10);
+        assert_eq!(pace.per_window(), 0);
     }
 }

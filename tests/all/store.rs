@@ -1031,6 +1031,59 @@ async fn postgres_survives_killed_connections() {
     assert!(recovered, "the store did not reconnect");
 }
 
+/// PostgreSQL's history has no foreign key (it cost a row lock per attempt recorded); a
+/// statement trigger deletes a deleted job's attempts instead, for single deletes and prunes.
+#[tokio::test]
+async fn postgres_deleting_jobs_deletes_their_history() {
+    let url = fresh_postgres_database().await;
+    let store = sluice::store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(store.job_insert(job("greet")).await.unwrap().id);
+    }
+    let claimed = store
+        .job_fetch(fetch("default", 3, NODE, LEASE))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let outcomes = ids
+        .iter()
+        .map(|&id| {
+            outcome(
+                id,
+                1,
+                Resolution::Complete {
+                    output: b"1".to_vec(),
+                },
+                AttemptClass::Completed,
+            )
+        })
+        .collect();
+    finish(&store, NODE, outcomes).await;
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut history = async || -> Vec<i64> {
+        sqlx::query_scalar("SELECT job_id FROM sluice_attempts ORDER BY job_id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(history().await, ids);
+
+    store.job_delete(ids[0]).await.unwrap();
+    assert_eq!(history().await, ids[1..]);
+
+    let pruned = store
+        .job_prune(JobPrune {
+            finished_before: Utc::now() + chrono::Duration::hours(1),
+        })
+        .await
+        .unwrap();
+    assert_eq!(pruned, 2);
+    assert_eq!(history().await, Vec::<i64>::new());
+}
+
 #[tokio::test]
 async fn sqlite_refuses_args_over_a_configured_cap() {
     let path = temp_dir("sqlite-cap").join("cap.db");
