@@ -381,11 +381,11 @@ impl Store for SqliteStore {
     async fn job_finish_many(&self, params: &JobFinishMany) -> StoreResult<Vec<JobId>> {
         // Two statements per batch, whatever its size: each statement is a round trip to
         // sqlx's SQLite worker thread, which costs more than the SQL itself. The outcomes go
-        // in as one JSON array, read with `jsonb_each` so that each field lookup reads a
-        // parsed value instead of parsing the object's text again. The unary `+`s keep the
-        // planner from driving the join from an index on the node's running jobs, which
-        // scanned the whole batch once per running job: quadratic once a node holds
-        // hundreds of claimed jobs. The batch drives instead, one rowid lookup per outcome.
+        // in as one JSON array of arrays, read with `jsonb_each` so that each field lookup
+        // reads a parsed value instead of parsing the text again. The unary `+`s keep the
+        // planner from driving the join from the state index's running jobs, which scanned
+        // the whole batch once per running job: quadratic once a node holds hundreds of
+        // claimed jobs. The batch drives instead, one rowid lookup per outcome.
         let now = now_micros();
         let outcomes: Vec<serde_json::Value> = params
             .outcomes
