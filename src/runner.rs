@@ -4,14 +4,18 @@
 //! A job without a pinned version runs the module's latest version, looked up at most once
 //! per `LATEST_TTL`: an upload takes effect for the next attempts without a restart, while
 //! attempts already running finish on the version they started with.
+//!
+//! The store being unreachable is never the job's fault: a lookup that fails that way falls
+//! back to the version this node last saw, and when there is none the attempt does not start
+//! (`NotStarted`) instead of failing as a module error.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::engine::{RunResult, Runner};
+use crate::engine::{NotStarted, RunResult, Runner};
 use crate::model::{AttemptOutcome, AttemptReport, Failure, FailureKind, Job};
-use crate::sandbox::{PreparedModule, Sandbox};
+use crate::sandbox::{ModuleError, PreparedModule, Sandbox};
 use crate::store::{ModuleGet, Store, StoreError};
 
 /// How long a node trusts its idea of a module's latest version.
@@ -20,17 +24,43 @@ pub const LATEST_TTL: Duration = Duration::from_secs(1);
 pub struct SandboxRunner {
     store: Arc<dyn Store>,
     sandbox: Sandbox,
+    latest_ttl: Duration,
     /// Module name → (latest version, when looked up).
     latest: Mutex<HashMap<String, (i32, Instant)>>,
     /// (name, version) → compiled module.
     prepared: Mutex<HashMap<(String, i32), Arc<PreparedModule>>>,
 }
 
+/// Why a module could not be loaded: the store did not answer, or the module is bad.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Module(#[from] ModuleError),
+}
+
+impl LoadError {
+    fn is_store_unavailable(&self) -> bool {
+        matches!(self, LoadError::Store(error) if error.is_retryable())
+    }
+}
+
 impl SandboxRunner {
     pub fn new(store: Arc<dyn Store>, sandbox: Sandbox) -> SandboxRunner {
+        SandboxRunner::with_latest_ttl(store, sandbox, LATEST_TTL)
+    }
+
+    /// A runner that trusts a looked-up latest version for `latest_ttl`.
+    pub fn with_latest_ttl(
+        store: Arc<dyn Store>,
+        sandbox: Sandbox,
+        latest_ttl: Duration,
+    ) -> SandboxRunner {
         SandboxRunner {
             store,
             sandbox,
+            latest_ttl,
             latest: Mutex::default(),
             prepared: Mutex::default(),
         }
@@ -40,40 +70,40 @@ impl SandboxRunner {
         if let Some(pinned) = job.module_version {
             return Ok(pinned);
         }
-        if let Some((version, at)) = self.latest.lock().unwrap().get(&job.module)
-            && at.elapsed() < LATEST_TTL
+        let known = self.latest.lock().unwrap().get(&job.module).copied();
+        if let Some((version, at)) = known
+            && at.elapsed() < self.latest_ttl
         {
-            return Ok(*version);
+            return Ok(version);
         }
-        let module = self
+        let looked_up = self
             .store
             .module_get(ModuleGet {
                 name: job.module.clone(),
                 version: None,
             })
-            .await?;
-        self.latest
-            .lock()
-            .unwrap()
-            .insert(job.module.clone(), (module.version, Instant::now()));
-        Ok(module.version)
+            .await;
+        match (looked_up, known) {
+            (Ok(module), _) => {
+                self.latest
+                    .lock()
+                    .unwrap()
+                    .insert(job.module.clone(), (module.version, Instant::now()));
+                Ok(module.version)
+            }
+            // A newer upload can wait for the store to come back; the job need not.
+            (Err(error), Some((version, _))) if error.is_retryable() => Ok(version),
+            (Err(error), _) => Err(error),
+        }
     }
 
-    async fn module(&self, name: &str, version: i32) -> Result<Arc<PreparedModule>, String> {
+    async fn module(&self, name: &str, version: i32) -> Result<Arc<PreparedModule>, LoadError> {
         let key = (name.to_string(), version);
         if let Some(module) = self.prepared.lock().unwrap().get(&key) {
             return Ok(module.clone());
         }
-        let wasm = self
-            .store
-            .module_wasm(name, version)
-            .await
-            .map_err(|e| e.to_string())?;
-        let module = self
-            .sandbox
-            .prepare(&wasm)
-            .await
-            .map_err(|e| e.to_string())?;
+        let wasm = self.store.module_wasm(name, version).await?;
+        let module = self.sandbox.prepare(&wasm).await?;
         self.prepared.lock().unwrap().insert(key, module.clone());
         Ok(module)
     }
@@ -81,33 +111,35 @@ impl SandboxRunner {
 
 #[async_trait::async_trait]
 impl Runner for SandboxRunner {
-    async fn run(&self, job: &Job) -> RunResult {
+    async fn run(&self, job: &Job) -> Result<RunResult, NotStarted> {
         let version = match self.version_for(job).await {
             Ok(version) => version,
             Err(error) => {
-                return module_failure(
-                    None,
-                    format!("cannot resolve module {}: {error}", job.module),
-                );
+                let message = format!("cannot resolve module {}: {error}", job.module);
+                if error.is_retryable() {
+                    return Err(NotStarted(message));
+                }
+                return Ok(module_failure(None, message));
             }
         };
         let module = match self.module(&job.module, version).await {
             Ok(module) => module,
             Err(error) => {
-                return module_failure(
-                    Some(version),
-                    format!("cannot load {} v{version}: {error}", job.module),
-                );
+                let message = format!("cannot load {} v{version}: {error}", job.module);
+                if error.is_store_unavailable() {
+                    return Err(NotStarted(message));
+                }
+                return Ok(module_failure(Some(version), message));
             }
         };
         let report = self
             .sandbox
             .run(&module, &job.function, &job.args, job.codec, &job.limits)
             .await;
-        RunResult {
+        Ok(RunResult {
             module_version: Some(version),
             report,
-        }
+        })
     }
 }
 

@@ -12,7 +12,8 @@ pub struct Metrics {
     by_outcome: Mutex<BTreeMap<&'static str, u64>>,
     /// Attempts whose outcome the store refused because the lease had moved on.
     pub fenced_out: AtomicU64,
-    /// Attempts handed back unfinished at shutdown.
+    /// Attempts handed back unfinished: at shutdown, or because the store could not say which
+    /// module to run.
     pub handed_back: AtomicU64,
     /// When this node first claimed a job, and when it last wrote outcomes: the span of a
     /// drain, as `sluice bench` measures it.

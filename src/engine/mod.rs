@@ -27,11 +27,19 @@ use crate::config::EngineConfig;
 use crate::model::{AttemptReport, Job, JobId, JobState};
 use crate::store::{JobCount, NodeHeartbeat, Store};
 
-/// Runs one attempt of a claimed job. Never fails: every problem is a classified report.
+/// Runs one attempt of a claimed job. Every problem of the job's own (bad module, trap, fuel,
+/// memory, deadline) is a classified report; `NotStarted` is for the node's problems only.
 #[async_trait::async_trait]
 pub trait Runner: Send + Sync + 'static {
-    async fn run(&self, job: &Job) -> RunResult;
+    async fn run(&self, job: &Job) -> Result<RunResult, NotStarted>;
 }
+
+/// The attempt never began, for a reason that is not the job's: the store could not be asked
+/// which module to run. The job goes back to its queue and the attempt does not count, so a
+/// database blip never spends a job's attempts or writes a failure into its history.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotStarted(pub String);
 
 /// What the runner reports: the module version that ran (if one was resolved) and the report.
 pub struct RunResult {

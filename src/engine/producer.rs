@@ -128,7 +128,12 @@ impl Producer {
         for job in waiting {
             let _ = self
                 .completions
-                .send(hand_back(&job, Utc::now(), &config.node_id))
+                .send(hand_back(
+                    &job,
+                    Utc::now(),
+                    &config.node_id,
+                    AT_SHUTDOWN.into(),
+                ))
                 .await;
         }
     }
@@ -288,7 +293,17 @@ impl Consumer {
             }
         };
         let outcome = match result {
-            Some(Ok(run)) => self.resolve(&job, run, started_at),
+            Some(Ok(Ok(run))) => self.resolve(&job, run, started_at),
+            Some(Ok(Err(not_started))) => {
+                span.in_scope(|| {
+                    tracing::warn!(reason = %not_started, "attempt not started; the job goes back");
+                });
+                self.shared
+                    .metrics
+                    .handed_back
+                    .fetch_add(1, Ordering::Relaxed);
+                hand_back(&job, started_at, &config.node_id, not_started.0)
+            }
             Some(Err(error)) => {
                 let failure = Failure::new(
                     FailureKind::ModuleError,
@@ -316,7 +331,7 @@ impl Consumer {
                     .metrics
                     .handed_back
                     .fetch_add(1, Ordering::Relaxed);
-                hand_back(&job, started_at, &config.node_id)
+                hand_back(&job, started_at, &config.node_id, AT_SHUTDOWN.into())
             }
         };
         span.in_scope(|| {
@@ -367,8 +382,16 @@ impl Consumer {
     }
 }
 
-/// An attempt stopped at shutdown goes back to the queue at once, not counted as an attempt.
-fn hand_back(job: &Job, started_at: chrono::DateTime<Utc>, node: &str) -> JobOutcome {
+const AT_SHUTDOWN: &str = "handed back at shutdown";
+
+/// An attempt stopped at shutdown, or one that never started, goes back to the queue at once,
+/// not counted as an attempt.
+fn hand_back(
+    job: &Job,
+    started_at: chrono::DateTime<Utc>,
+    node: &str,
+    reason: String,
+) -> JobOutcome {
     let now = Utc::now();
     JobOutcome {
         id: job.id,
@@ -381,7 +404,7 @@ fn hand_back(job: &Job, started_at: chrono::DateTime<Utc>, node: &str) -> JobOut
             started_at,
             finished_at: now,
             outcome: AttemptClass::Abandoned,
-            message: Some("handed back at shutdown".into()),
+            message: Some(reason),
             trap_code: None,
             fuel_consumed: 0,
             duration: (now - started_at).to_std().unwrap_or_default(),

@@ -3,6 +3,7 @@
 mod cli;
 mod fuzz;
 mod guests;
+mod runner;
 mod sandbox;
 mod store;
 #[path = "../support/mod.rs"]

@@ -1,0 +1,114 @@
+//! The runner on a real PostgreSQL: a database that cannot be reached while a job's module is
+//! looked up is the node's problem, never a failure charged to the job.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice::engine::Runner;
+use sluice::model::{AttemptOutcome, Job, NewJob};
+use sluice::runner::SandboxRunner;
+use sluice::store::{JobFetch, ModuleUpload, Store};
+use sluice_test_artifacts as guests;
+use sqlx::Connection;
+
+use crate::support::{fresh_postgres_database, postgres_admin_url, read_guest, sandbox};
+
+/// A store holding the `hello` module and one claimed `hello.greet` job.
+async fn store_with_a_claimed_job(url: &str) -> (Arc<dyn Store>, Job) {
+    let store = sluice::store::connect(url).await.unwrap();
+    let wasm = read_guest(guests::HELLO);
+    let functions = sandbox().validate(&wasm).await.unwrap();
+    store
+        .module_upload(ModuleUpload {
+            name: "hello".into(),
+            digest: sluice::sandbox::digest_of(&wasm),
+            wasm,
+            functions,
+        })
+        .await
+        .unwrap();
+    let new = NewJob::json("hello", "greet", &serde_json::json!({"name": "Ada"}));
+    store.job_insert(new).await.unwrap();
+    let mut claimed = store
+        .job_fetch(JobFetch {
+            queue: "default".into(),
+            limit: 1,
+            node: "node-a".into(),
+            lease: Duration::from_secs(60),
+        })
+        .await
+        .unwrap();
+    (store, claimed.pop().expect("the job was not claimed"))
+}
+
+/// Makes `database` refuse new connections and drops the ones it has, or lets it accept again.
+async fn set_reachable(database: &str, reachable: bool) {
+    let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
+        .await
+        .unwrap();
+    let allow = format!("ALTER DATABASE {database} ALLOW_CONNECTIONS {reachable}");
+    sqlx::query(sqlx::AssertSqlSafe(allow))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    if !reachable {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(database)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+}
+
+fn completed(result: &sluice::engine::RunResult) -> bool {
+    matches!(result.report.outcome, AttemptOutcome::Completed { .. })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_leaves_the_attempt_unstarted_not_failed() {
+    let url = fresh_postgres_database().await;
+    let database = url.rsplit('/').next().unwrap().to_string();
+    let (store, job) = store_with_a_claimed_job(&url).await;
+    // Every run looks the latest version up again, so every run needs the store.
+    let runner = SandboxRunner::with_latest_ttl(store, sandbox(), Duration::ZERO);
+
+    // Nothing known yet: the attempt cannot start, and says why.
+    set_reachable(&database, false).await;
+    let unreachable = runner.run(&job).await;
+    set_reachable(&database, true).await;
+    let not_started = unreachable
+        .err()
+        .expect("an unreachable store failed the job instead of leaving it unstarted");
+    assert!(
+        not_started.0.contains("unavailable"),
+        "unclear reason: {not_started}"
+    );
+
+    // Back: the same job runs.
+    let ran = runner.run(&job).await.expect("the store is back");
+    assert!(completed(&ran), "{:?}", ran.report.outcome);
+    assert_eq!(ran.module_version, Some(1));
+
+    // Gone again, with the module known: the node runs on the version it last saw.
+    set_reachable(&database, false).await;
+    let stale = runner.run(&job).await;
+    set_reachable(&database, true).await;
+    let stale = stale.expect("a known module needed the store");
+    assert!(completed(&stale), "{:?}", stale.report.outcome);
+    assert_eq!(stale.module_version, Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_module_is_still_the_jobs_failure() {
+    let url = fresh_postgres_database().await;
+    let (store, mut job) = store_with_a_claimed_job(&url).await;
+    job.module = "no_such_module".into();
+    let runner = SandboxRunner::new(store, sandbox());
+    let ran = runner.run(&job).await.expect("the store was reachable");
+    let failure = ran.report.failure().expect("a missing module ran");
+    assert_eq!(failure.kind, sluice::model::FailureKind::ModuleError);
+    assert!(failure.message.contains("no_such_module"), "{failure:?}");
+}
