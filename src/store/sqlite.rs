@@ -23,6 +23,10 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite")
 const INSERT_COLUMNS: usize = 15;
 const ROWS_PER_INSERT: usize = 32_766 / INSERT_COLUMNS;
 
+/// Rows sqlx's worker thread may hand over before the caller reads them: more than a claim
+/// of the default `max_fetch` (1,000) returns.
+const ROW_BUFFER: usize = 4096;
+
 pub struct SqliteStore {
     /// The one connection that writes. SQLite admits one writer at a time; with several
     /// writing connections, the losers of each race sleep in SQLite's busy handler (up to
@@ -64,6 +68,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
+        // sqlx's worker thread hands rows over through a bounded channel and stops when it is
+        // full until the async side reads; with its default of 50, a claim of hundreds of jobs
+        // kept the one writer waiting on a busy runtime. Room for the largest claim: 10% more
+        // drain (BENCHMARKS.md).
+        let options = options.row_buffer_size(ROW_BUFFER);
         let unavailable =
             |e: sqlx::Error| StoreError::Unavailable(format!("cannot open sqlite://{path}: {e}"));
         // The writer first: it creates the file and switches it to WAL mode.
@@ -379,8 +388,10 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(name = "store.job_finish_many", level = "debug", skip_all)]
     async fn job_finish_many(&self, params: &JobFinishMany) -> StoreResult<Vec<JobId>> {
-        // Two statements per batch, whatever its size: each statement is a round trip to
-        // sqlx's SQLite worker thread, which costs more than the SQL itself. The outcomes go
+        // One statement list per batch, whatever its size, sent as one query: each query is a
+        // round trip to sqlx's SQLite worker thread, and the one writer connection is held
+        // (claims wait) while the runtime, busy with attempts, gets round to the next one;
+        // BEGIN, two statements and COMMIT as four queries cost 5% of the drain. The outcomes go
         // in as one JSON array of arrays, read with `jsonb_each` so that each field lookup
         // reads a parsed value instead of parsing the text again. The unary `+`s keep the
         // planner from driving the join from the state index's running jobs, which scanned
@@ -409,9 +420,26 @@ impl Store for SqliteStore {
                 ])
             })
             .collect();
-        let mut tx = self.writer.begin().await?;
-        let applied: Vec<JobId> = sqlx::query_scalar(
-            "UPDATE sluice_jobs AS j
+        // History first, for exactly the outcomes the update below applies (the same fence).
+        let records: Vec<serde_json::Value> = params
+            .outcomes
+            .iter()
+            .filter(|outcome| outcome.resolution.counts())
+            .map(|outcome| attempt_json(outcome.id, &outcome.record))
+            .collect();
+        let mut writer = self.writer.acquire().await?;
+        let applied = sqlx::query_scalar(
+            "BEGIN IMMEDIATE;
+             INSERT INTO sluice_attempts (job_id, attempt, node, module_version, started_at,
+                 finished_at, outcome, message, trap_code, fuel_consumed, duration_us,
+                 peak_memory, logs)
+             SELECT r.value ->> 0, r.value ->> 1, ?3, r.value ->> 2, r.value ->> 3,
+                    r.value ->> 4, r.value ->> 5, r.value ->> 6, r.value ->> 7, r.value ->> 8,
+                    r.value ->> 9, r.value ->> 10, r.value ->> 11
+             FROM jsonb_each(?4) AS r JOIN sluice_jobs AS j ON j.id = r.value ->> 0
+             WHERE +j.state = 'running' AND +j.lease_node = ?3 AND j.attempt = r.value ->> 1
+             ON CONFLICT (job_id, attempt) DO NOTHING;
+             UPDATE sluice_jobs AS j
              SET state = o.state, output = COALESCE(unhex(o.output), j.output),
                  scheduled_at = COALESCE(o.scheduled_at, j.scheduled_at),
                  attempt = j.attempt - o.uncount,
@@ -423,25 +451,21 @@ impl Store for SqliteStore {
                    FROM jsonb_each(?1)) AS o
              WHERE j.id = o.id AND +j.state = 'running' AND +j.lease_node = ?3
                AND j.attempt = o.attempt
-             RETURNING id",
+             RETURNING id;
+             COMMIT;",
         )
         .bind(serde_json::Value::Array(outcomes).to_string())
         .bind(now)
         .bind(&params.node)
-        .fetch_all(&mut *tx)
-        .await?;
-        let applied_set: std::collections::HashSet<JobId> = applied.iter().copied().collect();
-        let records: Vec<serde_json::Value> = params
-            .outcomes
-            .iter()
-            .filter(|outcome| outcome.resolution.counts() && applied_set.contains(&outcome.id))
-            .map(|outcome| attempt_json(outcome.id, &outcome.record))
-            .collect();
-        if !records.is_empty() {
-            insert_attempts(&mut tx, &params.node, records).await?;
+        .bind(serde_json::Value::Array(records).to_string())
+        .fetch_all(&mut *writer)
+        .await;
+        if applied.is_err() {
+            // The list stopped at the failing statement, maybe inside the transaction: end
+            // it here, before the connection goes back to the pool.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *writer).await;
         }
-        tx.commit().await?;
-        Ok(applied)
+        Ok(applied?)
     }
 
     #[tracing::instrument(name = "store.job_lease_extend", level = "debug", skip_all)]

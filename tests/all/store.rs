@@ -1084,6 +1084,57 @@ async fn postgres_deleting_jobs_deletes_their_history() {
     assert_eq!(history().await, Vec::<i64>::new());
 }
 
+/// SQLite writes a batch of outcomes as one statement list inside one transaction; when a
+/// statement in the middle fails, nothing of the batch is kept and the one writer connection
+/// is left usable, not stuck inside the failed transaction.
+#[tokio::test]
+async fn sqlite_a_failed_outcome_batch_keeps_nothing_and_the_writer_goes_on() {
+    let path = temp_dir("sqlite-failed-flush").join("sluice.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = sluice::store::connect(&url).await.unwrap();
+    let id = store.job_insert(job("greet")).await.unwrap().id;
+    store
+        .job_fetch(fetch("default", 1, NODE, LEASE))
+        .await
+        .unwrap();
+    let done = || JobFinishMany {
+        node: NODE.into(),
+        outcomes: vec![outcome(
+            id,
+            1,
+            Resolution::Complete {
+                output: b"1".to_vec(),
+            },
+            AttemptClass::Completed,
+        )],
+    };
+    // The history table gone: the batch fails after its transaction has begun.
+    use sqlx::Connection;
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let rename = async |conn: &mut sqlx::SqliteConnection, from: &str, to: &str| {
+        let sql = format!("ALTER TABLE {from} RENAME TO {to}");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(conn)
+            .await
+            .unwrap();
+    };
+    rename(&mut other, "sluice_attempts", "sluice_attempts_away").await;
+    let error = store.job_finish_many(&done()).await.unwrap_err();
+    assert!(error.to_string().contains("sluice_attempts"), "{error}");
+    rename(&mut other, "sluice_attempts_away", "sluice_attempts").await;
+    let kept = store.job_get(id).await.unwrap();
+    assert_eq!(kept.job.state, JobState::Running);
+    assert!(kept.attempts.is_empty(), "{:?}", kept.attempts);
+
+    // The writer takes new work at once, and the same batch then goes through.
+    let next = store.job_insert(job("greet")).await.unwrap();
+    assert_eq!(next.state, JobState::Available);
+    assert_eq!(store.job_finish_many(&done()).await.unwrap(), vec![id]);
+    let detail = store.job_get(id).await.unwrap();
+    assert_eq!(detail.job.state, JobState::Completed);
+    assert_eq!(detail.attempts.len(), 1);
+}
+
 #[tokio::test]
 async fn sqlite_refuses_args_over_a_configured_cap() {
     let path = temp_dir("sqlite-cap").join("cap.db");
