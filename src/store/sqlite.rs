@@ -27,6 +27,20 @@ const ROWS_PER_INSERT: usize = 32_766 / INSERT_COLUMNS;
 /// of the default `max_fetch` (1,000) returns.
 const ROW_BUFFER: usize = 4096;
 
+/// Inserts the attempt records (from `attempt_json`) of the JSON array bound as `?1`, for the
+/// node bound as `?2`. Callers complete the statement (a join, a `WHERE`, then the conflict
+/// clause); a macro so that both statements stay `&'static str` for sqlx's statement cache.
+macro_rules! insert_attempts_from_json {
+    () => {
+        "INSERT INTO sluice_attempts (job_id, attempt, node, module_version, started_at,
+             finished_at, outcome, message, trap_code, fuel_consumed, duration_us, peak_memory, logs)
+         SELECT value ->> 0, value ->> 1, ?2, value ->> 2, value ->> 3, value ->> 4,
+                value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10,
+                value ->> 11
+         FROM jsonb_each(?1)"
+    };
+}
+
 pub struct SqliteStore {
     /// The one connection that writes. SQLite admits one writer at a time; with several
     /// writing connections, the losers of each race sleep in SQLite's busy handler (up to
@@ -428,36 +442,31 @@ impl Store for SqliteStore {
             .map(|outcome| attempt_json(outcome.id, &outcome.record))
             .collect();
         let mut writer = self.writer.acquire().await?;
-        let applied = sqlx::query_scalar(
-            "BEGIN IMMEDIATE;
-             INSERT INTO sluice_attempts (job_id, attempt, node, module_version, started_at,
-                 finished_at, outcome, message, trap_code, fuel_consumed, duration_us,
-                 peak_memory, logs)
-             SELECT r.value ->> 0, r.value ->> 1, ?3, r.value ->> 2, r.value ->> 3,
-                    r.value ->> 4, r.value ->> 5, r.value ->> 6, r.value ->> 7, r.value ->> 8,
-                    r.value ->> 9, r.value ->> 10, r.value ->> 11
-             FROM jsonb_each(?4) AS r JOIN sluice_jobs AS j ON j.id = r.value ->> 0
-             WHERE +j.state = 'running' AND +j.lease_node = ?3 AND j.attempt = r.value ->> 1
+        let applied = sqlx::query_scalar(concat!(
+            "BEGIN IMMEDIATE; ",
+            insert_attempts_from_json!(),
+            " JOIN sluice_jobs AS j ON j.id = value ->> 0
+             WHERE +j.state = 'running' AND +j.lease_node = ?2 AND j.attempt = value ->> 1
              ON CONFLICT (job_id, attempt) DO NOTHING;
              UPDATE sluice_jobs AS j
              SET state = o.state, output = COALESCE(unhex(o.output), j.output),
                  scheduled_at = COALESCE(o.scheduled_at, j.scheduled_at),
                  attempt = j.attempt - o.uncount,
-                 finalized_at = CASE WHEN o.state IN ('completed', 'discarded') THEN ?2 END,
+                 finalized_at = CASE WHEN o.state IN ('completed', 'discarded') THEN ?4 END,
                  lease_node = NULL, lease_expires_at = NULL
              FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempt, value ->> 2 AS state,
                           value ->> 3 AS output, value ->> 4 AS scheduled_at,
                           value ->> 5 AS uncount
-                   FROM jsonb_each(?1)) AS o
-             WHERE j.id = o.id AND +j.state = 'running' AND +j.lease_node = ?3
+                   FROM jsonb_each(?3)) AS o
+             WHERE j.id = o.id AND +j.state = 'running' AND +j.lease_node = ?2
                AND j.attempt = o.attempt
              RETURNING id;
-             COMMIT;",
-        )
+             COMMIT;"
+        ))
+        .bind(serde_json::Value::Array(records).to_string())
+        .bind(&params.node)
         .bind(serde_json::Value::Array(outcomes).to_string())
         .bind(now)
-        .bind(&params.node)
-        .bind(serde_json::Value::Array(records).to_string())
         .fetch_all(&mut *writer)
         .await;
         if applied.is_err() {
@@ -789,9 +798,9 @@ impl Store for SqliteStore {
     }
 }
 
-/// One attempt record as a JSON array for `insert_attempts`.
+/// One attempt record as a JSON array for `insert_attempts_from_json!`.
 fn attempt_json(job_id: JobId, record: &AttemptRecord) -> serde_json::Value {
-    // Positional, in the column order of `insert_attempts`.
+    // Positional, in the column order of `insert_attempts_from_json!`.
     serde_json::json!([
         job_id,
         record.attempt,
@@ -814,15 +823,10 @@ async fn insert_attempts(
     node: &str,
     records: Vec<serde_json::Value>,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO sluice_attempts (job_id, attempt, node, module_version, started_at,
-             finished_at, outcome, message, trap_code, fuel_consumed, duration_us, peak_memory, logs)
-         SELECT value ->> 0, value ->> 1, ?2, value ->> 2, value ->> 3, value ->> 4,
-                value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10,
-                value ->> 11
-         FROM jsonb_each(?1) WHERE true
-         ON CONFLICT (job_id, attempt) DO NOTHING",
-    )
+    sqlx::query(concat!(
+        insert_attempts_from_json!(),
+        " WHERE true ON CONFLICT (job_id, attempt) DO NOTHING"
+    ))
     .bind(serde_json::Value::Array(records).to_string())
     .bind(node)
     .execute(&mut **tx)
