@@ -26,8 +26,23 @@ fn main() {
 }
 
 async fn bench() {
+    // With and without the host-crossing deadline check, in the same run, to show its cost.
+    for watch_host_calls in [false, true] {
+        let label = if watch_host_calls {
+            "deadline checked at host crossings"
+        } else {
+            "no host-crossing check (round 1)"
+        };
+        println!("{label}:");
+        bench_with(watch_host_calls).await;
+    }
+}
+
+async fn bench_with(watch_host_calls: bool) {
     let cache = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-cache");
-    let sandbox = Sandbox::new(SandboxConfig::new(cache)).unwrap();
+    let mut config = SandboxConfig::new(cache);
+    config.watch_host_calls = watch_host_calls;
+    let sandbox = Sandbox::new(config).unwrap();
     let wasm = std::fs::read(sluice_test_artifacts::HELLO).unwrap();
     let hello = sandbox.prepare(&wasm).await.unwrap();
     let defaults = LimitOverrides::default();
@@ -37,6 +52,7 @@ async fn bench() {
             sandbox
                 .run(&hello, "noop", b"null", Codec::Json, &defaults)
                 .await
+                .unwrap()
                 .output()
                 .is_some()
         );
@@ -45,12 +61,13 @@ async fn bench() {
     for _ in 0..ATTEMPTS {
         let report = sandbox
             .run(&hello, "noop", b"null", Codec::Json, &defaults)
-            .await;
+            .await
+            .unwrap();
         assert!(report.output().is_some());
     }
     let per_attempt = started.elapsed() / ATTEMPTS as u32;
     println!(
-        "attempt of hello.noop (fresh instance + call + teardown), one core: {:.1} µs mean over {ATTEMPTS}",
+        "  attempt of hello.noop (fresh instance + call + teardown), one core: {:.1} µs mean over {ATTEMPTS}",
         per_attempt.as_secs_f64() * 1e6
     );
 
@@ -74,7 +91,8 @@ async fn bench() {
     for _ in 0..KERNEL_RUNS {
         let report = sandbox
             .run(&hello, "count_primes", args.as_bytes(), Codec::Json, &big)
-            .await;
+            .await
+            .unwrap();
         let output: u32 =
             serde_json::from_slice(report.output().expect("count_primes failed")).unwrap();
         assert_eq!(output, expected);
@@ -82,9 +100,34 @@ async fn bench() {
         wasm_runs.push(report.wall_time);
     }
     wasm_runs.sort();
-    let wasm = wasm_runs[KERNEL_RUNS / 2];
+    let wasm_median = wasm_runs[KERNEL_RUNS / 2];
+
+    // A guest that spends its time in host calls: every crossing is checked.
+    let hostile = std::fs::read(sluice_test_artifacts::HOSTILE).unwrap();
+    let hostile = sandbox.prepare(&hostile).await.unwrap();
+    let mut flood_runs = Vec::new();
+    for _ in 0..5 {
+        let report = sandbox
+            .run(
+                &hostile,
+                "log_flood",
+                br#"{"lines":20000}"#,
+                Codec::Json,
+                &big,
+            )
+            .await
+            .unwrap();
+        assert!(report.output().is_some(), "{:?}", report.failure());
+        flood_runs.push(report.wall_time);
+    }
+    flood_runs.sort();
     println!(
-        "count_primes({PRIME_LIMIT}) median of {KERNEL_RUNS}: native {:.2} ms, wasm with fuel {:.2} ms ({fuel} fuel), ratio {:.2}x",
+        "  hostile.log_flood(20000 lines to log, stdout and stderr) median of 5: {:.1} ms",
+        flood_runs[2].as_secs_f64() * 1e3
+    );
+    let wasm = wasm_median;
+    println!(
+        "  count_primes({PRIME_LIMIT}) median of {KERNEL_RUNS}: native {:.2} ms, wasm with fuel {:.2} ms ({fuel} fuel), ratio {:.2}x",
         native.as_secs_f64() * 1e3,
         wasm.as_secs_f64() * 1e3,
         wasm.as_secs_f64() / native.as_secs_f64()

@@ -27,8 +27,28 @@ impl App {
 
     /// The sandbox, caching compiled modules under `cache_dir` (or the user's cache directory).
     pub fn sandbox(cache_dir: Option<PathBuf>) -> anyhow::Result<Sandbox> {
+        App::sandbox_with(cache_dir, |_| {})
+    }
+
+    /// The sandbox with the defaults changed by `adjust`.
+    pub fn sandbox_with(
+        cache_dir: Option<PathBuf>,
+        adjust: impl FnOnce(&mut SandboxConfig),
+    ) -> anyhow::Result<Sandbox> {
         let dir = cache_dir.unwrap_or_else(default_cache_dir);
-        Sandbox::new(SandboxConfig::new(dir)).context("cannot start the wasm sandbox")
+        let mut config = SandboxConfig::new(dir);
+        adjust(&mut config);
+        Sandbox::new(config).context("cannot start the wasm sandbox")
+    }
+
+    /// The sandbox for a node with `config`: its instance pool holds every attempt the node
+    /// can run at once, so a full pool is never why a job fails.
+    pub fn sandbox_for_node(
+        cache_dir: Option<PathBuf>,
+        config: &EngineConfig,
+    ) -> anyhow::Result<Sandbox> {
+        let instances = crate::engine::attempts_at_once(config)?;
+        App::sandbox_with(cache_dir, |sandbox| sandbox.max_instances = instances)
     }
 
     /// Runs a node until `shutdown` resolves (or it runs out of work, if so configured).
@@ -45,16 +65,25 @@ impl App {
     }
 }
 
-/// `$SLUICE_CACHE_DIR`, else `$XDG_CACHE_HOME/sluice/components`, else `~/.cache/sluice/components`.
+/// `$SLUICE_CACHE_DIR`, else `$XDG_CACHE_HOME/sluice/components`, else
+/// `~/.cache/sluice/components`; never a shared temporary directory, where another user
+/// could plant native code. With none of those set, `./.sluice-cache`.
 pub fn default_cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR") {
         return PathBuf::from(dir);
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("sluice").join("components")
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|home| !home.is_empty())
+                .map(|home| PathBuf::from(home).join(".cache"))
+        });
+    match base {
+        Some(base) => base.join("sluice").join("components"),
+        None => PathBuf::from(".sluice-cache"),
+    }
 }
 
 /// A database URL fit for messages: the password, if any, replaced.

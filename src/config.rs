@@ -95,6 +95,25 @@ impl EngineConfig {
         if self.lease < Duration::from_millis(300) {
             return Err("the lease must be at least 300ms".into());
         }
+        for (name, interval) in [
+            ("--poll", self.poll_interval),
+            ("--maintenance-interval", self.maintenance_interval),
+            ("--backoff-base", self.backoff_base),
+            ("--backoff-max", self.backoff_max),
+        ] {
+            if interval.is_zero() {
+                return Err(format!("{name} must be longer than 0s"));
+            }
+        }
+        if self.backoff_max < self.backoff_base {
+            return Err(format!(
+                "--backoff-max ({:?}) must not be shorter than --backoff-base ({:?})",
+                self.backoff_max, self.backoff_base
+            ));
+        }
+        if self.max_fetch == 0 || self.max_completion_batch == 0 {
+            return Err("the fetch and completion batch sizes must be at least 1".into());
+        }
         let mut names: Vec<&str> = self.queues.iter().map(|q| q.name.as_str()).collect();
         names.sort_unstable();
         if names.windows(2).any(|w| w[0] == w[1]) {

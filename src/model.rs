@@ -46,6 +46,37 @@ pub struct LimitOverrides {
     pub timeout: Option<Duration>,
 }
 
+impl LimitOverrides {
+    /// The longest deadline a job may ask for.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+    /// The smallest memory cap: one wasm page.
+    pub const MIN_MEMORY_BYTES: u64 = 64 << 10;
+
+    /// Refuses limits no attempt could run under, with the flag's name in the message.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.fuel == Some(0) {
+            return Err("--fuel must be at least 1".into());
+        }
+        if let Some(memory) = self.memory_bytes
+            && memory < Self::MIN_MEMORY_BYTES
+        {
+            return Err(format!(
+                "--memory must be at least {} bytes (one wasm page)",
+                Self::MIN_MEMORY_BYTES
+            ));
+        }
+        if let Some(timeout) = self.timeout
+            && (timeout.is_zero() || timeout > Self::MAX_TIMEOUT)
+        {
+            return Err(format!(
+                "--timeout must be longer than 0s and at most {}h",
+                Self::MAX_TIMEOUT.as_secs() / 3600
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Why an attempt failed. A guest failure is data to record, never an engine error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -68,12 +99,19 @@ pub enum FailureKind {
     MemoryLimit,
     /// The guest returned more output than the cap allows.
     OutputTooLarge,
+    /// The guest exited the component (`std::process::exit`, WASI `exit`) instead of
+    /// returning from its function: a failure even with a success status, since no output
+    /// came back.
+    Exit,
+    /// The guest hit a host-side limit: its WASI handle table is full, or it asked a host
+    /// import for more than the host grants (random bytes, for one).
+    ResourceLimit,
     /// The module could not be loaded or instantiated (missing, corrupt, incompatible).
     ModuleError,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 10] = [
+    pub const ALL: [FailureKind; 12] = [
         FailureKind::GuestError,
         FailureKind::BadArgs,
         FailureKind::UnknownFunction,
@@ -83,6 +121,8 @@ impl FailureKind {
         FailureKind::Timeout,
         FailureKind::MemoryLimit,
         FailureKind::OutputTooLarge,
+        FailureKind::Exit,
+        FailureKind::ResourceLimit,
         FailureKind::ModuleError,
     ];
 
@@ -97,7 +137,49 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::MemoryLimit => "memory_limit",
             FailureKind::OutputTooLarge => "output_too_large",
+            FailureKind::Exit => "exit",
+            FailureKind::ResourceLimit => "resource_limit",
             FailureKind::ModuleError => "module_error",
+        }
+    }
+
+    /// One line for people: what happened, and what to change.
+    pub fn explanation(self) -> &'static str {
+        match self {
+            FailureKind::GuestError => {
+                "the job function returned an error; see its message, fix the cause or the job"
+            }
+            FailureKind::BadArgs => {
+                "the args do not decode into the function's parameter type; enqueue args of that shape"
+            }
+            FailureKind::UnknownFunction => {
+                "the module exports no function of that name; check `sluice modules` or the pinned version"
+            }
+            FailureKind::Panic => "the guest panicked; the message says where",
+            FailureKind::Trap => {
+                "the guest trapped (a wasm fault such as unreachable or an out-of-bounds access); see the trap code and backtrace"
+            }
+            FailureKind::OutOfFuel => {
+                "the attempt used its whole fuel budget; raise --fuel or make the job do less per attempt"
+            }
+            FailureKind::Timeout => {
+                "the attempt ran past its deadline; raise --timeout or make the job do less per attempt"
+            }
+            FailureKind::MemoryLimit => {
+                "the guest tried to grow its memory past its cap; raise --memory or use less"
+            }
+            FailureKind::OutputTooLarge => {
+                "the job returned more output than the cap; return less, or store it elsewhere and return a reference"
+            }
+            FailureKind::Exit => {
+                "the guest exited the component instead of returning from its function; return Ok or Err rather than calling exit"
+            }
+            FailureKind::ResourceLimit => {
+                "the guest hit a host-side limit (too many open handles, too large a request to a host import); release handles, ask for less"
+            }
+            FailureKind::ModuleError => {
+                "the module could not be loaded on this node; upload a valid build of it"
+            }
         }
     }
 
@@ -362,6 +444,8 @@ pub enum AttemptClass {
     LeaseExpired,
     /// The attempt was handed back unfinished at shutdown.
     Abandoned,
+    /// A user cancelled the job while this attempt ran; the node interrupted it.
+    Cancelled,
 }
 
 impl AttemptClass {
@@ -371,6 +455,7 @@ impl AttemptClass {
             AttemptClass::Failed(kind) => kind.as_str(),
             AttemptClass::LeaseExpired => "lease_expired",
             AttemptClass::Abandoned => "abandoned",
+            AttemptClass::Cancelled => "cancelled",
         }
     }
 
@@ -379,6 +464,7 @@ impl AttemptClass {
             "completed" => Some(AttemptClass::Completed),
             "lease_expired" => Some(AttemptClass::LeaseExpired),
             "abandoned" => Some(AttemptClass::Abandoned),
+            "cancelled" => Some(AttemptClass::Cancelled),
             other => FailureKind::parse(other).map(AttemptClass::Failed),
         }
     }

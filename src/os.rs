@@ -1,4 +1,4 @@
-//! The two things Sluice asks of the operating system directly, behind safe functions.
+//! The few things Sluice asks of the operating system directly, behind safe functions.
 
 /// Kills this process with SIGKILL: no destructor, flush or handler runs, as with `kill -9`.
 pub fn kill_self() -> ! {
@@ -19,4 +19,10 @@ pub fn lower_thread_priority() -> bool {
         let tid = libc::gettid();
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) == 0
     }
+}
+
+/// The effective user id of this process: whose files it may trust.
+pub fn effective_user() -> u32 {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }

@@ -13,13 +13,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::engine::{NotStarted, RunResult, Runner};
+use crate::engine::{AttemptStart, NotStarted, RunResult, Runner};
 use crate::model::{AttemptOutcome, AttemptReport, Failure, FailureKind, Job};
 use crate::sandbox::{ModuleError, PreparedModule, Sandbox};
 use crate::store::{ModuleGet, Store, StoreError};
 
 /// How long a node trusts its idea of a module's latest version.
 pub const LATEST_TTL: Duration = Duration::from_secs(1);
+/// How long a job waits after a node could not start it for the node's own reasons (no free
+/// instance slot, memory held by other attempts): long enough not to be claimed straight
+/// back into the same shortage.
+const NODE_FAULT_WAIT: Duration = Duration::from_secs(1);
 
 pub struct SandboxRunner {
     store: Arc<dyn Store>,
@@ -111,13 +115,13 @@ impl SandboxRunner {
 
 #[async_trait::async_trait]
 impl Runner for SandboxRunner {
-    async fn run(&self, job: &Job) -> Result<RunResult, NotStarted> {
+    async fn run(&self, job: &Job, started: AttemptStart) -> Result<RunResult, NotStarted> {
         let version = match self.version_for(job).await {
             Ok(version) => version,
             Err(error) => {
                 let message = format!("cannot resolve module {}: {error}", job.module);
                 if error.is_retryable() {
-                    return Err(NotStarted(message));
+                    return Err(NotStarted::now(message));
                 }
                 return Ok(module_failure(None, message));
             }
@@ -127,15 +131,27 @@ impl Runner for SandboxRunner {
             Err(error) => {
                 let message = format!("cannot load {} v{version}: {error}", job.module);
                 if error.is_store_unavailable() {
-                    return Err(NotStarted(message));
+                    return Err(NotStarted::now(message));
                 }
                 return Ok(module_failure(Some(version), message));
             }
         };
+        let on_start = |timeout| started.now(timeout);
         let report = self
             .sandbox
-            .run(&module, &job.function, &job.args, job.codec, &job.limits)
-            .await;
+            .run_observed(
+                &module,
+                &job.function,
+                &job.args,
+                job.codec,
+                &job.limits,
+                on_start,
+            )
+            .await
+            .map_err(|fault| NotStarted {
+                reason: fault.to_string(),
+                retry_after: NODE_FAULT_WAIT,
+            })?;
         Ok(RunResult {
             module_version: Some(version),
             report,

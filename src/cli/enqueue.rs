@@ -71,6 +71,12 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     if args.max_attempts < 1 {
         bail!("--max-attempts must be at least 1");
     }
+    let limits = LimitOverrides {
+        fuel: args.fuel,
+        memory_bytes: args.memory,
+        timeout: args.timeout,
+    };
+    limits.validate().map_err(anyhow::Error::msg)?;
     let scheduled_at = match (args.delay, args.at) {
         (Some(delay), _) => {
             Some(Utc::now() + chrono::Duration::from_std(delay).context("--in is too far")?)
@@ -87,11 +93,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         priority: args.priority,
         max_attempts: args.max_attempts,
         scheduled_at,
-        limits: LimitOverrides {
-            fuel: args.fuel,
-            memory_bytes: args.memory,
-            timeout: args.timeout,
-        },
+        limits,
     };
 
     if let Some(batch) = &args.batch {
@@ -101,7 +103,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         if context.json {
             super::print_json(&serde_json::json!({ "count": count }));
         } else {
-            println!("{count}");
+            out!("{count}");
         }
         return Ok(());
     }
@@ -112,7 +114,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     if context.json {
         super::print_json(&serde_json::json!({ "id": job.id }));
     } else {
-        println!("{}", job.id);
+        out!("{}", job.id);
     }
     Ok(())
 }

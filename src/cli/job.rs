@@ -18,7 +18,8 @@ pub struct Args {
 enum Action {
     /// Run the job again now (a finished job gets one more attempt).
     Retry { id: JobId },
-    /// Stop the job; a running attempt's outcome is then ignored.
+    /// Stop the job. A running attempt is interrupted by its node within a second and
+    /// recorded as `cancelled`; one that completes before the interrupt lands stays completed.
     Cancel { id: JobId },
     /// Delete the job and its history.
     Delete { id: JobId },
@@ -28,13 +29,22 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     let store = &context.app.store;
     let id = match args.action {
         Some(Action::Retry { id }) => store.job_retry(id).await?.id,
-        Some(Action::Cancel { id }) => store.job_cancel(id).await?.id,
+        Some(Action::Cancel { id }) => {
+            let job = store.job_cancel(id).await?;
+            if job.state == sluice::model::JobState::Running && !context.json {
+                out!(
+                    "cancel requested: {} interrupts the running attempt within a second",
+                    job.lease_node.as_deref().unwrap_or("its node")
+                );
+            }
+            job.id
+        }
         Some(Action::Delete { id }) => {
             store.job_delete(id).await?;
             if context.json {
                 super::print_json(&serde_json::json!({ "id": id, "deleted": true }));
             } else {
-                println!("deleted job {id}");
+                out!("deleted job {id}");
             }
             return Ok(());
         }
@@ -55,6 +65,10 @@ async fn show(context: &Context, id: JobId) -> anyhow::Result<()> {
                 serde_json::json!({
                     "attempt": a.attempt,
                     "outcome": a.outcome.as_str(),
+                    "explanation": match a.outcome {
+                        sluice::model::AttemptClass::Failed(kind) => Some(kind.explanation()),
+                        _ => None,
+                    },
                     "message": a.message,
                     "trap_code": a.trap_code,
                     "node": a.node,
@@ -72,17 +86,21 @@ async fn show(context: &Context, id: JobId) -> anyhow::Result<()> {
         return Ok(());
     }
     let args = super::job_json(job)["args"].to_string();
-    println!("job {}  {}.{}({args})", job.id, job.module, job.function);
-    println!(
+    out!("job {}  {}.{}({args})", job.id, job.module, job.function);
+    out!(
         "  queue {}  priority {}  state {}",
-        job.queue, job.priority, job.state
+        job.queue,
+        job.priority,
+        job.state
     );
-    println!(
+    out!(
         "  attempt {}/{}  scheduled {}",
-        job.attempt, job.max_attempts, job.scheduled_at
+        job.attempt,
+        job.max_attempts,
+        job.scheduled_at
     );
     if let Some(node) = &job.lease_node {
-        println!(
+        out!(
             "  leased by {node} until {}",
             job.lease_expires_at
                 .map(|t| t.to_string())
@@ -90,17 +108,17 @@ async fn show(context: &Context, id: JobId) -> anyhow::Result<()> {
         );
     }
     if job.output.is_some() {
-        println!("  output {}", super::output_value(job.output.as_deref()));
+        out!("  output {}", super::output_value(job.output.as_deref()));
     }
     if detail.attempts.is_empty() {
-        println!("  no attempts yet");
+        out!("  no attempts yet");
     }
     for a in &detail.attempts {
         let version = a
             .module_version
             .map(|v| format!("v{v}"))
             .unwrap_or_else(|| "-".into());
-        println!(
+        out!(
             "  #{} {} on {} ({version}) at {}: {:.1} ms, {} fuel",
             a.attempt,
             a.outcome,
@@ -110,10 +128,13 @@ async fn show(context: &Context, id: JobId) -> anyhow::Result<()> {
             a.fuel_consumed
         );
         if let Some(message) = &a.message {
-            println!("      {message}");
+            out!("      {message}");
+        }
+        if let sluice::model::AttemptClass::Failed(kind) = a.outcome {
+            out!("      ({})", kind.explanation());
         }
         for line in &a.logs {
-            println!("      [{:?}] {}", line.stream, line.text);
+            out!("      [{:?}] {}", line.stream, line.text);
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
     if context.json {
         super::print_json(&serde_json::json!({ "migrated": true }));
     } else {
-        println!("the database schema is up to date");
+        out!("the database schema is up to date");
     }
     Ok(())
 }

@@ -1,6 +1,13 @@
 //! The command line: global options, the subcommands (one file each), and output helpers.
 //! Data goes to stdout (as a table, or JSON with `--json`); logs go to stderr.
 
+/// `println!` for data: a closed stdout (`sluice jobs | head -3`) ends the command quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(format_args!($($arg)*))
+    };
+}
+
 mod bench;
 mod enqueue;
 mod job;
@@ -127,9 +134,24 @@ fn init_logging(format: LogFormat, engine: bool) {
     }
 }
 
+/// Writes one line of data to stdout. When the reader has gone (a closed pipe), the command
+/// has nothing left to do: it exits at once and quietly, as Unix tools do, instead of
+/// panicking as `println!` would.
+pub fn write_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "{line}") {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {error}");
+        std::process::exit(1);
+    }
+}
+
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json(value: &serde_json::Value) {
-    println!(
+    out!(
         "{}",
         serde_json::to_string_pretty(value).expect("JSON values always serialize")
     );
@@ -149,7 +171,7 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        out!("{}", padded.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());
     for row in rows {

@@ -34,7 +34,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     if context.json {
         super::print_json(&serde_json::json!({ "name": name, "paused": paused }));
     } else {
-        println!("queue {name} {}", if paused { "paused" } else { "resumed" });
+        out!("queue {name} {}", if paused { "paused" } else { "resumed" });
     }
     Ok(())
 }

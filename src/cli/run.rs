@@ -70,7 +70,10 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
                 Duration::from_millis(200)
             });
 
-    let sandbox = sluice::app::App::sandbox(args.cache_dir)?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+    let sandbox = sluice::app::App::sandbox_for_node(args.cache_dir, &config)?;
     let metrics = Arc::new(Metrics::default());
     let progress = show_progress(metrics.clone());
     context
@@ -84,13 +87,33 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on SIGINT or SIGTERM. From then on a second signal exits at once, without
+/// waiting for the grace period or for a store that is not answering.
 async fn shutdown_signal() {
+    stop_signal().await;
+    tracing::info!("stopping; a second Ctrl-C exits at once");
+    tokio::spawn(async {
+        stop_signal().await;
+        eprintln!(
+            "second interrupt: exiting now; jobs still held come back once their leases expire"
+        );
+        std::process::exit(130);
+    });
+}
+
+async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).expect("cannot listen for SIGTERM");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -17,9 +17,26 @@ pub struct Args {
     /// Where this node caches compiled modules.
     #[arg(long, env = "SLUICE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// The largest module accepted, in bytes.
+    #[arg(long, default_value_t = sluice::sandbox::DEFAULT_MAX_MODULE_BYTES)]
+    max_module_size: usize,
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
+    // Refuse an oversized file before reading it whole.
+    let size = std::fs::metadata(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?
+        .len();
+    if size > args.max_module_size as u64 {
+        anyhow::bail!(
+            "{} was not uploaded: {}",
+            args.file.display(),
+            sluice::sandbox::ModuleError::TooLarge {
+                size: size as usize,
+                max: args.max_module_size
+            }
+        );
+    }
     let wasm = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let name = match args.name {
@@ -38,7 +55,9 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     {
         anyhow::bail!("`{name}` is not a valid module name: use letters, digits, `_` and `-`");
     }
-    let sandbox = sluice::app::App::sandbox(args.cache_dir)?;
+    let sandbox = sluice::app::App::sandbox_with(args.cache_dir, |config| {
+        config.max_module_bytes = args.max_module_size;
+    })?;
     let functions = sandbox
         .validate(&wasm)
         .await
@@ -65,9 +84,9 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         } else {
             ""
         };
-        println!("{} v{}{note}", module.name, module.version);
+        out!("{} v{}{note}", module.name, module.version);
         for function in &module.functions {
-            println!("  {}  {}", function.name, function.description);
+            out!("  {}  {}", function.name, function.description);
         }
     }
     Ok(())

@@ -29,43 +29,94 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<JobOutcom
 }
 
 /// Writes one batch, retrying while the store is unavailable: an outcome is never dropped
-/// for a passing outage. (Were it dropped, the lease would expire and the job rerun.)
+/// for a passing outage. (Were it dropped, the lease would expire and the job rerun.) A batch
+/// the store refuses outright is written one outcome at a time, so an outcome the store
+/// cannot take never costs the others theirs.
 async fn write(shared: &Shared, outcomes: Vec<JobOutcome>) {
-    let count = outcomes.len();
-    let params = JobFinishMany {
-        node: shared.config.node_id.clone(),
+    let node = shared.config.node_id.clone();
+    crash_point::pass(CrashPoint::Flushing);
+    let batch = JobFinishMany {
+        node: node.clone(),
         outcomes,
     };
+    if outcomes_written(shared, &batch).await {
+        return;
+    }
+    if batch.outcomes.len() > 1 {
+        tracing::warn!(
+            count = batch.outcomes.len(),
+            "the store refused a batch of outcomes; writing them one at a time"
+        );
+        for outcome in batch.outcomes {
+            let one = JobFinishMany {
+                node: node.clone(),
+                outcomes: vec![outcome],
+            };
+            if !outcomes_written(shared, &one).await {
+                write_stripped(shared, one).await;
+            }
+        }
+    } else {
+        write_stripped(shared, batch).await;
+    }
+}
+
+/// Writes an outcome the store refused without the guest's text (logs, long message), which
+/// is the part a guest controls; the attempt's class and the job's resolution stay.
+async fn write_stripped(shared: &Shared, mut one: JobFinishMany) {
+    for outcome in &mut one.outcomes {
+        let record = &mut outcome.record;
+        tracing::warn!(
+            job = outcome.id,
+            "the store refused an outcome; storing it without its logs and message"
+        );
+        record.logs.clear();
+        record.message = Some(format!(
+            "the store refused this attempt's report ({} attempt); its logs and message were dropped",
+            record.outcome
+        ));
+        record.trap_code = None;
+    }
+    retry_until_written(shared, &one).await;
+}
+
+/// Writes, retrying while the store is only unavailable; false if the store refused the
+/// batch as it is (a permanent error).
+async fn outcomes_written(shared: &Shared, params: &JobFinishMany) -> bool {
     let mut backoff = Duration::from_millis(50);
-    let mut refused_since: Option<Instant> = None;
-    crash_point::pass(CrashPoint::Flushing);
     loop {
-        match shared.store.job_finish_many(&params).await {
+        match shared.store.job_finish_many(params).await {
             Ok(applied) => {
-                crash_point::pass(CrashPoint::Flushed);
-                shared.metrics.written();
-                let fenced = count - applied.len();
-                if fenced > 0 {
-                    shared.metrics.add_fenced_out(fenced as u64);
-                    tracing::warn!(
-                        fenced,
-                        "outcomes refused: their leases had expired and moved on"
-                    );
-                }
-                return;
+                written(shared, params.outcomes.len(), applied.len());
+                return true;
             }
             Err(error) if error.is_retryable() => {
-                tracing::warn!(%error, pending = count, "cannot write outcomes yet; retrying");
+                tracing::warn!(%error, pending = params.outcomes.len(), "cannot write outcomes yet; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
-            // Not known to pass, but an error misjudged as permanent must not cost a rerun;
-            // after a lease's length the jobs would be rescued anyway, so stop there.
-            Err(error)
-                if refused_since.get_or_insert_with(Instant::now).elapsed()
-                    < shared.config.lease =>
-            {
-                tracing::warn!(%error, pending = count, "the store refused outcomes; retrying");
+            Err(error) => {
+                tracing::warn!(%error, pending = params.outcomes.len(), "the store refused outcomes");
+                return false;
+            }
+        }
+    }
+}
+
+/// Retries whatever the error: one misjudged as permanent must not cost a rerun; after a
+/// lease's length the jobs would be rescued anyway, so stop there.
+async fn retry_until_written(shared: &Shared, params: &JobFinishMany) {
+    let count = params.outcomes.len();
+    let mut backoff = Duration::from_millis(50);
+    let refused_since = Instant::now();
+    loop {
+        match shared.store.job_finish_many(params).await {
+            Ok(applied) => {
+                written(shared, count, applied.len());
+                return;
+            }
+            Err(error) if error.is_retryable() || refused_since.elapsed() < shared.config.lease => {
+                tracing::warn!(%error, pending = count, "cannot write outcomes yet; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -74,5 +125,18 @@ async fn write(shared: &Shared, outcomes: Vec<JobOutcome>) {
                 return;
             }
         }
+    }
+}
+
+fn written(shared: &Shared, count: usize, applied: usize) {
+    crash_point::pass(CrashPoint::Flushed);
+    shared.metrics.written();
+    let fenced = count - applied;
+    if fenced > 0 {
+        shared.metrics.add_fenced_out(fenced as u64);
+        tracing::warn!(
+            fenced,
+            "outcomes refused: their leases had expired and moved on"
+        );
     }
 }

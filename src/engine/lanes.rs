@@ -8,9 +8,10 @@
 //! Two measures make that hold:
 //! - **Pacing.** Thread priority alone is not enough: Linux weighs a process's threads as one
 //!   group against the database's (autogroup), so a busy background thread still takes a core
-//!   from PostgreSQL. While the foreground is busy (an attempt runs there, or one started in
-//!   the last `BUSY_WINDOW`: between two no-op jobs the foreground waits on the database), the
-//!   whole lane rests `REST` after each `SLICE` of computing: at most a tenth of one core.
+//!   from PostgreSQL. While the foreground is busy (an attempt started or ran there in the
+//!   last `BUSY_WINDOW`: between two no-op jobs the foreground waits on the database), the
+//!   whole lane rests `REST` after each `SLICE` of computing: at most a tenth of one core. An
+//!   attempt that merely waits in the foreground (a sleep) does not count: it uses no CPU.
 //! - **Seats.** A demoted attempt takes one of the node's background seats and gives its
 //!   queue slot back, so a loop that runs until its deadline does not hold a slot meanwhile.
 //!   With every seat taken, a demoted attempt keeps its slot.
@@ -20,7 +21,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -37,7 +38,7 @@ const REST: Duration = Duration::from_millis(9);
 /// How long after the last foreground attempt started the foreground still counts as busy.
 const BUSY_WINDOW: Duration = Duration::from_millis(50);
 /// Demoted attempts per node that give their queue slot back.
-const BACKGROUND_SEATS: usize = 16;
+pub(crate) const BACKGROUND_SEATS: usize = 16;
 
 /// An attempt's future, boxed so it can move between runtimes.
 type Attempt<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -52,8 +53,10 @@ pub(crate) struct Lanes {
 struct LaneState {
     /// Attempts running in the foreground now.
     foreground: AtomicUsize,
-    /// When the last attempt started.
-    last_start: Mutex<Instant>,
+    /// When the lanes were made: the origin of `last_activity`.
+    origin: Instant,
+    /// When an attempt last started or ran in the foreground, in microseconds since `origin`.
+    last_activity: AtomicU64,
     /// When the background lane may compute again.
     rest_until: Mutex<Option<Instant>>,
     /// Background computing since the last rest.
@@ -85,7 +88,8 @@ impl Lanes {
             demote_after,
             state: Arc::new(LaneState {
                 foreground: AtomicUsize::new(0),
-                last_start: Mutex::new(Instant::now()),
+                origin: Instant::now(),
+                last_activity: AtomicU64::new(0),
                 rest_until: Mutex::new(None),
                 computed: Mutex::new(Duration::ZERO),
                 seats: Arc::new(Semaphore::new(BACKGROUND_SEATS)),
@@ -105,7 +109,7 @@ impl Lanes {
     ) {
         let (seated, demoted) = oneshot::channel();
         self.state.foreground.fetch_add(1, Ordering::Relaxed);
-        *self.state.last_start.lock().unwrap() = Instant::now();
+        self.state.active_now();
         let future = Demoting {
             lane: Lane::Foreground {
                 attempt: Box::pin(attempt),
@@ -158,6 +162,7 @@ impl<T: Send + 'static> Future for Demoting<T> {
                 let started = Instant::now();
                 let poll = attempt.as_mut().poll(cx);
                 this.busy += started.elapsed();
+                this.state.active_now();
                 if poll.is_ready() || this.busy < this.demote_after {
                     return poll;
                 }
@@ -203,9 +208,14 @@ impl<T: Send + 'static> Future for Demoting<T> {
 }
 
 impl LaneState {
+    fn active_now(&self) {
+        let micros = self.origin.elapsed().as_micros() as u64;
+        self.last_activity.store(micros, Ordering::Relaxed);
+    }
+
     fn foreground_busy(&self) -> bool {
-        self.foreground.load(Ordering::Relaxed) > 0
-            || self.last_start.lock().unwrap().elapsed() < BUSY_WINDOW
+        let last = Duration::from_micros(self.last_activity.load(Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(last) < BUSY_WINDOW
     }
 }
 

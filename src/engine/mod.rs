@@ -13,10 +13,10 @@ mod metrics;
 mod producer;
 mod retry;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,17 +29,53 @@ use crate::store::{JobCount, NodeHeartbeat, Store};
 
 /// Runs one attempt of a claimed job. Every problem of the job's own (bad module, trap, fuel,
 /// memory, deadline) is a classified report; `NotStarted` is for the node's problems only.
+/// Just before the instance starts, the runner says so through `started`, with the
+/// attempt's deadline: until then the job's lease is renewed however long it waits (for a
+/// compile, a slot), and from then on only until that deadline has passed.
 #[async_trait::async_trait]
 pub trait Runner: Send + Sync + 'static {
-    async fn run(&self, job: &Job) -> Result<RunResult, NotStarted>;
+    async fn run(&self, job: &Job, started: AttemptStart) -> Result<RunResult, NotStarted>;
+}
+
+/// Tells the engine that an attempt's instance is starting, and its deadline.
+pub struct AttemptStart(Option<tokio::sync::oneshot::Sender<Duration>>);
+
+impl AttemptStart {
+    /// A signal nobody listens to, for running a job outside a node.
+    pub fn unobserved() -> AttemptStart {
+        AttemptStart(None)
+    }
+
+    /// The attempt starts now and must end within `timeout`.
+    pub fn now(mut self, timeout: Duration) {
+        if let Some(sender) = self.0.take() {
+            let _ = sender.send(timeout);
+        }
+    }
 }
 
 /// The attempt never began, for a reason that is not the job's: the store could not be asked
-/// which module to run. The job goes back to its queue and the attempt does not count, so a
-/// database blip never spends a job's attempts or writes a failure into its history.
+/// which module to run, or the node had no room for the instance. The job goes back to its
+/// queue and the attempt does not count, so a database blip or a node's own limits never
+/// spend a job's attempts or write a failure into its history.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NotStarted(pub String);
+#[error("{reason}")]
+pub struct NotStarted {
+    pub reason: String,
+    /// How long the job waits before any node may claim it again: zero hands it back at
+    /// once; a node fault waits, so the node does not claim it straight back.
+    pub retry_after: Duration,
+}
+
+impl NotStarted {
+    /// Handed back to be claimed again at once.
+    pub fn now(reason: String) -> NotStarted {
+        NotStarted {
+            reason,
+            retry_after: Duration::ZERO,
+        }
+    }
+}
 
 /// What the runner reports: the module version that ran (if one was resolved) and the report.
 pub struct RunResult {
@@ -53,6 +89,16 @@ pub enum EngineError {
     Config(String),
 }
 
+/// A job this node holds.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    /// When its attempt is overdue: its deadline plus the slack to stop it. `None` until
+    /// the attempt starts.
+    pub overdue_at: Option<Instant>,
+    /// Cancelled when a user asked to cancel the job: its attempt is interrupted.
+    pub cancel: CancellationToken,
+}
+
 /// What every task of a node shares.
 pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
@@ -60,15 +106,36 @@ pub(crate) struct Shared {
     pub config: EngineConfig,
     pub metrics: Arc<Metrics>,
     pub policy: RetryPolicy,
-    /// Jobs claimed whose outcome is not yet written: the heartbeat renews exactly their
-    /// leases, and `--exit-when-idle` waits for none to be left.
-    pub in_flight: Mutex<HashSet<JobId>>,
+    /// Jobs claimed whose outcome is not yet written: the heartbeat renews the leases of
+    /// those not overdue, the canceller looks for cancel requests among them, and
+    /// `--exit-when-idle` waits for none to be left.
+    pub in_flight: Mutex<HashMap<JobId, InFlight>>,
     /// Cancelled when running attempts must be handed back (the grace period is over).
     pub hand_back: CancellationToken,
     /// Tracks every attempt task, so shutdown can wait for them.
     pub attempts: TaskTracker,
     /// Foreground and background lanes for attempts.
     pub lanes: lanes::Lanes,
+}
+
+/// The most instances a node keeps at once: each pool slot reserves address space for its
+/// memories (see `sandbox::engine`), so the pool cannot grow without bound.
+pub const MAX_ATTEMPTS_AT_ONCE: u32 = 4096;
+
+/// The most attempts a node with `config` can run at once: every queue's slots, plus the
+/// background seats of demoted attempts (which give their queue slot back), plus one spare
+/// for the occasional instance made outside a queue. Refuses a configuration beyond
+/// `MAX_ATTEMPTS_AT_ONCE`, naming the numbers.
+pub fn attempts_at_once(config: &EngineConfig) -> Result<u32, EngineError> {
+    let slots: u64 = config.queues.iter().map(|q| u64::from(q.concurrency)).sum();
+    let needed = slots + lanes::BACKGROUND_SEATS as u64 + 1;
+    if needed > u64::from(MAX_ATTEMPTS_AT_ONCE) {
+        return Err(EngineError::Config(format!(
+            "the queues' concurrency adds up to {slots}; with {} background seats a node would run {needed} attempts at once, more than the {MAX_ATTEMPTS_AT_ONCE} it can hold; lower --queue concurrency or run more nodes",
+            lanes::BACKGROUND_SEATS
+        )));
+    }
+    Ok(needed as u32)
 }
 
 /// CPU time an attempt may take in the foreground before it moves to the background lane:
@@ -112,6 +179,7 @@ pub async fn run_node(
 
     let completer = tokio::spawn(completer::run(shared.clone(), completion_queue));
     let heartbeat = tokio::spawn(heartbeat(shared.clone(), finished.clone()));
+    let canceller = tokio::spawn(cancel_on_request(shared.clone(), finished.clone()));
     let maintenance = tokio::spawn(crate::maintenance::run(
         store.clone(),
         crate::maintenance::MaintenanceConfig::from_engine(config),
@@ -155,6 +223,7 @@ pub async fn run_node(
     let _ = completer.await;
     finished.cancel();
     let _ = heartbeat.await;
+    let _ = canceller.await;
     let _ = maintenance.await;
     if let Err(error) = store.node_remove(&config.node_id).await {
         tracing::warn!(%error, "could not deregister the node");
@@ -173,8 +242,18 @@ async fn heartbeat(shared: Arc<Shared>, finished: CancellationToken) {
             () = finished.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let jobs: Vec<JobId> = shared.in_flight.lock().unwrap().iter().copied().collect();
-        let running = jobs.len() as u32;
+        let now = Instant::now();
+        let (jobs, running) = {
+            let in_flight = shared.in_flight.lock().unwrap();
+            // An attempt past its deadline (and the slack to stop it) is not renewed: were
+            // its node stuck, the job comes back once the lease runs out.
+            let renewed = in_flight
+                .iter()
+                .filter(|(_, job)| job.overdue_at.is_none_or(|at| now < at))
+                .map(|(id, _)| *id)
+                .collect::<Vec<JobId>>();
+            (renewed, in_flight.len() as u32)
+        };
         let lease = crate::store::LeaseExtend {
             node: config.node_id.clone(),
             jobs,
@@ -192,6 +271,41 @@ async fn heartbeat(shared: Arc<Shared>, finished: CancellationToken) {
         };
         if let Err(error) = shared.store.node_heartbeat(beat).await {
             tracing::warn!(%error, "could not record the node heartbeat");
+        }
+    }
+}
+
+/// How often a node asks the store whether a job it holds has a cancel request. A request
+/// also wakes it at once where the store notifies across processes (PostgreSQL).
+const CANCEL_POLL: Duration = Duration::from_millis(250);
+
+/// Interrupts the attempts of jobs a user cancelled while this node held them.
+async fn cancel_on_request(shared: Arc<Shared>, finished: CancellationToken) {
+    let mut wakeups = shared.store.subscribe();
+    loop {
+        tokio::select! {
+            () = finished.cancelled() => return,
+            () = tokio::time::sleep(CANCEL_POLL) => {}
+            () = producer::wait_for_wakeup(&mut wakeups, crate::store::WAKE_CANCEL) => {}
+        }
+        let jobs: Vec<JobId> = shared.in_flight.lock().unwrap().keys().copied().collect();
+        if jobs.is_empty() {
+            continue;
+        }
+        let requests = crate::store::CancelRequests {
+            node: shared.config.node_id.clone(),
+            jobs,
+        };
+        match shared.store.job_cancel_requests(requests).await {
+            Ok(cancelled) => {
+                let in_flight = shared.in_flight.lock().unwrap();
+                for id in cancelled {
+                    if let Some(job) = in_flight.get(&id) {
+                        job.cancel.cancel();
+                    }
+                }
+            }
+            Err(error) => tracing::debug!(%error, "cannot look for cancel requests now"),
         }
     }
 }

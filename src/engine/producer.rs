@@ -13,13 +13,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::crash_point::{self, CrashPoint};
-use super::{RunResult, Shared};
+use super::{InFlight, RunResult, Shared};
 use crate::config::QueueConfig;
 use crate::model::{AttemptClass, AttemptOutcome, AttemptRecord, Failure, FailureKind, Job};
 use crate::store::{JobFetch, JobOutcome, Resolution, StoreResult, WAKE_ALL};
 
 /// Longest pause between fetch retries while the store is unreachable.
 const MAX_FETCH_BACKOFF: Duration = Duration::from_secs(2);
+/// How long past its deadline an attempt may take to stop (the sandbox stops it at its next
+/// fuel yield or host crossing, well within this) before its lease is no longer renewed.
+pub(crate) const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 
 /// Runs the producer, restarting it if it ever panics: its consumers are separate tasks and
 /// keep running meanwhile.
@@ -159,7 +162,7 @@ impl Producer {
         self.shared.metrics.claimed();
         {
             let mut in_flight = self.shared.in_flight.lock().unwrap();
-            in_flight.extend(jobs.iter().map(|job| job.id));
+            in_flight.extend(jobs.iter().map(|job| (job.id, InFlight::default())));
         }
         crash_point::pass(CrashPoint::Claimed);
         waiting.extend(jobs);
@@ -238,7 +241,7 @@ impl StartPace {
 }
 
 /// Resolves when a notification names this queue (or all queues).
-async fn wait_for_wakeup(wakeups: &mut broadcast::Receiver<String>, queue: &str) {
+pub(crate) async fn wait_for_wakeup(wakeups: &mut broadcast::Receiver<String>, queue: &str) {
     loop {
         match wakeups.recv().await {
             Ok(name) if name == queue || name == WAKE_ALL => return,
@@ -274,13 +277,34 @@ impl Consumer {
         // attempt fails and nothing else notices.
         let runner = self.shared.runner.clone();
         let claimed = job.clone();
-        let attempt = async move { runner.run(&claimed).await }.instrument(span.clone());
+        let (start_signal, mut started) = tokio::sync::oneshot::channel();
+        let start_signal = super::AttemptStart(Some(start_signal));
+        let attempt =
+            async move { runner.run(&claimed, start_signal).await }.instrument(span.clone());
         let (attempt, mut demoted) = self.shared.lanes.run(attempt);
         let mut attempt = tokio::spawn(attempt);
         let mut permit = Some(permit);
+        let mut awaiting_start = true;
+        let cancel = self.cancel_token(job.id);
         let result = loop {
             tokio::select! {
-                result = &mut attempt => break Some(result),
+                // A completed attempt that raced the request stays completed.
+                biased;
+                result = &mut attempt => break Some(Ok(result)),
+                () = cancel.cancelled() => {
+                    attempt.abort();
+                    break Some(Err(Cancelled));
+                }
+                signal = &mut started, if awaiting_start => {
+                    awaiting_start = false;
+                    if let Ok(timeout) = signal {
+                        // A deadline too far to add is no deadline for the heartbeat either.
+                        let overdue_at = Instant::now().checked_add(timeout.saturating_add(DEADLINE_SLACK));
+                        if let Some(entry) = self.shared.in_flight.lock().unwrap().get_mut(&job.id) {
+                            entry.overdue_at = overdue_at;
+                        }
+                    }
+                }
                 () = self.shared.hand_back.cancelled() => {
                     attempt.abort();
                     break None;
@@ -293,8 +317,12 @@ impl Consumer {
             }
         };
         let outcome = match result {
-            Some(Ok(Ok(run))) => self.resolve(&job, run, started_at),
-            Some(Ok(Err(not_started))) => {
+            Some(Err(Cancelled)) => {
+                span.in_scope(|| tracing::info!("attempt interrupted: the job was cancelled"));
+                cancelled(&job, started_at, &config.node_id)
+            }
+            Some(Ok(Ok(Ok(run)))) => self.resolve(&job, run, started_at),
+            Some(Ok(Ok(Err(not_started)))) => {
                 span.in_scope(|| {
                     tracing::warn!(reason = %not_started, "attempt not started; the job goes back");
                 });
@@ -302,9 +330,16 @@ impl Consumer {
                     .metrics
                     .handed_back
                     .fetch_add(1, Ordering::Relaxed);
-                hand_back(&job, started_at, &config.node_id, not_started.0)
+                let mut outcome = hand_back(&job, started_at, &config.node_id, not_started.reason);
+                if !not_started.retry_after.is_zero() {
+                    let wait = not_started.retry_after.mul_f64(0.9 + fastrand::f64() * 0.2);
+                    outcome.resolution = Resolution::Snooze {
+                        at: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+                    };
+                }
+                outcome
             }
-            Some(Err(error)) => {
+            Some(Ok(Err(error))) => {
                 let failure = Failure::new(
                     FailureKind::ModuleError,
                     format!("the engine task running this attempt failed: {error}"),
@@ -383,6 +418,45 @@ impl Consumer {
 }
 
 const AT_SHUTDOWN: &str = "handed back at shutdown";
+
+/// The attempt was interrupted because its job was cancelled.
+struct Cancelled;
+
+impl Consumer {
+    /// The token the canceller trips for this job (a fresh one if the job is not held,
+    /// which cannot happen while its attempt runs).
+    fn cancel_token(&self, id: crate::model::JobId) -> CancellationToken {
+        let in_flight = self.shared.in_flight.lock().unwrap();
+        in_flight
+            .get(&id)
+            .map(|job| job.cancel.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The outcome of an attempt stopped by a cancel request: recorded, and the job cancelled.
+fn cancelled(job: &Job, started_at: chrono::DateTime<Utc>, node: &str) -> JobOutcome {
+    let now = Utc::now();
+    JobOutcome {
+        id: job.id,
+        attempt: job.attempt,
+        resolution: Resolution::Cancel,
+        record: AttemptRecord {
+            attempt: job.attempt,
+            node: node.to_string(),
+            module_version: None,
+            started_at,
+            finished_at: now,
+            outcome: AttemptClass::Cancelled,
+            message: Some("cancelled by request while running; the attempt was interrupted".into()),
+            trap_code: None,
+            fuel_consumed: 0,
+            duration: (now - started_at).to_std().unwrap_or_default(),
+            peak_memory_bytes: 0,
+            logs: Vec::new(),
+        },
+    }
+}
 
 /// An attempt stopped at shutdown, or one that never started, goes back to the queue at once,
 /// not counted as an attempt.

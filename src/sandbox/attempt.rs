@@ -2,20 +2,28 @@
 
 use std::time::{Duration, Instant};
 
-use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, Trap, WasmBacktrace};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime::component::{ResourceTable, ResourceTableError};
+use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap, WasmBacktrace};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 use super::bindings::{AttemptState, JobError, WitCodec, WitJobFunction};
+use super::budget::Holding;
 use super::capture::Capture;
+use super::deadline::{AttemptClock, DeadlineHook, DeadlinePassed};
 use super::limits::{Limits, MemoryLimiter};
 use super::module::PreparedModule;
+use super::text::{MAX_DESCRIPTION_BYTES, MAX_FRAME_NAME_BYTES, MAX_MESSAGE_BYTES, bounded};
 use crate::model::{
     AttemptOutcome, AttemptReport, Codec, Failure, FailureKind, JobFunction, LogStream,
 };
 
 /// How many wasm frames a trap's failure keeps: enough to point at the culprit.
 const BACKTRACE_FRAMES: usize = 6;
+/// WASI handles (streams, pollables) one attempt may hold at once. A job needs a handful;
+/// each costs host memory that no guest memory cap covers.
+pub(crate) const MAX_HANDLES: usize = 10_000;
+/// The most random bytes one WASI call may ask for: host memory, allocated per call.
+const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
 pub(crate) struct Call<'a> {
     pub module: &'a PreparedModule,
@@ -25,13 +33,42 @@ pub(crate) struct Call<'a> {
     pub limits: Limits,
     /// Fuel between two yields to tokio.
     pub yield_interval: u64,
+    /// Whether the call hook checks the deadline at host crossings.
+    pub watch_host_calls: bool,
 }
 
-pub(crate) async fn run(engine: &Engine, call: Call<'_>) -> AttemptReport {
+/// Why an attempt could not start, for a reason that is the node's and not the job's.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NodeFault(pub String);
+
+/// Where a wasmtime error came from: making the instance or running the call.
+enum Stage {
+    Instantiate(wasmtime::Error),
+    Call(wasmtime::Error),
+}
+
+pub(crate) async fn run(
+    engine: &Engine,
+    call: Call<'_>,
+    holding: Holding,
+) -> Result<AttemptReport, NodeFault> {
     let limits = call.limits;
     let capture = Capture::new(limits.log_bytes);
-    let mut store = new_store(engine, &limits, call.yield_interval, capture.clone());
+    // The deadline starts with the instance: compiling and waiting for memory came before.
     let started = Instant::now();
+    let deadline = deadline_after(started, limits.timeout);
+    let mut store = new_store(
+        engine,
+        &limits,
+        call.yield_interval,
+        capture.clone(),
+        deadline,
+        holding,
+    );
+    if call.watch_host_calls {
+        store.call_hook_async(DeadlineHook);
+    }
 
     let function = call.function;
     let codec = match call.codec {
@@ -39,14 +76,21 @@ pub(crate) async fn run(engine: &Engine, call: Call<'_>) -> AttemptReport {
         Codec::Postcard => WitCodec::Postcard,
     };
     let invocation = async {
-        let job = call.module.pre.instantiate_async(&mut store).await?;
+        let job = call
+            .module
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(Stage::Instantiate)?;
         job.sluice_job_guest()
             .call_run(&mut store, function, call.args, codec)
             .await
+            .map_err(Stage::Call)
     };
     // The deadline: the timer fires while the guest waits on the host (a sleep, a poll) or at
-    // its next fuel yield while it computes; dropping the call unwinds the guest.
-    let result = tokio::time::timeout(limits.timeout, invocation).await;
+    // its next fuel yield while it computes, and dropping the call unwinds the guest; the
+    // call hook traps at the first host crossing past it (a guest busy inside host calls).
+    let result = tokio::time::timeout_at(deadline.into(), invocation).await;
     let wall_time = started.elapsed();
 
     let fuel_left = store.get_fuel().unwrap_or(0);
@@ -55,17 +99,40 @@ pub(crate) async fn run(engine: &Engine, call: Call<'_>) -> AttemptReport {
         Err(_elapsed) => AttemptOutcome::Failed(timeout_failure(limits.timeout)),
         Ok(Ok(Ok(output))) => check_output(output, &limits),
         Ok(Ok(Err(job_error))) => AttemptOutcome::Failed(guest_failure(job_error)),
-        Ok(Err(error)) => AttemptOutcome::Failed(classify_trap(&error, state, &limits)),
+        Ok(Err(Stage::Instantiate(error))) => {
+            if let Some(full) = error.downcast_ref::<PoolConcurrencyLimitError>() {
+                return Err(NodeFault(format!(
+                    "no instance slot free on this node ({full}); the job goes back to wait"
+                )));
+            }
+            AttemptOutcome::Failed(classify_error(&error, state, &limits, true))
+        }
+        Ok(Err(Stage::Call(error))) => {
+            AttemptOutcome::Failed(classify_error(&error, state, &limits, false))
+        }
     };
+    if state.limiter.node_short && matches!(outcome, AttemptOutcome::Failed(_)) {
+        return Err(NodeFault(
+            "the node's memory budget is held by other attempts; the job goes back to wait".into(),
+        ));
+    }
     let (logs, logs_dropped_bytes) = capture.finish();
-    AttemptReport {
+    Ok(AttemptReport {
         outcome,
         fuel_consumed: limits.fuel.saturating_sub(fuel_left),
         wall_time,
         peak_memory_bytes: state.limiter.peak,
         logs,
         logs_dropped_bytes,
-    }
+    })
+}
+
+/// `start + timeout`, or a year from `start` for a timeout too long to add (a job stored
+/// before limits were validated).
+fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    start
+        .checked_add(timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600))
 }
 
 fn new_store(
@@ -73,6 +140,8 @@ fn new_store(
     limits: &Limits,
     yield_interval: u64,
     capture: Capture,
+    deadline: Instant,
+    holding: Holding,
 ) -> Store<AttemptState> {
     // Nothing is granted: no preopened directories, no environment, no arguments, no stdin,
     // no sockets. Only stdout and stderr exist, and they go to the bounded capture.
@@ -82,12 +151,16 @@ fn new_store(
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
+        .max_random_size(MAX_RANDOM_BYTES)
         .build();
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_HANDLES);
     let state = AttemptState {
         wasi,
-        table: ResourceTable::new(),
-        limiter: MemoryLimiter::new(limits.memory_bytes),
+        table,
+        limiter: MemoryLimiter::new(limits.memory_bytes, holding),
         capture,
+        clock: AttemptClock::new(deadline),
         panic: None,
     };
     let mut store = Store::new(engine, state);
@@ -125,14 +198,23 @@ fn check_output(output: Vec<u8>, limits: &Limits) -> AttemptOutcome {
 
 fn guest_failure(error: JobError) -> Failure {
     match error {
-        JobError::Failed(message) => Failure::new(FailureKind::GuestError, message),
+        JobError::Failed(message) => Failure::new(
+            FailureKind::GuestError,
+            bounded(&message, MAX_MESSAGE_BYTES),
+        ),
         JobError::BadArgs(message) => Failure::new(
             FailureKind::BadArgs,
-            format!("the args do not fit the function: {message}"),
+            format!(
+                "the args do not fit the function: {}",
+                bounded(&message, MAX_MESSAGE_BYTES)
+            ),
         ),
         JobError::UnknownFunction(name) => Failure::new(
             FailureKind::UnknownFunction,
-            format!("the module exports no job function `{name}`"),
+            format!(
+                "the module exports no job function `{}`",
+                bounded(&name, MAX_MESSAGE_BYTES)
+            ),
         ),
     }
 }
@@ -145,10 +227,19 @@ fn timeout_failure(timeout: Duration) -> Failure {
 }
 
 /// Classifies a wasmtime error from instantiation or the call. The store's state says what
-/// the guest was doing: a reported panic, or a refused memory growth, explains the trap that
-/// followed better than the trap code does.
-fn classify_trap(error: &wasmtime::Error, state: &mut AttemptState, limits: &Limits) -> Failure {
+/// the guest was doing: a passed deadline, a reported panic or a refused memory growth
+/// explains the trap that followed better than the trap code does. An error that is neither
+/// a trap nor one of those came from a host import refusing the guest.
+fn classify_error(
+    error: &wasmtime::Error,
+    state: &mut AttemptState,
+    limits: &Limits,
+    instantiating: bool,
+) -> Failure {
     let trap = error.downcast_ref::<Trap>().copied();
+    if state.clock.passed || error.downcast_ref::<DeadlinePassed>().is_some() {
+        return timeout_failure(limits.timeout);
+    }
     let mut failure = if state.limiter.hit {
         let mut message = format!(
             "the guest tried to grow its memory past the cap of {} MiB",
@@ -160,6 +251,29 @@ fn classify_trap(error: &wasmtime::Error, state: &mut AttemptState, limits: &Lim
         Failure::new(FailureKind::MemoryLimit, message)
     } else if let Some(panic) = state.panic.take() {
         Failure::new(FailureKind::Panic, panic)
+    } else if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        // WASI 0.2 carries only success or failure: std's exit(3) arrives as status 1.
+        let status = match exit.0 {
+            0 => "a success status (0)".to_string(),
+            status => format!("a failure status ({status})"),
+        };
+        Failure::new(
+            FailureKind::Exit,
+            format!("the guest exited with {status} before returning a result"),
+        )
+    } else if let Some(table) = error.downcast_ref::<ResourceTableError>() {
+        match table {
+            ResourceTableError::Full => Failure::new(
+                FailureKind::ResourceLimit,
+                format!(
+                    "the guest holds {MAX_HANDLES} WASI handles, the most an attempt may; it must drop the ones it no longer needs"
+                ),
+            ),
+            other => Failure::new(
+                FailureKind::Trap,
+                format!("the guest used a WASI handle wrongly: {other}"),
+            ),
+        }
     } else {
         match trap {
             Some(Trap::OutOfFuel) => Failure::new(
@@ -167,7 +281,18 @@ fn classify_trap(error: &wasmtime::Error, state: &mut AttemptState, limits: &Lim
                 format!("the attempt used up its fuel budget of {}", limits.fuel),
             ),
             Some(trap) => Failure::new(FailureKind::Trap, trap.to_string()),
-            None => Failure::new(FailureKind::ModuleError, format!("{error:#}")),
+            None if instantiating => Failure::new(
+                FailureKind::ModuleError,
+                format!("the module could not be instantiated: {error:#}"),
+            ),
+            // Host imports refuse with an error only for requests past a host-side limit.
+            None => Failure::new(
+                FailureKind::ResourceLimit,
+                format!(
+                    "a host import refused the guest: {}",
+                    bounded(&format!("{error:#}"), MAX_MESSAGE_BYTES)
+                ),
+            ),
         }
     };
     failure.trap_code = trap.map(trap_code);
@@ -197,7 +322,10 @@ fn short_backtrace(backtrace: &WasmBacktrace) -> String {
         .iter()
         .take(BACKTRACE_FRAMES)
         .map(|frame| match frame.func_name() {
-            Some(name) => format!("{:#}", rustc_demangle::demangle(name)),
+            Some(name) => bounded(
+                &format!("{:#}", rustc_demangle::demangle(name)),
+                MAX_FRAME_NAME_BYTES,
+            ),
             None => format!("<wasm function {}>", frame.func_index()),
         })
         .collect();
@@ -210,19 +338,25 @@ pub(crate) async fn list_functions(
     module: &PreparedModule,
     limits: Limits,
     yield_interval: u64,
+    holding: Holding,
 ) -> Result<Vec<JobFunction>, String> {
     let capture = Capture::new(limits.log_bytes);
-    let mut store = new_store(engine, &limits, yield_interval, capture);
+    let deadline = deadline_after(Instant::now(), limits.timeout);
+    let mut store = new_store(engine, &limits, yield_interval, capture, deadline, holding);
+    store.call_hook_async(DeadlineHook);
     let listing = async {
         let job = module.pre.instantiate_async(&mut store).await?;
         job.sluice_job_guest().call_functions(&mut store).await
     };
-    match tokio::time::timeout(limits.timeout, listing).await {
+    match tokio::time::timeout_at(deadline.into(), listing).await {
         Err(_elapsed) => Err(timeout_failure(limits.timeout).message),
-        Ok(Err(error)) => Err(classify_trap(&error, store.data_mut(), &limits).message),
+        Ok(Err(error)) => Err(classify_error(&error, store.data_mut(), &limits, false).message),
         Ok(Ok(functions)) => Ok(functions
             .into_iter()
-            .map(|WitJobFunction { name, description }| JobFunction { name, description })
+            .map(|WitJobFunction { name, description }| JobFunction {
+                name,
+                description: bounded(&description, MAX_DESCRIPTION_BYTES),
+            })
             .collect()),
     }
 }

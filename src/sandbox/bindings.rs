@@ -4,7 +4,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::capture::Capture;
+use super::deadline::AttemptClock;
 use super::limits::MemoryLimiter;
+use super::text::{MAX_MESSAGE_BYTES, bounded};
 use crate::model::LogStream;
 
 wasmtime::component::bindgen!({
@@ -16,9 +18,6 @@ wasmtime::component::bindgen!({
 pub(crate) use self::sluice::job::types::{Codec as WitCodec, JobFunction as WitJobFunction};
 pub(crate) use exports::sluice::job::guest::JobError;
 
-/// The longest panic message kept; a guest could report megabytes.
-const MAX_PANIC_MESSAGE: usize = 4096;
-
 /// Everything one attempt's wasmtime `Store` owns. Dropped with the store when the attempt ends.
 pub(crate) struct AttemptState {
     /// WASI with nothing granted except captured stdout/stderr.
@@ -26,6 +25,8 @@ pub(crate) struct AttemptState {
     pub table: ResourceTable,
     pub limiter: MemoryLimiter,
     pub capture: Capture,
+    /// The deadline as the call hook enforces it at every host crossing.
+    pub clock: AttemptClock,
     /// The first panic message the guest reported before aborting.
     pub panic: Option<String>,
 }
@@ -54,16 +55,10 @@ impl self::sluice::job::host::Host for AttemptState {
         self.capture.log(stream, &message);
     }
 
-    fn report_panic(&mut self, mut message: String) {
+    fn report_panic(&mut self, message: String) {
+        // Only the first counts: the one that explains the abort that follows.
         if self.panic.is_none() {
-            if message.len() > MAX_PANIC_MESSAGE {
-                let mut end = MAX_PANIC_MESSAGE;
-                while !message.is_char_boundary(end) {
-                    end -= 1;
-                }
-                message.truncate(end);
-            }
-            self.panic = Some(message);
+            self.panic = Some(bounded(&message, MAX_MESSAGE_BYTES));
         }
     }
 }

@@ -87,7 +87,13 @@ impl Capture {
                 state.lines.push(LogLine { stream, text });
             }
         }
-        (std::mem::take(&mut state.lines), state.dropped)
+        let mut lines = std::mem::take(&mut state.lines);
+        for line in &mut lines {
+            if line.text.contains('\0') {
+                line.text = super::text::without_nul(&line.text);
+            }
+        }
+        (lines, state.dropped)
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::budget::Holding;
 use crate::model::LimitOverrides;
 
 /// The limits one attempt runs under.
@@ -48,41 +49,58 @@ impl Limits {
     }
 }
 
-/// Enforces the memory cap and remembers what the guest asked for, so a failed allocation
-/// can be classified as a memory-limit failure rather than a bare trap.
+/// Enforces the memory cap over all of an attempt's memories together, charges their growth
+/// to the node's budget, and remembers which refused a growth, so the trap that follows is
+/// classified by its cause.
 pub(crate) struct MemoryLimiter {
     cap: u64,
-    /// Largest memory size granted so far.
+    /// Bytes of all the attempt's memories now.
+    total: u64,
+    /// Largest `total` so far.
     pub peak: u64,
-    /// Set when a growth was refused because of the cap.
+    /// Set when a growth was refused because of the job's cap.
     pub hit: bool,
+    /// Set when a growth within the cap was refused because the node's budget was short.
+    pub node_short: bool,
+    holding: Holding,
 }
 
 /// Tables only hold function references; a guest never needs many.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl MemoryLimiter {
-    pub fn new(cap: u64) -> MemoryLimiter {
+    pub fn new(cap: u64, holding: Holding) -> MemoryLimiter {
         MemoryLimiter {
             cap,
+            total: 0,
             peak: 0,
             hit: false,
+            node_short: false,
+            holding,
         }
     }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
+    // Called for each memory's initial size too (from 0), so `total` covers every memory.
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.cap {
+        let growth = (desired as u64).saturating_sub(current as u64);
+        let total = self.total + growth;
+        if total > self.cap {
             self.hit = true;
             return Ok(false);
         }
-        self.peak = self.peak.max(desired as u64);
+        if !self.holding.cover(total) {
+            self.node_short = true;
+            return Ok(false);
+        }
+        self.total = total;
+        self.peak = self.peak.max(total);
         Ok(true)
     }
 

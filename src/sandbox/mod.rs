@@ -4,10 +4,13 @@
 
 mod attempt;
 mod bindings;
+mod budget;
 mod capture;
+mod deadline;
 mod engine;
 mod limits;
 mod module;
+mod text;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +19,9 @@ use std::time::Duration;
 use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
+pub use self::attempt::NodeFault;
 use self::bindings::{AttemptState, Job};
+pub use self::budget::MemoryBudget;
 pub use self::limits::Limits;
 use self::module::ModuleCache;
 pub use self::module::{ModuleError, PreparedModule, digest_of};
@@ -41,7 +46,22 @@ pub struct SandboxConfig {
     pub fuel_yield_interval: u64,
     /// Limits of an attempt whose job overrides none.
     pub default_limits: Limits,
+    /// The largest module an upload accepts: compiling costs time and memory in proportion.
+    pub max_module_bytes: usize,
+    /// Bytes of memory all attempts of this node may hold together (`budget.rs`).
+    pub memory_budget_bytes: u64,
+    /// Check the deadline at every host call and return (`deadline.rs`). Always on in a
+    /// node; off only to measure what the check costs (`cargo bench --bench sandbox`):
+    /// without it a guest looping through host calls outlives its deadline.
+    pub watch_host_calls: bool,
 }
+
+/// The default cap on an uploaded module's size; a job module is typically well under 5 MiB.
+pub const DEFAULT_MAX_MODULE_BYTES: usize = 32 << 20;
+/// The most job functions one module may export.
+pub const MAX_FUNCTIONS: usize = 1000;
+/// The longest job function name: names are what jobs call, so they are refused, not cut.
+pub const MAX_FUNCTION_NAME_BYTES: usize = 128;
 
 impl SandboxConfig {
     /// The settings a node uses unless told otherwise, caching under `cache_dir`.
@@ -54,8 +74,43 @@ impl SandboxConfig {
             max_wasm_stack: 512 << 10,
             fuel_yield_interval: 200_000,
             default_limits: Limits::default(),
+            max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+            watch_host_calls: true,
+            memory_budget_bytes: MemoryBudget::default_bytes(),
         }
     }
+}
+
+/// Refuses a catalogue that jobs could not call by name, or that would bloat every listing.
+fn check_catalogue(functions: &[JobFunction]) -> Result<(), ModuleError> {
+    if functions.len() > MAX_FUNCTIONS {
+        return Err(ModuleError::Catalogue(format!(
+            "the module lists {} job functions; a module may export at most {MAX_FUNCTIONS}",
+            functions.len()
+        )));
+    }
+    let mut names = std::collections::HashSet::new();
+    for function in functions {
+        let name = &function.name;
+        if name.is_empty() || name.len() > MAX_FUNCTION_NAME_BYTES {
+            let shown: String = name.chars().take(40).collect();
+            return Err(ModuleError::Catalogue(format!(
+                "a job function name must be 1 to {MAX_FUNCTION_NAME_BYTES} bytes; `{shown}…` is {} bytes",
+                name.len()
+            )));
+        }
+        if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(ModuleError::Catalogue(format!(
+                "the job function name {name:?} contains whitespace or control characters"
+            )));
+        }
+        if !names.insert(name.as_str()) {
+            return Err(ModuleError::Catalogue(format!(
+                "the job function `{name}` is listed twice"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Errors of the sandbox itself (as opposed to a guest's failure, which is a report).
@@ -78,6 +133,7 @@ struct Inner {
     /// WASI plus `sluice:job/host`: everything a guest can import.
     linker: Linker<AttemptState>,
     modules: ModuleCache,
+    budget: MemoryBudget,
     config: SandboxConfig,
 }
 
@@ -98,11 +154,13 @@ impl Sandbox {
             .and_then(|()| Job::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state))
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         let modules = ModuleCache::new(&engine, config.cache_dir.clone())?;
+        let budget = MemoryBudget::new(config.memory_budget_bytes);
         Ok(Sandbox {
             inner: Arc::new(Inner {
                 engine,
                 linker,
                 modules,
+                budget,
                 config,
             }),
         })
@@ -124,6 +182,13 @@ impl Sandbox {
     /// Checks an upload: a component of the Sluice world that imports only what Sluice
     /// provides and lists at least one job function. Returns those functions.
     pub async fn validate(&self, wasm: &[u8]) -> Result<Vec<JobFunction>, ModuleError> {
+        let max = self.inner.config.max_module_bytes;
+        if wasm.len() > max {
+            return Err(ModuleError::TooLarge {
+                size: wasm.len(),
+                max,
+            });
+        }
         let module = self.prepare(wasm).await?;
         let functions = module
             .functions
@@ -138,30 +203,49 @@ impl Sandbox {
         module: &PreparedModule,
     ) -> Result<Vec<JobFunction>, ModuleError> {
         let yield_interval = self.inner.config.fuel_yield_interval;
+        let holding = self.inner.budget.admit().await;
+        let engine = &self.inner.engine;
         let functions =
-            attempt::list_functions(&self.inner.engine, module, CATALOGUE_LIMITS, yield_interval)
+            attempt::list_functions(engine, module, CATALOGUE_LIMITS, yield_interval, holding)
                 .await
                 .map_err(ModuleError::Catalogue)?;
         if functions.is_empty() {
             return Err(ModuleError::NoFunctions);
         }
+        check_catalogue(&functions)?;
         Ok(functions)
     }
 
-    /// Runs one attempt of `function` in a fresh instance of `module`. Never fails: whatever
-    /// the guest does comes back as a classified report.
-    pub async fn run(
+    /// The limits an attempt with these overrides runs under. Memory never exceeds a pool
+    /// slot nor the node's whole budget: a job asking for more than the node could ever give
+    /// meets its cap there, rather than waiting forever.
+    pub fn limits_for(&self, overrides: &LimitOverrides) -> Limits {
+        let config = &self.inner.config;
+        let ceiling = config.memory_ceiling.min(self.inner.budget.total_bytes());
+        config.default_limits.with_overrides(overrides, ceiling)
+    }
+
+    /// The node's memory budget, as attempts hold it now.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.inner.budget
+    }
+
+    /// Runs one attempt of `function` in a fresh instance of `module`, once the node's memory
+    /// budget can hold it; `on_start` is told the attempt's deadline as its instance starts.
+    /// Whatever the guest does comes back as a classified report; the only error is the
+    /// node's own (no instance slot, memory held by other attempts), and then the attempt
+    /// did not count.
+    pub async fn run_observed(
         &self,
         module: &PreparedModule,
         function: &str,
         args: &[u8],
         codec: Codec,
         overrides: &LimitOverrides,
-    ) -> AttemptReport {
+        on_start: impl FnOnce(Duration),
+    ) -> Result<AttemptReport, NodeFault> {
         let config = &self.inner.config;
-        let limits = config
-            .default_limits
-            .with_overrides(overrides, config.memory_ceiling);
+        let limits = self.limits_for(overrides);
         let call = attempt::Call {
             module,
             function,
@@ -169,7 +253,23 @@ impl Sandbox {
             codec,
             limits,
             yield_interval: config.fuel_yield_interval,
+            watch_host_calls: config.watch_host_calls,
         };
-        attempt::run(&self.inner.engine, call).await
+        let holding = self.inner.budget.admit().await;
+        on_start(limits.timeout);
+        attempt::run(&self.inner.engine, call, holding).await
+    }
+
+    /// `run_observed` for a caller that does not need the start.
+    pub async fn run(
+        &self,
+        module: &PreparedModule,
+        function: &str,
+        args: &[u8],
+        codec: Codec,
+        overrides: &LimitOverrides,
+    ) -> Result<AttemptReport, NodeFault> {
+        self.run_observed(module, function, args, codec, overrides, |_| {})
+            .await
     }
 }

@@ -24,6 +24,10 @@ pub enum ModuleError {
     #[error("the file is empty; expected a WebAssembly component built for wasm32-wasip2")]
     Empty,
     #[error(
+        "the module is {size} bytes, more than the {max} bytes a module may have; build it with `--release` (and `strip`), or raise the cap with --max-module-size"
+    )]
+    TooLarge { size: usize, max: usize },
+    #[error(
         "the file is not WebAssembly (it does not start with \\0asm); expected a component built with `cargo build --target wasm32-wasip2`"
     )]
     NotWasm,
@@ -94,6 +98,9 @@ pub(crate) struct ModuleCache {
     /// Distinguishes artifacts of different wasmtime versions and settings in one directory.
     engine_tag: String,
     loaded: Mutex<HashMap<String, Arc<OnceCell<Arc<PreparedModule>>>>>,
+    /// One compile at a time per node: a huge module then takes one blocking thread (and
+    /// the compiler's own workers) while heartbeats, fetches and attempts go on.
+    compiling: tokio::sync::Semaphore,
 }
 
 impl ModuleCache {
@@ -109,6 +116,7 @@ impl ModuleCache {
             dir,
             engine_tag,
             loaded: Mutex::new(HashMap::new()),
+            compiling: tokio::sync::Semaphore::new(1),
         })
     }
 
@@ -133,6 +141,7 @@ impl ModuleCache {
                 let path = self.artifact_path(&digest);
                 let wasm = wasm.to_vec();
                 let digest = digest.clone();
+                let _turn = self.compiling.acquire().await.expect("never closed");
                 tokio::task::spawn_blocking(move || load(&engine, &linker, &path, &wasm, digest))
                     .await
                     .map_err(|e| ModuleError::Invalid(format!("the compiler task failed: {e}")))?
@@ -227,13 +236,26 @@ fn store_artifact(component: &Component, artifact: &Path) {
     }
 }
 
+/// Creates the cache directory (0700) or checks the one that exists: native code is loaded
+/// from it without further checks, so it must be a directory of this user's that nobody else
+/// can write to.
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
     let metadata = std::fs::metadata(dir)?;
+    if !metadata.is_dir() {
+        return Err(std::io::Error::other("it is not a directory"));
+    }
+    let me = crate::os::effective_user();
+    if metadata.uid() != me {
+        return Err(std::io::Error::other(format!(
+            "the directory belongs to user {}, not to this user ({me}); cached native code must be your own: use a directory of yours (--cache-dir or SLUICE_CACHE_DIR)",
+            metadata.uid()
+        )));
+    }
     if metadata.permissions().mode() & 0o022 != 0 {
         return Err(std::io::Error::other(
             "the directory is writable by other users; cached native code must be private (chmod 700)",

@@ -24,6 +24,8 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://sluice.db";
 /// A notification meaning "every queue should look": sent when notifications may have been
 /// missed (the listener reconnected).
 pub const WAKE_ALL: &str = "*";
+/// The notification that a running job has a cancel request: the nodes look at theirs.
+pub const WAKE_CANCEL: &str = "!cancel";
 
 /// Largest args accepted by default, in bytes; bigger payloads belong in blob storage.
 pub const DEFAULT_MAX_ARGS_BYTES: usize = 1 << 20;
@@ -171,6 +173,9 @@ pub enum Resolution {
     /// Hand back unfinished (the node is shutting down): available again at once, and the
     /// attempt does not count.
     Release,
+    /// Stopped because a user cancelled the job while it ran: the attempt is recorded
+    /// (`cancelled`) and the job is `cancelled`.
+    Cancel,
 }
 
 impl Resolution {
@@ -203,6 +208,13 @@ pub struct LeaseExtend {
     /// runs out and the leader rescues it.
     pub jobs: Vec<JobId>,
     pub lease: Duration,
+}
+
+/// Which of a node's running jobs a user asked to cancel.
+#[derive(Debug, Clone)]
+pub struct CancelRequests {
+    pub node: String,
+    pub jobs: Vec<JobId>,
 }
 
 #[derive(Debug, Clone)]
@@ -320,7 +332,12 @@ pub trait Store: Send + Sync + 'static {
     async fn job_rescue(&self) -> StoreResult<Vec<JobId>>;
     /// Makes scheduled and retryable jobs whose time has come available; returns how many.
     async fn job_stage(&self) -> StoreResult<u64>;
+    /// Cancels a job that is waiting (it becomes `cancelled`), or asks the node running it
+    /// to stop it (it stays `running` until that node writes the `cancelled` outcome, or
+    /// its lease expires).
     async fn job_cancel(&self, id: JobId) -> StoreResult<Job>;
+    /// Of `jobs`, running under `node`'s lease, those with a cancel request.
+    async fn job_cancel_requests(&self, params: CancelRequests) -> StoreResult<Vec<JobId>>;
     /// Makes a job available to run again now (a finished one gets one more attempt).
     async fn job_retry(&self, id: JobId) -> StoreResult<Job>;
     async fn job_delete(&self, id: JobId) -> StoreResult<()>;
@@ -432,6 +449,7 @@ pub(crate) fn resolved_state(resolution: &Resolution) -> JobState {
         Resolution::Discard => JobState::Discarded,
         Resolution::Snooze { .. } => JobState::Scheduled,
         Resolution::Release => JobState::Available,
+        Resolution::Cancel => JobState::Cancelled,
     }
 }
 

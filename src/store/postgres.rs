@@ -448,7 +448,7 @@ impl Store for PostgresStore {
                      output = COALESCE(i.output, j.output),
                      scheduled_at = COALESCE(i.scheduled_at, j.scheduled_at),
                      attempt = CASE WHEN i.counts THEN j.attempt ELSE j.attempt - 1 END,
-                     finalized_at = CASE WHEN i.state IN ('completed', 'discarded') THEN now() END,
+                     finalized_at = CASE WHEN i.state IN ('completed', 'discarded', 'cancelled') THEN now() END,
                      lease_node = NULL, lease_expires_at = NULL
                  FROM input AS i
                  -- `|| ''` keeps the state index out of this join: its 'running' range also
@@ -515,8 +515,11 @@ impl Store for PostgresStore {
              ),
              updated AS (
                  UPDATE sluice_jobs AS j
-                 SET state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'available' END,
-                     finalized_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
+                 -- A job its user asked to cancel is not run again.
+                 SET state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                                  WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'available' END,
+                     finalized_at = CASE WHEN j.cancel_requested_at IS NOT NULL OR j.attempt >= j.max_attempts
+                                         THEN now() END,
                      lease_node = NULL, lease_expires_at = NULL
                  FROM expired AS e WHERE j.id = e.id
                  RETURNING j.id, j.state, j.queue
@@ -563,17 +566,45 @@ impl Store for PostgresStore {
     #[tracing::instrument(name = "store.job_cancel", level = "debug", skip_all)]
     async fn job_cancel(&self, id: JobId) -> StoreResult<Job> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE sluice_jobs SET state = 'cancelled', finalized_at = now(), lease_node = NULL, lease_expires_at = NULL
-             WHERE id = $1 AND state IN ('available', 'scheduled', 'retryable', 'running')
+            "UPDATE sluice_jobs SET state = 'cancelled', finalized_at = now()
+             WHERE id = $1 AND state IN ('available', 'scheduled', 'retryable')
+             RETURNING {JOB_COLUMNS}"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return job_from_row(&row);
+        }
+        // Running: a request its node acts on (see migrations/postgres/0003).
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE sluice_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, now())
+             WHERE id = $1 AND state = 'running'
              RETURNING {JOB_COLUMNS}"
         )))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
         match row {
-            Some(row) => job_from_row(&row),
+            Some(row) => {
+                self.notify(vec![WAKE_CANCEL.to_string()]).await?;
+                job_from_row(&row)
+            }
             None => Err(refused(self, id, JobState::Cancelled).await),
         }
+    }
+
+    #[tracing::instrument(name = "store.job_cancel_requests", level = "debug", skip_all)]
+    async fn job_cancel_requests(&self, params: CancelRequests) -> StoreResult<Vec<JobId>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM sluice_jobs
+             WHERE id = ANY($2) AND state = 'running' AND lease_node = $1
+               AND cancel_requested_at IS NOT NULL",
+        )
+        .bind(&params.node)
+        .bind(&params.jobs)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     #[tracing::instrument(name = "store.job_retry", level = "debug", skip_all)]
@@ -581,7 +612,7 @@ impl Store for PostgresStore {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE sluice_jobs
              SET state = 'available', scheduled_at = now(), finalized_at = NULL,
-                 max_attempts = GREATEST(max_attempts, attempt + 1)
+                 max_attempts = GREATEST(max_attempts, attempt + 1), cancel_requested_at = NULL
              WHERE id = $1 AND state IN ('scheduled', 'retryable', 'completed', 'discarded', 'cancelled')
              RETURNING {JOB_COLUMNS}"
         )))
@@ -864,7 +895,7 @@ impl FinishColumns {
         let (output, scheduled_at) = match &outcome.resolution {
             Resolution::Complete { output } => (Some(output.clone()), None),
             Resolution::Retry { at } | Resolution::Snooze { at } => (None, Some(*at)),
-            Resolution::Discard | Resolution::Release => (None, None),
+            Resolution::Discard | Resolution::Release | Resolution::Cancel => (None, None),
         };
         let record = &outcome.record;
         self.id.push(outcome.id);

@@ -421,7 +421,7 @@ impl Store for SqliteStore {
                     Resolution::Retry { at } | Resolution::Snooze { at } => {
                         (None, Some(micros(*at)))
                     }
-                    Resolution::Discard | Resolution::Release => (None, None),
+                    Resolution::Discard | Resolution::Release | Resolution::Cancel => (None, None),
                 };
                 // Positional, as `o` below reads it: shorter to parse than named fields.
                 serde_json::json!([
@@ -452,7 +452,7 @@ impl Store for SqliteStore {
              SET state = o.state, output = COALESCE(unhex(o.output), j.output),
                  scheduled_at = COALESCE(o.scheduled_at, j.scheduled_at),
                  attempt = j.attempt - o.uncount,
-                 finalized_at = CASE WHEN o.state IN ('completed', 'discarded') THEN ?4 END,
+                 finalized_at = CASE WHEN o.state IN ('completed', 'discarded', 'cancelled') THEN ?4 END,
                  lease_node = NULL, lease_expires_at = NULL
              FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempt, value ->> 2 AS state,
                           value ->> 3 AS output, value ->> 4 AS scheduled_at,
@@ -520,8 +520,10 @@ impl Store for SqliteStore {
             );
             let state: String = sqlx::query_scalar(
                 "UPDATE sluice_jobs
-                 SET state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
-                     finalized_at = CASE WHEN attempt >= max_attempts THEN ?1 END,
+                 SET state = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+                                  WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
+                     finalized_at = CASE WHEN cancel_requested_at IS NOT NULL OR attempt >= max_attempts
+                                         THEN ?1 END,
                      lease_node = NULL, lease_expires_at = NULL
                  WHERE id = ?2 RETURNING state",
             )
@@ -561,8 +563,22 @@ impl Store for SqliteStore {
     async fn job_cancel(&self, id: JobId) -> StoreResult<Job> {
         let now = now_micros();
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE sluice_jobs SET state = 'cancelled', finalized_at = ?, lease_node = NULL, lease_expires_at = NULL
-             WHERE id = ? AND state IN ('available', 'scheduled', 'retryable', 'running')
+            "UPDATE sluice_jobs SET state = 'cancelled', finalized_at = ?
+             WHERE id = ? AND state IN ('available', 'scheduled', 'retryable')
+             RETURNING {JOB_COLUMNS}"
+        )))
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.writer)
+        .await?;
+        if let Some(row) = row {
+            return job_from_row(&row);
+        }
+        // Running: a request its node acts on (see migrations/sqlite/0003). Nodes in other
+        // processes find it by polling; one in this process is woken.
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE sluice_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?)
+             WHERE id = ? AND state = 'running'
              RETURNING {JOB_COLUMNS}"
         )))
         .bind(now)
@@ -570,9 +586,26 @@ impl Store for SqliteStore {
         .fetch_optional(&self.writer)
         .await?;
         match row {
-            Some(row) => job_from_row(&row),
+            Some(row) => {
+                self.wake([WAKE_CANCEL.to_string()]);
+                job_from_row(&row)
+            }
             None => Err(refused(self, id, JobState::Cancelled).await),
         }
+    }
+
+    #[tracing::instrument(name = "store.job_cancel_requests", level = "debug", skip_all)]
+    async fn job_cancel_requests(&self, params: CancelRequests) -> StoreResult<Vec<JobId>> {
+        let ids = serde_json::to_string(&params.jobs).expect("ids serialize");
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM sluice_jobs
+             WHERE id IN (SELECT value FROM json_each(?2)) AND state = 'running'
+               AND lease_node = ?1 AND cancel_requested_at IS NOT NULL",
+        )
+        .bind(&params.node)
+        .bind(ids)
+        .fetch_all(&self.readers)
+        .await?)
     }
 
     #[tracing::instrument(name = "store.job_retry", level = "debug", skip_all)]
@@ -580,7 +613,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE sluice_jobs
              SET state = 'available', scheduled_at = ?, finalized_at = NULL,
-                 max_attempts = MAX(max_attempts, attempt + 1)
+                 max_attempts = MAX(max_attempts, attempt + 1), cancel_requested_at = NULL
              WHERE id = ? AND state IN ('scheduled', 'retryable', 'completed', 'discarded', 'cancelled')
              RETURNING {JOB_COLUMNS}"
         )))

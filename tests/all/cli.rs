@@ -32,12 +32,73 @@ macro_rules! both_stores {
 }
 
 both_stores!(
+    cancelling_a_running_job_interrupts_its_attempt,
+    a_closed_stdout_ends_a_command_quietly,
     the_seed_scenario_runs_to_its_final_states,
     a_new_version_is_used_by_the_next_attempts,
     kill_9_with_attempts_in_flight_loses_nothing,
     sigterm_finishes_or_hands_back_running_attempts,
     bad_input_is_refused_and_nothing_is_stored,
 );
+
+fn cancelling_a_running_job_interrupts_its_attempt(sluice: Sluice) {
+    sluice.ok(&["upload", guests::HELLO]);
+    let mut node = sluice.spawn_run(&[]);
+    let sleeper = sluice.enqueue(&["hello", "sleep", r#"{"ms":60000}"#]);
+    sluice.wait_until(Duration::from_secs(20), "the attempt to start", |s| {
+        s.job(sleeper)["state"] == "running"
+    });
+    let asked = std::time::Instant::now();
+    let said = sluice.ok(&["job", "cancel", &sleeper.to_string()]);
+    assert!(said.contains("cancel requested"), "{said}");
+    sluice.wait_until(Duration::from_secs(20), "the job to be cancelled", |s| {
+        s.job(sleeper)["state"] == "cancelled"
+    });
+    let took = asked.elapsed();
+    let job = sluice.job(sleeper);
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0]["outcome"], "cancelled");
+    // Interrupted within the second the node's poll takes (PostgreSQL also notifies): far
+    // less than the minute the job would sleep. The bound is wide for a loaded machine.
+    assert!(took < Duration::from_secs(10), "cancelled after {took:?}");
+    println!("a running job was cancelled {took:?} after the request");
+    // The node goes on.
+    let next = sluice.enqueue(&["hello", "greet", r#"{"name":"next"}"#]);
+    sluice.wait_until(Duration::from_secs(20), "the next job", |s| {
+        s.job(next)["state"] == "completed"
+    });
+    node.kill().unwrap();
+    node.wait().unwrap();
+}
+
+fn a_closed_stdout_ends_a_command_quietly(sluice: Sluice) {
+    use std::io::Read;
+    sluice.ok(&["upload", guests::HELLO]);
+    let batch = temp_dir("pipe").join("args.jsonl");
+    std::fs::write(&batch, "null\n".repeat(5000)).unwrap();
+    sluice.ok(&[
+        "enqueue",
+        "hello",
+        "noop",
+        "--batch",
+        batch.to_str().unwrap(),
+    ]);
+    // `sluice jobs | head -c 10`: the reader goes away after a few bytes.
+    let mut child = sluice
+        .command(&["jobs", "--limit", "5000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 10];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // Dropping the pipe's read end closes it.
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
 
 fn the_seed_scenario_runs_to_its_final_states(sluice: Sluice) {
     let upload = sluice.json(&["upload", guests::HELLO]);
@@ -324,7 +385,63 @@ fn bad_input_is_refused_and_nothing_is_stored(sluice: Sluice) {
         huge.to_str().unwrap(),
     ]);
     assert!(error.contains("the limit is 1048576 bytes"), "{error}");
+    for (flags, message) in [
+        (&["--timeout", "0s"][..], "--timeout must be longer than 0s"),
+        (
+            &["--timeout", "1000d"],
+            "--timeout must be longer than 0s and at most 24h",
+        ),
+        (&["--fuel", "0"], "--fuel must be at least 1"),
+        (
+            &["--memory", "100"],
+            "--memory must be at least 65536 bytes",
+        ),
+    ] {
+        let mut args = vec!["enqueue", "hello", "greet", r#"{"name":"x"}"#];
+        args.extend_from_slice(flags);
+        let error = sluice.fails(&args);
+        assert!(error.contains(message), "{flags:?}: {error}");
+    }
     assert_eq!(sluice.json(&["jobs"]), serde_json::json!([]));
+
+    // Settings no node could run with are refused at start, naming the flag, never a panic.
+    for (flags, message) in [
+        (
+            &["--maintenance-interval", "0s"][..],
+            "--maintenance-interval must be longer than 0s",
+        ),
+        (&["--poll", "0s"], "--poll must be longer than 0s"),
+        (
+            &["--backoff-base", "0s"],
+            "--backoff-base must be longer than 0s",
+        ),
+        (
+            &["--backoff-base", "2h", "--backoff-max", "1h"],
+            "must not be shorter than --backoff-base",
+        ),
+        (
+            &["--queue", "default=0"],
+            "needs a concurrency of at least 1",
+        ),
+        (
+            &["--queue", "default=5000"],
+            "the queues' concurrency adds up to 5000",
+        ),
+        (&["--lease", "1ms"], "the lease must be at least 300ms"),
+    ] {
+        let mut args = vec!["run", "--exit-when-idle"];
+        args.extend_from_slice(flags);
+        let error = sluice.fails(&args);
+        assert!(error.contains(message), "{flags:?}: {error}");
+        assert!(!error.contains("panicked"), "{flags:?}: {error}");
+    }
+
+    // A module over the size cap is refused before it is read whole.
+    let error = sluice.fails(&["upload", guests::HELLO, "--max-module-size", "1000"]);
+    assert!(
+        error.contains("more than the 1000 bytes a module may have"),
+        "{error}"
+    );
 
     // Args that are JSON but do not fit the function are accepted, and fail at run time
     // without retries: retrying cannot fix them.

@@ -98,7 +98,8 @@ async fn fuzzed_modules_never_crash_or_hang_the_engine() {
                 sandbox.run(&module, &function, b"null", Codec::Json, &limits),
             )
             .await
-            .unwrap_or_else(|_| panic!("case {case} (seed {seed}): {function} hung"));
+            .unwrap_or_else(|_| panic!("case {case} (seed {seed}): {function} hung"))
+            .unwrap_or_else(|fault| panic!("case {case} (seed {seed}): node fault {fault}"));
             let outcome = match report.failure() {
                 Some(failure) => format!("{:?}", failure.kind),
                 None => "completed".into(),
@@ -126,6 +127,7 @@ fn refusal(error: &ModuleError) -> &'static str {
     match error {
         ModuleError::Empty => "refused: empty",
         ModuleError::NotWasm => "refused: not wasm",
+        ModuleError::TooLarge { .. } => "refused: too large",
         ModuleError::CoreModule => "refused: core module",
         ModuleError::Invalid(_) => "refused: invalid",
         ModuleError::WrongWorld { .. } => "refused: wrong world",

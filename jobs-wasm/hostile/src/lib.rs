@@ -107,6 +107,96 @@ fn open_socket(args: Address) -> Result<String, String> {
         .map_err(|e| format!("cannot connect to {}: {e}", args.addr))
 }
 
+#[derive(Deserialize)]
+struct Kib {
+    kib: usize,
+}
+
+/// Logs messages of {"kib": N} KiB forever: host work the fuel meter does not see.
+fn log_loop(args: Kib) -> Result<(), Infallible> {
+    let message = "x".repeat(args.kib << 10);
+    loop {
+        log::info(&message);
+    }
+}
+
+/// Reports panics of {"kib": N} KiB forever, without ever panicking.
+fn report_panic_loop(args: Kib) -> Result<(), Infallible> {
+    let message = "x".repeat(args.kib << 10);
+    loop {
+        sluice_guest_sdk::bindings::sluice::job::host::report_panic(&message);
+    }
+}
+
+/// Writes {"kib": N} KiB to stdout forever, straight to the WASI stream.
+fn stdout_loop(args: Kib) -> Result<(), Infallible> {
+    let chunk = vec![b'x'; args.kib << 10];
+    let stdout = wasip2::cli::stdout::get_stdout();
+    loop {
+        // The capture never refuses; a refusal would only end the loop sooner.
+        for piece in chunk.chunks(4096) {
+            let _ = stdout.blocking_write_and_flush(piece);
+        }
+    }
+}
+
+/// Reads the clocks forever.
+fn clock_loop() -> Result<u64, Infallible> {
+    let mut sum: u64 = 0;
+    loop {
+        sum = black_box(sum.wrapping_add(wasip2::clocks::monotonic_clock::now()));
+        sum = black_box(sum.wrapping_add(wasip2::clocks::wall_clock::now().seconds));
+    }
+}
+
+/// Asks for {"kib": N} KiB of random bytes forever.
+fn random_loop(args: Kib) -> Result<(), Infallible> {
+    loop {
+        black_box(wasip2::random::random::get_random_bytes((args.kib << 10) as u64));
+    }
+}
+
+/// Polls an already-ready pollable forever: host calls that never wait.
+fn poll_loop() -> Result<(), Infallible> {
+    let ready = wasip2::clocks::monotonic_clock::subscribe_duration(0);
+    loop {
+        black_box(wasip2::io::poll::poll(&[&ready]));
+    }
+}
+
+/// Sleeps far past any deadline.
+fn sleep_forever() -> Result<(), Infallible> {
+    std::thread::sleep(std::time::Duration::from_secs(u64::MAX >> 2));
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct Status {
+    status: i32,
+}
+
+/// Exits the component with {"status": N}, as `std::process::exit` does.
+fn exit(args: Status) -> Result<(), Infallible> {
+    std::process::exit(args.status)
+}
+
+/// Creates handles (pollables) forever without dropping any: the WASI handle table fills.
+fn handle_flood() -> Result<(), Infallible> {
+    loop {
+        std::mem::forget(wasip2::clocks::monotonic_clock::subscribe_duration(1));
+    }
+}
+
+/// Fails with an error message of {"mb": N} megabytes.
+fn huge_error(args: Size) -> Result<(), String> {
+    Err("e".repeat(args.mb << 20))
+}
+
+/// Panics with a message of {"mb": N} megabytes.
+fn huge_panic(args: Size) -> Result<(), Infallible> {
+    panic!("{}", "p".repeat(args.mb << 20));
+}
+
 sluice_guest_sdk::export_jobs! {
     infinite_loop,
     allocate_forever,
@@ -118,4 +208,15 @@ sluice_guest_sdk::export_jobs! {
     read_file,
     read_env,
     open_socket,
+    log_loop,
+    report_panic_loop,
+    stdout_loop,
+    clock_loop,
+    random_loop,
+    poll_loop,
+    sleep_forever,
+    exit,
+    handle_flood,
+    huge_error,
+    huge_panic,
 }
