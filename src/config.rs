@@ -61,10 +61,13 @@ pub struct EngineConfig {
     pub grace_period: Duration,
     /// Stop once no job of the served queues is available, running or waiting to retry.
     pub exit_when_idle: bool,
+    /// Attempts lost with their node in a row after which a job is dead-lettered.
+    pub poison_limit: i32,
 }
 
 impl EngineConfig {
     pub const DEFAULT_CONCURRENCY: u32 = 16;
+    pub const DEFAULT_POISON_LIMIT: i32 = 3;
 
     pub fn new(node_id: String, queues: Vec<QueueConfig>) -> EngineConfig {
         EngineConfig {
@@ -80,6 +83,7 @@ impl EngineConfig {
             backoff_max: Duration::from_secs(3600),
             grace_period: Duration::from_secs(10),
             exit_when_idle: false,
+            poison_limit: EngineConfig::DEFAULT_POISON_LIMIT,
         }
     }
 
@@ -110,6 +114,9 @@ impl EngineConfig {
                 "--backoff-max ({:?}) must not be shorter than --backoff-base ({:?})",
                 self.backoff_max, self.backoff_base
             ));
+        }
+        if self.poison_limit < 1 {
+            return Err("--poison-limit must be at least 1".into());
         }
         if self.max_fetch == 0 || self.max_completion_batch == 0 {
             return Err("the fetch and completion batch sizes must be at least 1".into());

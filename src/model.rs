@@ -433,6 +433,16 @@ pub struct Job {
     pub limits: LimitOverrides,
     #[serde(skip)]
     pub output: Option<Vec<u8>>,
+    /// Attempts lost with their node (rescued after the lease expired). They are in
+    /// `attempt` but do not count against `max_attempts`.
+    pub lost_attempts: i32,
+}
+
+impl Job {
+    /// Attempts that count against `max_attempts`: those that ended, not those lost.
+    pub fn counted_attempts(&self) -> i32 {
+        self.attempt - self.lost_attempts
+    }
 }
 
 /// How an attempt ended, as the history records it.
@@ -444,6 +454,8 @@ pub enum AttemptClass {
     LeaseExpired,
     /// The attempt was handed back unfinished at shutdown.
     Abandoned,
+    /// Lost with its node once more than the poison limit allows: the job was dead-lettered.
+    Poisoned,
     /// A user cancelled the job while this attempt ran; the node interrupted it.
     Cancelled,
 }
@@ -455,6 +467,7 @@ impl AttemptClass {
             AttemptClass::Failed(kind) => kind.as_str(),
             AttemptClass::LeaseExpired => "lease_expired",
             AttemptClass::Abandoned => "abandoned",
+            AttemptClass::Poisoned => "poisoned",
             AttemptClass::Cancelled => "cancelled",
         }
     }
@@ -464,6 +477,7 @@ impl AttemptClass {
             "completed" => Some(AttemptClass::Completed),
             "lease_expired" => Some(AttemptClass::LeaseExpired),
             "abandoned" => Some(AttemptClass::Abandoned),
+            "poisoned" => Some(AttemptClass::Poisoned),
             "cancelled" => Some(AttemptClass::Cancelled),
             other => FailureKind::parse(other).map(AttemptClass::Failed),
         }

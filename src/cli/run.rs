@@ -35,6 +35,10 @@ pub struct Args {
     /// How often the leader stages due jobs and rescues expired leases.
     #[arg(long, value_parser = super::parse_duration, default_value = "1s")]
     maintenance_interval: Duration,
+    /// Attempts of one job lost with their node in a row (rescued after the lease expired)
+    /// after which the job is dead-lettered as `poisoned` instead of run again.
+    #[arg(long, default_value_t = EngineConfig::DEFAULT_POISON_LIMIT)]
+    poison_limit: i32,
     /// This node's id; generated when omitted.
     #[arg(long)]
     node_id: Option<String>,
@@ -60,6 +64,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     config.backoff_max = args.backoff_max;
     config.maintenance_interval = args.maintenance_interval;
     config.exit_when_idle = args.exit_when_idle;
+    config.poison_limit = args.poison_limit;
     // Without cross-process notifications (SQLite), polling is how jobs enqueued by another
     // process are found: poll more often.
     config.poll_interval =

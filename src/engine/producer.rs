@@ -272,7 +272,7 @@ impl Consumer {
             attempt = job.attempt,
             node = %config.node_id,
         );
-        let started_at = Utc::now();
+        let mut started_at = Utc::now();
         // The attempt runs in a task of its own: if anything in it panics, this job's
         // attempt fails and nothing else notices.
         let runner = self.shared.runner.clone();
@@ -286,6 +286,10 @@ impl Consumer {
         let mut permit = Some(permit);
         let mut awaiting_start = true;
         let cancel = self.cancel_token(job.id);
+        // Armed when the instance starts: past its deadline and `HARD_STOP_AFTER`, the attempt
+        // is stopped from here whether or not its own task gets the CPU to stop itself (a
+        // demoted attempt on a starved low-priority thread may not, for seconds).
+        let mut hard_stop: Option<(Pin<Box<tokio::time::Sleep>>, Duration)> = None;
         let result = loop {
             tokio::select! {
                 // A completed attempt that raced the request stays completed.
@@ -293,15 +297,25 @@ impl Consumer {
                 result = &mut attempt => break Some(Ok(result)),
                 () = cancel.cancelled() => {
                     attempt.abort();
-                    break Some(Err(Cancelled));
+                    break Some(Err(Interrupted::Cancelled));
+                }
+                () = async { hard_stop.as_mut().expect("guarded").0.as_mut().await }, if hard_stop.is_some() => {
+                    attempt.abort();
+                    let timeout = hard_stop.as_ref().expect("guarded").1;
+                    break Some(Err(Interrupted::Overdue(timeout)));
                 }
                 signal = &mut started, if awaiting_start => {
                     awaiting_start = false;
                     if let Ok(timeout) = signal {
-                        // A deadline too far to add is no deadline for the heartbeat either.
-                        let overdue_at = Instant::now().checked_add(timeout.saturating_add(DEADLINE_SLACK));
+                        started_at = Utc::now();
+                        // A deadline too far to add is no deadline at all.
+                        let now = Instant::now();
+                        let overdue_at = now.checked_add(timeout.saturating_add(DEADLINE_SLACK));
                         if let Some(entry) = self.shared.in_flight.lock().unwrap().get_mut(&job.id) {
                             entry.overdue_at = overdue_at;
+                        }
+                        if let Some(at) = now.checked_add(timeout.saturating_add(HARD_STOP_AFTER)) {
+                            hard_stop = Some((Box::pin(tokio::time::sleep_until(at.into())), timeout));
                         }
                     }
                 }
@@ -317,9 +331,21 @@ impl Consumer {
             }
         };
         let outcome = match result {
-            Some(Err(Cancelled)) => {
+            Some(Err(Interrupted::Cancelled)) => {
                 span.in_scope(|| tracing::info!("attempt interrupted: the job was cancelled"));
                 cancelled(&job, started_at, &config.node_id)
+            }
+            Some(Err(Interrupted::Overdue(timeout))) => {
+                span.in_scope(|| {
+                    tracing::warn!(?timeout, "attempt stopped by the node past its deadline")
+                });
+                let failure = Failure::new(
+                    FailureKind::Timeout,
+                    format!(
+                        "the attempt ran past its deadline of {timeout:?}; the node stopped it"
+                    ),
+                );
+                self.resolve(&job, bare_run(failure, started_at), started_at)
             }
             Some(Ok(Ok(Ok(run)))) => self.resolve(&job, run, started_at),
             Some(Ok(Ok(Err(not_started)))) => {
@@ -340,26 +366,12 @@ impl Consumer {
                 outcome
             }
             Some(Ok(Err(error))) => {
+                // A host bug this attempt ran into; the attempt counts, as a trap would.
                 let failure = Failure::new(
-                    FailureKind::ModuleError,
-                    format!("the engine task running this attempt failed: {error}"),
+                    FailureKind::Trap,
+                    format!("the host failed while running this attempt: {error}"),
                 );
-                let report = crate::model::AttemptReport {
-                    outcome: AttemptOutcome::Failed(failure),
-                    fuel_consumed: 0,
-                    wall_time: (Utc::now() - started_at).to_std().unwrap_or_default(),
-                    peak_memory_bytes: 0,
-                    logs: Vec::new(),
-                    logs_dropped_bytes: 0,
-                };
-                self.resolve(
-                    &job,
-                    RunResult {
-                        module_version: None,
-                        report,
-                    },
-                    started_at,
-                )
+                self.resolve(&job, bare_run(failure, started_at), started_at)
             }
             None => {
                 self.shared
@@ -419,8 +431,31 @@ impl Consumer {
 
 const AT_SHUTDOWN: &str = "handed back at shutdown";
 
-/// The attempt was interrupted because its job was cancelled.
-struct Cancelled;
+/// How long past its deadline an attempt is stopped from the node's side (see `Consumer`).
+const HARD_STOP_AFTER: Duration = Duration::from_millis(500);
+
+/// Why the node stopped an attempt itself.
+enum Interrupted {
+    /// A user cancelled the job.
+    Cancelled,
+    /// It ran past its deadline (of this length) and did not stop by itself.
+    Overdue(Duration),
+}
+
+/// A run that produced nothing but `failure`.
+fn bare_run(failure: Failure, started_at: chrono::DateTime<Utc>) -> RunResult {
+    RunResult {
+        module_version: None,
+        report: crate::model::AttemptReport {
+            outcome: AttemptOutcome::Failed(failure),
+            fuel_consumed: 0,
+            wall_time: (Utc::now() - started_at).to_std().unwrap_or_default(),
+            peak_memory_bytes: 0,
+            logs: Vec::new(),
+            logs_dropped_bytes: 0,
+        },
+    }
+}
 
 impl Consumer {
     /// The token the canceller trips for this job (a fresh one if the job is not held,

@@ -22,7 +22,7 @@ impl RetryPolicy {
                 output: output.clone(),
             },
             AttemptOutcome::Failed(failure) => {
-                if !failure.kind.is_retryable() || job.attempt >= job.max_attempts {
+                if !failure.kind.is_retryable() || job.counted_attempts() >= job.max_attempts {
                     Resolution::Discard
                 } else {
                     let delay = self.backoff(job.attempt);

@@ -18,6 +18,7 @@ pub struct MaintenanceConfig {
     /// How long leadership lasts without renewal: a dead leader is replaced after it.
     pub term: Duration,
     pub retention: Duration,
+    pub rescue: crate::store::JobRescue,
 }
 
 impl MaintenanceConfig {
@@ -27,6 +28,10 @@ impl MaintenanceConfig {
             interval: config.maintenance_interval,
             term: config.lease,
             retention: config.retention,
+            rescue: crate::store::JobRescue {
+                poison_limit: config.poison_limit,
+                backoff: config.backoff_base,
+            },
         }
     }
 }
@@ -67,7 +72,7 @@ pub async fn run(store: Arc<dyn Store>, config: MaintenanceConfig, stop: Cancell
             Ok(staged) => tracing::debug!(staged, "staged due jobs"),
             Err(error) => tracing::warn!(%error, "staging failed"),
         }
-        match store.job_rescue().await {
+        match store.job_rescue(config.rescue).await {
             Ok(rescued) if rescued.is_empty() => {}
             Ok(rescued) => {
                 tracing::warn!(count = rescued.len(), jobs = ?rescued, "rescued jobs whose lease expired")

@@ -210,6 +210,26 @@ pub struct LeaseExtend {
     pub lease: Duration,
 }
 
+/// How the leader treats jobs whose lease expired.
+#[derive(Debug, Clone, Copy)]
+pub struct JobRescue {
+    /// Lost attempts in a row after which a job is dead-lettered (`poisoned`).
+    pub poison_limit: i32,
+    /// The wait before the first rerun; it doubles with each loss in a row. Zero makes a
+    /// rescued job available at once.
+    pub backoff: Duration,
+}
+
+impl JobRescue {
+    /// The wait before a job lost `lost_in_a_row` times (the new count) runs again, in
+    /// microseconds: `backoff * 2^(n-1)`, at most an hour.
+    pub(crate) fn wait_micros(&self, lost_in_a_row: i32) -> i64 {
+        let exponent = (lost_in_a_row - 1).clamp(0, 20) as u32;
+        let wait = self.backoff.saturating_mul(1 << exponent);
+        wait.min(Duration::from_secs(3600)).as_micros() as i64
+    }
+}
+
 /// Which of a node's running jobs a user asked to cancel.
 #[derive(Debug, Clone)]
 pub struct CancelRequests {
@@ -327,9 +347,10 @@ pub trait Store: Send + Sync + 'static {
     async fn job_finish_many(&self, params: &JobFinishMany) -> StoreResult<Vec<JobId>>;
     /// Extends the leases of the listed jobs while this node still holds them; returns how many.
     async fn job_lease_extend(&self, params: LeaseExtend) -> StoreResult<u64>;
-    /// Puts running jobs whose lease expired back to available (or discarded when they have
-    /// no attempts left), recording the lost attempt; returns their ids.
-    async fn job_rescue(&self) -> StoreResult<Vec<JobId>>;
+    /// Puts running jobs whose lease expired back to run after a backoff, recording the lost
+    /// attempt (which does not count against max attempts); a job lost `poison_limit` times
+    /// in a row is dead-lettered, one with a cancel request is cancelled. Returns their ids.
+    async fn job_rescue(&self, params: JobRescue) -> StoreResult<Vec<JobId>>;
     /// Makes scheduled and retryable jobs whose time has come available; returns how many.
     async fn job_stage(&self) -> StoreResult<u64>;
     /// Cancels a job that is waiting (it becomes `cancelled`), or asks the node running it
@@ -408,7 +429,7 @@ pub(crate) fn initial_state(job: &NewJob, now: DateTime<Utc>) -> JobState {
 /// The job columns, in the order both stores select them.
 pub(crate) const JOB_COLUMNS: &str = "id, queue, module, module_version, function, args, codec, \
      state, priority, attempt, max_attempts, inserted_at, scheduled_at, attempted_at, lease_node, \
-     lease_expires_at, finalized_at, fuel_limit, timeout_ms, memory_limit, output";
+     lease_expires_at, finalized_at, fuel_limit, timeout_ms, memory_limit, output, lost_attempts";
 
 /// Appends the optional state, queue and module filters of a listing or a count.
 pub(crate) fn push_filters<DB: sqlx::Database>(
@@ -451,6 +472,13 @@ pub(crate) fn resolved_state(resolution: &Resolution) -> JobState {
         Resolution::Release => JobState::Available,
         Resolution::Cancel => JobState::Cancelled,
     }
+}
+
+/// The message of the history entry that dead-letters a job lost too often.
+pub(crate) fn poisoned_message(lost_in_a_row: i32) -> String {
+    format!(
+        "lost with its node {lost_in_a_row} times in a row: dead-lettered instead of run again, since the job may be what brings nodes down"
+    )
 }
 
 /// The history entry of an attempt whose node stopped heartbeating.

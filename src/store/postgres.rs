@@ -183,6 +183,7 @@ fn job_from_row(row: &PgRow) -> StoreResult<Job> {
                 .map(|ms| Duration::from_millis(ms as u64)),
         },
         output: row.try_get("output")?,
+        lost_attempts: row.try_get("lost_attempts")?,
     })
 }
 
@@ -448,6 +449,7 @@ impl Store for PostgresStore {
                      output = COALESCE(i.output, j.output),
                      scheduled_at = COALESCE(i.scheduled_at, j.scheduled_at),
                      attempt = CASE WHEN i.counts THEN j.attempt ELSE j.attempt - 1 END,
+                     lost_in_a_row = 0,
                      finalized_at = CASE WHEN i.state IN ('completed', 'discarded', 'cancelled') THEN now() END,
                      lease_node = NULL, lease_expires_at = NULL
                  FROM input AS i
@@ -506,7 +508,7 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(name = "store.job_rescue", level = "debug", skip_all)]
-    async fn job_rescue(&self) -> StoreResult<Vec<JobId>> {
+    async fn job_rescue(&self, params: JobRescue) -> StoreResult<Vec<JobId>> {
         let rows = sqlx::query(
             "WITH expired AS (
                  SELECT id, attempt, lease_node, attempted_at FROM sluice_jobs
@@ -515,11 +517,16 @@ impl Store for PostgresStore {
              ),
              updated AS (
                  UPDATE sluice_jobs AS j
-                 -- A job its user asked to cancel is not run again.
+                 -- A job its user asked to cancel is not run again; one lost too often is
+                 -- dead-lettered; the rest run again after a backoff.
                  SET state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
-                                  WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'available' END,
-                     finalized_at = CASE WHEN j.cancel_requested_at IS NOT NULL OR j.attempt >= j.max_attempts
+                                  WHEN j.lost_in_a_row + 1 >= $1 THEN 'discarded'
+                                  WHEN $2 = 0 THEN 'available' ELSE 'retryable' END,
+                     finalized_at = CASE WHEN j.cancel_requested_at IS NOT NULL OR j.lost_in_a_row + 1 >= $1
                                          THEN now() END,
+                     scheduled_at = now() + LEAST($2 * power(2, LEAST(j.lost_in_a_row, 20)), $3)
+                                            * interval '1 microsecond',
+                     lost_attempts = j.lost_attempts + 1, lost_in_a_row = j.lost_in_a_row + 1,
                      lease_node = NULL, lease_expires_at = NULL
                  FROM expired AS e WHERE j.id = e.id
                  RETURNING j.id, j.state, j.queue
@@ -527,14 +534,20 @@ impl Store for PostgresStore {
              recorded AS (
                  INSERT INTO sluice_attempts (job_id, attempt, node, started_at, finished_at, outcome, message,
                      duration_us)
-                 SELECT e.id, e.attempt, e.lease_node, COALESCE(e.attempted_at, now()), now(), 'lease_expired',
-                        'the lease of node ' || e.lease_node || ' expired: the node stopped heartbeating',
+                 SELECT e.id, e.attempt, e.lease_node, COALESCE(e.attempted_at, now()), now(),
+                        CASE WHEN u.state = 'discarded' THEN 'poisoned' ELSE 'lease_expired' END,
+                        CASE WHEN u.state = 'discarded' THEN $4
+                             ELSE 'the lease of node ' || e.lease_node || ' expired: the node stopped heartbeating' END,
                         (extract(epoch FROM now() - COALESCE(e.attempted_at, now())) * 1000000)::bigint
-                 FROM expired AS e
+                 FROM expired AS e JOIN updated AS u ON u.id = e.id
                  ON CONFLICT (job_id, attempt) DO NOTHING
              )
              SELECT id, state, queue FROM updated",
         )
+        .bind(params.poison_limit)
+        .bind(params.backoff.as_micros() as i64)
+        .bind(Duration::from_secs(3600).as_micros() as i64)
+        .bind(poisoned_message(params.poison_limit))
         .fetch_all(&self.pool)
         .await?;
         let mut ids = Vec::with_capacity(rows.len());

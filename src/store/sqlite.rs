@@ -163,6 +163,7 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
                 .map(|ms| Duration::from_millis(ms as u64)),
         },
         output: row.try_get("output")?,
+        lost_attempts: row.try_get("lost_attempts")?,
     })
 }
 
@@ -451,7 +452,7 @@ impl Store for SqliteStore {
              UPDATE sluice_jobs AS j
              SET state = o.state, output = COALESCE(unhex(o.output), j.output),
                  scheduled_at = COALESCE(o.scheduled_at, j.scheduled_at),
-                 attempt = j.attempt - o.uncount,
+                 attempt = j.attempt - o.uncount, lost_in_a_row = 0,
                  finalized_at = CASE WHEN o.state IN ('completed', 'discarded', 'cancelled') THEN ?4 END,
                  lease_node = NULL, lease_expires_at = NULL
              FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempt, value ->> 2 AS state,
@@ -494,11 +495,13 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(name = "store.job_rescue", level = "debug", skip_all)]
-    async fn job_rescue(&self) -> StoreResult<Vec<JobId>> {
+    async fn job_rescue(&self, params: JobRescue) -> StoreResult<Vec<JobId>> {
         let now = now_micros();
         let mut tx = self.writer.begin().await?;
         let expired = sqlx::query(
-            "SELECT id, attempt, lease_node, attempted_at, queue FROM sluice_jobs
+            "SELECT id, attempt, lease_node, attempted_at, queue, lost_in_a_row,
+                    cancel_requested_at IS NOT NULL AS cancel_requested
+             FROM sluice_jobs
              WHERE state = 'running' AND lease_expires_at < ?",
         )
         .bind(now)
@@ -509,7 +512,19 @@ impl Store for SqliteStore {
         for row in &expired {
             let id: JobId = row.try_get("id")?;
             let node: String = row.try_get("lease_node")?;
-            let record = lease_expired_record(
+            let lost_in_a_row = row.try_get::<i32, _>("lost_in_a_row")? + 1;
+            // As on PostgreSQL: cancelled on request, dead-lettered when lost too often,
+            // else run again after a backoff.
+            let (state, finalized) = if row.try_get::<bool, _>("cancel_requested")? {
+                ("cancelled", Some(now))
+            } else if lost_in_a_row >= params.poison_limit {
+                ("discarded", Some(now))
+            } else if params.backoff.is_zero() {
+                ("available", None)
+            } else {
+                ("retryable", None)
+            };
+            let mut record = lease_expired_record(
                 row.try_get("attempt")?,
                 node.clone(),
                 from_micros(
@@ -518,18 +533,23 @@ impl Store for SqliteStore {
                 ),
                 from_micros(now),
             );
-            let state: String = sqlx::query_scalar(
+            if state == "discarded" {
+                record.outcome = AttemptClass::Poisoned;
+                record.message = Some(poisoned_message(lost_in_a_row));
+            }
+            sqlx::query(
                 "UPDATE sluice_jobs
-                 SET state = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
-                                  WHEN attempt >= max_attempts THEN 'discarded' ELSE 'available' END,
-                     finalized_at = CASE WHEN cancel_requested_at IS NOT NULL OR attempt >= max_attempts
-                                         THEN ?1 END,
+                 SET state = ?1, finalized_at = ?2, scheduled_at = ?3,
+                     lost_attempts = lost_attempts + 1, lost_in_a_row = ?4,
                      lease_node = NULL, lease_expires_at = NULL
-                 WHERE id = ?2 RETURNING state",
+                 WHERE id = ?5",
             )
-            .bind(now)
+            .bind(state)
+            .bind(finalized)
+            .bind(now + params.wait_micros(lost_in_a_row))
+            .bind(lost_in_a_row)
             .bind(id)
-            .fetch_one(&mut *tx)
+            .execute(&mut *tx)
             .await?;
             insert_attempts(&mut tx, &node, vec![attempt_json(id, &record)]).await?;
             if state == "available" {

@@ -9,9 +9,9 @@ use sluice::model::{
     AttemptClass, AttemptRecord, FailureKind, JobFunction, JobState, LimitOverrides, NewJob,
 };
 use sluice::store::{
-    CancelRequests, JobCount, JobFetch, JobFinishMany, JobList, JobOutcome, JobPrune, LeaderElect,
-    LeaseExtend, ModuleGet, ModuleUpload, NodeHeartbeat, QueuePause, Resolution, SqliteStore,
-    Store, StoreError,
+    CancelRequests, JobCount, JobFetch, JobFinishMany, JobList, JobOutcome, JobPrune, JobRescue,
+    LeaderElect, LeaseExtend, ModuleGet, ModuleUpload, NodeHeartbeat, QueuePause, Resolution,
+    SqliteStore, Store, StoreError,
 };
 
 use crate::support::{fresh_postgres_database, temp_dir};
@@ -58,7 +58,7 @@ conformance!(
     outcomes_move_states_and_write_history,
     a_stale_lease_cannot_overwrite_the_new_owner,
     leases_extend_and_expired_ones_are_rescued,
-    rescue_discards_a_job_with_no_attempts_left,
+    a_lost_attempt_does_not_count_and_a_job_lost_too_often_is_poisoned,
     retryable_jobs_are_staged_when_due,
     cancel_retry_delete_and_typed_not_found,
     prune_removes_only_old_finished_jobs,
@@ -76,6 +76,11 @@ conformance!(
 
 const NODE: &str = "node-a";
 const LEASE: Duration = Duration::from_secs(60);
+/// Rescue as the tests use it: jobs come back at once, and are poisoned after 3 losses.
+const RESCUE: JobRescue = JobRescue {
+    poison_limit: 3,
+    backoff: Duration::ZERO,
+};
 
 fn job(function: &str) -> NewJob {
     NewJob::json("hello", function, &serde_json::json!({"name": "Ada"}))
@@ -372,7 +377,7 @@ async fn a_stale_lease_cannot_overwrite_the_new_owner(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(claimed[0].id, id);
-    assert_eq!(store.job_rescue().await.unwrap(), [id]);
+    assert_eq!(store.job_rescue(RESCUE).await.unwrap(), [id]);
     let claimed = store
         .job_fetch(fetch("default", 1, "node-b", LEASE))
         .await
@@ -455,7 +460,7 @@ async fn leases_extend_and_expired_ones_are_rescued(store: Arc<dyn Store>) {
             .unwrap(),
         2
     );
-    let rescued = store.job_rescue().await.unwrap();
+    let rescued = store.job_rescue(RESCUE).await.unwrap();
     assert_eq!(rescued, [theirs[0].id, abandoned]);
     for job in &mine {
         let now = store.job_get(job.id).await.unwrap().job;
@@ -475,18 +480,79 @@ async fn leases_extend_and_expired_ones_are_rescued(store: Arc<dyn Store>) {
     );
 }
 
-async fn rescue_discards_a_job_with_no_attempts_left(store: Arc<dyn Store>) {
-    let mut last_chance = job("greet");
-    last_chance.max_attempts = 1;
-    let id = store.job_insert(last_chance).await.unwrap().id;
-    store
-        .job_fetch(fetch("default", 1, NODE, Duration::ZERO))
+async fn a_lost_attempt_does_not_count_and_a_job_lost_too_often_is_poisoned(store: Arc<dyn Store>) {
+    let mut one_attempt = job("greet");
+    one_attempt.max_attempts = 1;
+    let id = store.job_insert(one_attempt).await.unwrap().id;
+    let lose = |store: Arc<dyn Store>, rescue: JobRescue| async move {
+        let claimed = store
+            .job_fetch(fetch("default", 1, NODE, Duration::ZERO))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            store.job_rescue(rescue).await.unwrap(),
+            claimed.iter().map(|j| j.id).collect::<Vec<_>>()
+        );
+    };
+    // Lost twice: back each time, though its one attempt is "used", since losses do not count.
+    lose(store.clone(), RESCUE).await;
+    lose(store.clone(), RESCUE).await;
+    let lost = store.job_get(id).await.unwrap().job;
+    assert_eq!(lost.state, JobState::Available);
+    assert_eq!(
+        (lost.attempt, lost.lost_attempts, lost.counted_attempts()),
+        (2, 2, 0)
+    );
+    // The third loss in a row dead-letters it, with a class of its own.
+    lose(store.clone(), RESCUE).await;
+    let detail = store.job_get(id).await.unwrap();
+    assert_eq!(detail.job.state, JobState::Discarded);
+    assert!(detail.job.finalized_at.is_some());
+    let classes: Vec<AttemptClass> = detail.attempts.iter().map(|a| a.outcome).collect();
+    use AttemptClass::{LeaseExpired, Poisoned};
+    assert_eq!(classes, [LeaseExpired, LeaseExpired, Poisoned]);
+    assert!(
+        detail.attempts[2]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("3 times in a row")
+    );
+
+    // An attempt that ends resets the count; with a backoff the rescued job waits for it.
+    let other = store.job_insert(job("greet")).await.unwrap().id;
+    lose(store.clone(), RESCUE).await;
+    let claimed = store
+        .job_fetch(fetch("default", 1, NODE, LEASE))
         .await
         .unwrap();
-    assert_eq!(store.job_rescue().await.unwrap(), [id]);
-    let job = store.job_get(id).await.unwrap().job;
-    assert_eq!(job.state, JobState::Discarded);
-    assert!(job.finalized_at.is_some());
+    let failed = AttemptClass::Failed(FailureKind::Trap);
+    let soon = Utc::now() - chrono::Duration::seconds(1);
+    finish(
+        &store,
+        NODE,
+        vec![outcome(
+            other,
+            claimed[0].attempt,
+            Resolution::Retry { at: soon },
+            failed,
+        )],
+    )
+    .await;
+    store.job_stage().await.unwrap();
+    let waiting = JobRescue {
+        poison_limit: 2,
+        backoff: Duration::from_secs(3600),
+    };
+    lose(store.clone(), waiting).await;
+    let waited = store.job_get(other).await.unwrap().job;
+    assert_eq!(
+        waited.state,
+        JobState::Retryable,
+        "one loss in a row since the last end"
+    );
+    assert!(waited.scheduled_at > Utc::now() + chrono::Duration::minutes(50));
 }
 
 async fn retryable_jobs_are_staged_when_due(store: Arc<dyn Store>) {
@@ -641,7 +707,7 @@ async fn cancel_retry_delete_and_typed_not_found(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store.job_cancel(id).await.unwrap();
-    assert_eq!(store.job_rescue().await.unwrap(), [id]);
+    assert_eq!(store.job_rescue(RESCUE).await.unwrap(), [id]);
     assert_eq!(
         store.job_get(id).await.unwrap().job.state,
         JobState::Cancelled
@@ -1258,7 +1324,7 @@ async fn every_move_follows_the_state_machine(store: Arc<dyn Store>) {
         .await
         .unwrap(); // -> running
     observe(&store).await;
-    store.job_rescue().await.unwrap(); // -> available
+    store.job_rescue(RESCUE).await.unwrap(); // -> available (no backoff)
     observe(&store).await;
     store
         .job_fetch(fetch("default", 1, NODE, LEASE))

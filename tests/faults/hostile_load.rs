@@ -14,8 +14,11 @@ use sluice_test_artifacts as guests;
 use crate::cluster::{Attempt, History, Node, enqueue_many, own_the_machine, scale};
 use crate::support::binary::Sluice;
 
-/// One hostile job: function, args, the outcomes it may end in (a loop ends in whichever of
-/// its fuel and its deadline runs out first).
+/// One hostile job: function, args, the outcome it ends in when it gets the CPU it needs
+/// (a loop ends in whichever of its fuel and its deadline runs out first). Beside the
+/// stream a demoted attempt may get little CPU, on a loaded machine next to nothing, so
+/// `timeout` is always a correct end too: the class is checked exactly, one at a time, in
+/// `tests/all/sandbox.rs`.
 const HOSTILE: &[(&str, &str, &[&str])] = &[
     ("infinite_loop", "null", &["out_of_fuel", "timeout"]),
     ("allocate_forever", "null", &["memory_limit"]),
@@ -103,15 +106,17 @@ async fn hostile_guests_beside_normal_jobs(sluice: Sluice) {
         by_job.entry(attempt.job).or_default().push(attempt);
     }
     let mut loop_ended = None;
+    let mut classes: BTreeMap<String, usize> = BTreeMap::new();
     for (id, (function, _, expected)) in hostile_ids.iter().zip(HOSTILE) {
         let [attempt] = by_job[id].as_slice() else {
             panic!("hostile::{function} has attempts {:?}", by_job[id]);
         };
         assert!(
-            expected.contains(&attempt.outcome.as_str()),
-            "hostile::{function} ended in {}, expected one of {expected:?}",
+            expected.contains(&attempt.outcome.as_str()) || attempt.outcome == "timeout",
+            "hostile::{function} ended in {}, expected one of {expected:?} or timeout",
             attempt.outcome
         );
+        *classes.entry(attempt.outcome.clone()).or_insert(0) += 1;
         // Whatever it did, it ended within its deadline and a second (the promise; the
         // overshoot measured is milliseconds).
         let ran = (attempt.finished_at - attempt.started_at).to_std().unwrap();
@@ -157,7 +162,7 @@ async fn hostile_guests_beside_normal_jobs(sluice: Sluice) {
     );
     let rate = normal as f64 / (last - first).to_std().unwrap().as_secs_f64();
     println!(
-        "{normal} normal jobs beside {} hostile ones: {rate:.0} jobs/s, done {:?} before the loop ended",
+        "{normal} normal jobs beside {} hostile ones: {rate:.0} jobs/s, done {:?} before the loop ended; hostile classes {classes:?}",
         HOSTILE.len(),
         (loop_ended - last).to_std().unwrap()
     );
