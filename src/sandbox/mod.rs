@@ -82,7 +82,7 @@ impl SandboxConfig {
 }
 
 /// Refuses a catalogue that jobs could not call by name, or that would bloat every listing.
-fn check_catalogue(functions: &[JobFunction]) -> Result<(), ModuleError> {
+pub fn check_catalogue(functions: &[JobFunction]) -> Result<(), ModuleError> {
     if functions.len() > MAX_FUNCTIONS {
         return Err(ModuleError::Catalogue(format!(
             "the module lists {} job functions; a module may export at most {MAX_FUNCTIONS}",

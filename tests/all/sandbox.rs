@@ -664,3 +664,78 @@ async fn compiled_modules_are_cached_on_disk_and_reloaded() {
         .unwrap();
     assert!(report.output().is_some());
 }
+
+/// A component whose one core module takes seconds to compile: `functions` functions of a
+/// few thousand instructions each. It is of no Sluice world, so it is refused after compiling.
+fn compile_bomb(functions: usize) -> Vec<u8> {
+    let body = " i64.const 3 i64.mul i64.const 7 i64.add".repeat(1000);
+    let mut wat = String::from("(component (core module");
+    for i in 0..functions {
+        wat += &format!(" (func (export \"f{i}\") (param i64) (result i64) local.get 0{body})");
+    }
+    wat += "))";
+    wat::parse_str(&wat).unwrap()
+}
+
+/// Compiling runs off the async workers: on a single-threaded runtime, attempts go on while
+/// a module compiles for seconds (were the compile on the runtime's thread, none would run).
+#[tokio::test(flavor = "current_thread")]
+async fn attempts_go_on_while_a_huge_module_compiles() {
+    let hello = prepare(guests::HELLO).await;
+    let bomb = compile_bomb(400);
+    let fresh = Sandbox::new(SandboxConfig::new(temp_dir("bomb-cache"))).unwrap();
+    let started = Instant::now();
+    let compiling = tokio::spawn(async move { fresh.validate(&bomb).await });
+    let mut ran = 0;
+    while !compiling.is_finished() {
+        let report = run_json(&hello, "greet", r#"{"name":"beside"}"#).await;
+        assert_eq!(output_json(&report), "Hello, beside!");
+        ran += 1;
+        tokio::task::yield_now().await;
+    }
+    let compiled_in = started.elapsed();
+    let refused = compiling.await.unwrap().unwrap_err();
+    assert!(
+        matches!(refused, ModuleError::WrongWorld { .. }),
+        "{refused}"
+    );
+    println!("{ran} attempts ran while a module compiled for {compiled_in:?}");
+    assert!(
+        ran >= 3,
+        "only {ran} attempts ran during a {compiled_in:?} compile"
+    );
+}
+
+/// A catalogue no job could call by name is refused at upload, never cut.
+#[tokio::test]
+async fn a_catalogue_with_unusable_names_is_refused() {
+    let long = "f".repeat(sluice::sandbox::MAX_FUNCTION_NAME_BYTES + 1);
+    for (names, message) in [
+        (vec![long.as_str()], "must be 1 to 128 bytes"),
+        (vec!["a b"], "contains whitespace or control characters"),
+        (vec!["twice", "twice"], "is listed twice"),
+    ] {
+        let functions: Vec<sluice::model::JobFunction> = names
+            .iter()
+            .map(|name| sluice::model::JobFunction {
+                name: name.to_string(),
+                description: String::new(),
+            })
+            .collect();
+        let error = sluice::sandbox::check_catalogue(&functions).unwrap_err();
+        assert!(error.to_string().contains(message), "{error}");
+    }
+    let many: Vec<sluice::model::JobFunction> = (0..=sluice::sandbox::MAX_FUNCTIONS)
+        .map(|i| sluice::model::JobFunction {
+            name: format!("f{i}"),
+            description: String::new(),
+        })
+        .collect();
+    let error = sluice::sandbox::check_catalogue(&many).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("a module may export at most 1000"),
+        "{error}"
+    );
+}
