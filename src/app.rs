@@ -43,12 +43,27 @@ impl App {
 
     /// The sandbox for a node with `config`: its instance pool holds every attempt the node
     /// can run at once, so a full pool is never why a job fails.
+    /// `memory_budget` replaces the default budget (half of physical memory).
     pub fn sandbox_for_node(
         cache_dir: Option<PathBuf>,
         config: &EngineConfig,
+        memory_budget: Option<u64>,
     ) -> anyhow::Result<Sandbox> {
         let instances = crate::engine::attempts_at_once(config)?;
-        App::sandbox_with(cache_dir, |sandbox| sandbox.max_instances = instances)
+        if let Some(bytes) = memory_budget
+            && bytes < crate::sandbox::MemoryBudget::MIN_BYTES
+        {
+            anyhow::bail!(
+                "--memory-budget must be at least {} bytes (one attempt's start)",
+                crate::sandbox::MemoryBudget::MIN_BYTES
+            );
+        }
+        App::sandbox_with(cache_dir, |sandbox| {
+            sandbox.max_instances = instances;
+            if let Some(bytes) = memory_budget {
+                sandbox.memory_budget_bytes = bytes;
+            }
+        })
     }
 
     /// Runs a node until `shutdown` resolves (or it runs out of work, if so configured).

@@ -98,6 +98,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     let sandbox = sluice::app::App::sandbox_for_node(
         args.cache_dir.clone(),
         &node_config("bench", args.concurrency),
+        None,
     )?;
     upload(context, &sandbox, &args.module, MODULE, "hello").await?;
     // A queue of its own, so the figures count only the benchmark's jobs.

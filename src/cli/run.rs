@@ -39,6 +39,10 @@ pub struct Args {
     /// after which the job is dead-lettered as `poisoned` instead of run again.
     #[arg(long, default_value_t = EngineConfig::DEFAULT_POISON_LIMIT)]
     poison_limit: i32,
+    /// Bytes of memory all attempts of this node may hold together; attempts wait for room.
+    /// Default: half of physical memory.
+    #[arg(long)]
+    memory_budget: Option<u64>,
     /// This node's id; generated when omitted.
     #[arg(long)]
     node_id: Option<String>,
@@ -78,7 +82,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
-    let sandbox = sluice::app::App::sandbox_for_node(args.cache_dir, &config)?;
+    let sandbox = sluice::app::App::sandbox_for_node(args.cache_dir, &config, args.memory_budget)?;
     let metrics = Arc::new(Metrics::default());
     let progress = show_progress(metrics.clone());
     context
@@ -87,7 +91,11 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .await?;
     progress.abort();
     if context.json {
-        super::print_json(&serde_json::json!({ "attempts": metrics.snapshot() }));
+        super::print_json(&serde_json::json!({
+            "attempts": metrics.snapshot(),
+            "handed_back": metrics.handed_back.load(std::sync::atomic::Ordering::Relaxed),
+            "waits_for_the_node": metrics.node_waits.load(std::sync::atomic::Ordering::Relaxed),
+        }));
     }
     Ok(())
 }

@@ -15,6 +15,9 @@ pub struct Metrics {
     /// Attempts handed back unfinished: at shutdown, or because the store could not say which
     /// module to run.
     pub handed_back: AtomicU64,
+    /// Times an attempt waited on this node for its own shortage (memory held by other
+    /// attempts, no instance slot) before trying again.
+    pub node_waits: AtomicU64,
     /// When this node first claimed a job, and when it last wrote outcomes: the span of a
     /// drain, as `sluice bench` measures it.
     first_claim: OnceLock<Instant>,

@@ -272,9 +272,100 @@ impl Consumer {
             attempt = job.attempt,
             node = %config.node_id,
         );
+        let mut permit = Some(permit);
+        let cancel = self.cancel_token(job.id);
+        let (result, started_at) = loop {
+            let (result, started_at) = self.run_once(&job, &span, &cancel, &mut permit).await;
+            // The node's own shortage (memory held by other attempts, no instance slot): the
+            // job waits here, still claimed and leased, and tries again; it does not fail,
+            // and does not go back to be claimed straight into the same shortage.
+            let wait = match &result {
+                Some(Ok(Ok(Err(not_started)))) if !not_started.retry_after.is_zero() => {
+                    span.in_scope(|| {
+                        tracing::debug!(reason = %not_started, "attempt not started; waiting to try again")
+                    });
+                    not_started.retry_after.mul_f64(0.9 + fastrand::f64() * 0.2)
+                }
+                _ => break (result, started_at),
+            };
+            self.shared
+                .metrics
+                .node_waits
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(entry) = self.shared.in_flight.lock().unwrap().get_mut(&job.id) {
+                entry.overdue_at = None;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = cancel.cancelled() => break (Some(Err(Interrupted::Cancelled)), started_at),
+                () = self.shared.hand_back.cancelled() => break (None, started_at),
+            }
+        };
+        let outcome = match result {
+            Some(Err(Interrupted::Cancelled)) => {
+                span.in_scope(|| tracing::info!("attempt interrupted: the job was cancelled"));
+                cancelled(&job, started_at, &config.node_id)
+            }
+            Some(Err(Interrupted::Overdue(timeout))) => {
+                span.in_scope(|| {
+                    tracing::warn!(?timeout, "attempt stopped by the node past its deadline")
+                });
+                let failure = Failure::new(
+                    FailureKind::Timeout,
+                    format!(
+                        "the attempt ran past its deadline of {timeout:?}; the node stopped it"
+                    ),
+                );
+                self.resolve(&job, bare_run(failure, started_at), started_at)
+            }
+            Some(Ok(Ok(Ok(run)))) => self.resolve(&job, run, started_at),
+            Some(Ok(Ok(Err(not_started)))) => {
+                span.in_scope(|| {
+                    tracing::warn!(reason = %not_started, "attempt not started; the job goes back");
+                });
+                self.shared
+                    .metrics
+                    .handed_back
+                    .fetch_add(1, Ordering::Relaxed);
+                hand_back(&job, started_at, &config.node_id, not_started.reason)
+            }
+            Some(Ok(Err(error))) => {
+                // A host bug this attempt ran into; the attempt counts, as a trap would.
+                let failure = Failure::new(
+                    FailureKind::Trap,
+                    format!("the host failed while running this attempt: {error}"),
+                );
+                self.resolve(&job, bare_run(failure, started_at), started_at)
+            }
+            None => {
+                self.shared
+                    .metrics
+                    .handed_back
+                    .fetch_add(1, Ordering::Relaxed);
+                hand_back(&job, started_at, &config.node_id, AT_SHUTDOWN.into())
+            }
+        };
+        span.in_scope(|| {
+            tracing::debug!(outcome = %outcome.record.outcome, "attempt finished");
+        });
+        // Waits when the completer is behind: backpressure on the whole queue.
+        let _ = self.completions.send(outcome).await;
+        if permit.take().is_some() {
+            self.slot_freed.notify_one();
+        }
+    }
+
+    /// Runs one try of the attempt in a task of its own (if anything in it panics, this job's
+    /// attempt fails and nothing else notices), until it ends, is cancelled, overruns its
+    /// deadline or must be handed back (`None`). Returns that and when the instance started.
+    async fn run_once(
+        &self,
+        job: &Job,
+        span: &tracing::Span,
+        cancel: &CancellationToken,
+        permit: &mut Option<OwnedSemaphorePermit>,
+    ) -> (Ended, chrono::DateTime<Utc>) {
         let mut started_at = Utc::now();
-        // The attempt runs in a task of its own: if anything in it panics, this job's
-        // attempt fails and nothing else notices.
         let runner = self.shared.runner.clone();
         let claimed = job.clone();
         let (start_signal, mut started) = tokio::sync::oneshot::channel();
@@ -283,14 +374,12 @@ impl Consumer {
             async move { runner.run(&claimed, start_signal).await }.instrument(span.clone());
         let (attempt, mut demoted) = self.shared.lanes.run(attempt);
         let mut attempt = tokio::spawn(attempt);
-        let mut permit = Some(permit);
         let mut awaiting_start = true;
-        let cancel = self.cancel_token(job.id);
         // Armed when the instance starts: past its deadline and `HARD_STOP_AFTER`, the attempt
         // is stopped from here whether or not its own task gets the CPU to stop itself (a
         // demoted attempt on a starved low-priority thread may not, for seconds).
         let mut hard_stop: Option<(Pin<Box<tokio::time::Sleep>>, Duration)> = None;
-        let result = loop {
+        let ended = loop {
             tokio::select! {
                 // A completed attempt that raced the request stays completed.
                 biased;
@@ -325,70 +414,12 @@ impl Consumer {
                 }
                 // Moved to a background seat: its queue slot is free for a short job.
                 Ok(()) = &mut demoted, if permit.is_some() => {
-                    permit = None;
+                    *permit = None;
                     self.slot_freed.notify_one();
                 }
             }
         };
-        let outcome = match result {
-            Some(Err(Interrupted::Cancelled)) => {
-                span.in_scope(|| tracing::info!("attempt interrupted: the job was cancelled"));
-                cancelled(&job, started_at, &config.node_id)
-            }
-            Some(Err(Interrupted::Overdue(timeout))) => {
-                span.in_scope(|| {
-                    tracing::warn!(?timeout, "attempt stopped by the node past its deadline")
-                });
-                let failure = Failure::new(
-                    FailureKind::Timeout,
-                    format!(
-                        "the attempt ran past its deadline of {timeout:?}; the node stopped it"
-                    ),
-                );
-                self.resolve(&job, bare_run(failure, started_at), started_at)
-            }
-            Some(Ok(Ok(Ok(run)))) => self.resolve(&job, run, started_at),
-            Some(Ok(Ok(Err(not_started)))) => {
-                span.in_scope(|| {
-                    tracing::warn!(reason = %not_started, "attempt not started; the job goes back");
-                });
-                self.shared
-                    .metrics
-                    .handed_back
-                    .fetch_add(1, Ordering::Relaxed);
-                let mut outcome = hand_back(&job, started_at, &config.node_id, not_started.reason);
-                if !not_started.retry_after.is_zero() {
-                    let wait = not_started.retry_after.mul_f64(0.9 + fastrand::f64() * 0.2);
-                    outcome.resolution = Resolution::Snooze {
-                        at: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
-                    };
-                }
-                outcome
-            }
-            Some(Ok(Err(error))) => {
-                // A host bug this attempt ran into; the attempt counts, as a trap would.
-                let failure = Failure::new(
-                    FailureKind::Trap,
-                    format!("the host failed while running this attempt: {error}"),
-                );
-                self.resolve(&job, bare_run(failure, started_at), started_at)
-            }
-            None => {
-                self.shared
-                    .metrics
-                    .handed_back
-                    .fetch_add(1, Ordering::Relaxed);
-                hand_back(&job, started_at, &config.node_id, AT_SHUTDOWN.into())
-            }
-        };
-        span.in_scope(|| {
-            tracing::debug!(outcome = %outcome.record.outcome, "attempt finished");
-        });
-        // Waits when the completer is behind: backpressure on the whole queue.
-        let _ = self.completions.send(outcome).await;
-        if permit.take().is_some() {
-            self.slot_freed.notify_one();
-        }
+        (ended, started_at)
     }
 
     fn resolve(&self, job: &Job, run: RunResult, started_at: chrono::DateTime<Utc>) -> JobOutcome {
@@ -433,6 +464,12 @@ const AT_SHUTDOWN: &str = "handed back at shutdown";
 
 /// How long past its deadline an attempt is stopped from the node's side (see `Consumer`).
 const HARD_STOP_AFTER: Duration = Duration::from_millis(500);
+
+/// How one try of an attempt ended: `None` when it must be handed back (shutdown); else the
+/// node's interruption, or the attempt task's result (a panic in it, or the runner's).
+type Ended = Option<
+    Result<Result<Result<RunResult, super::NotStarted>, tokio::task::JoinError>, Interrupted>,
+>;
 
 /// Why the node stopped an attempt itself.
 enum Interrupted {

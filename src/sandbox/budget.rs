@@ -27,6 +27,9 @@ pub struct MemoryBudget {
 }
 
 impl MemoryBudget {
+    /// The smallest budget: one attempt's start.
+    pub const MIN_BYTES: u64 = ADMISSION_BYTES;
+
     /// A budget of `bytes` (rounded down to whole pages, at least one admission).
     pub fn new(bytes: u64) -> MemoryBudget {
         let units = (bytes / UNIT).max(ADMISSION_BYTES / UNIT);

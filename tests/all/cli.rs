@@ -32,6 +32,8 @@ macro_rules! both_stores {
 }
 
 both_stores!(
+    large_jobs_wait_for_the_memory_budget_and_spend_no_attempt,
+    a_second_interrupt_exits_at_once,
     cancelling_a_running_job_interrupts_its_attempt,
     a_closed_stdout_ends_a_command_quietly,
     the_seed_scenario_runs_to_its_final_states,
@@ -40,6 +42,105 @@ both_stores!(
     sigterm_finishes_or_hands_back_running_attempts,
     bad_input_is_refused_and_nothing_is_stored,
 );
+
+fn large_jobs_wait_for_the_memory_budget_and_spend_no_attempt(sluice: Sluice) {
+    sluice.ok(&["upload", guests::HOSTILE]);
+    // Six jobs of 24 MiB on a node whose budget holds one and a bit: they take turns.
+    let ids: Vec<i64> = (0..6)
+        .map(|_| {
+            sluice.enqueue(&[
+                "hostile",
+                "hold_memory",
+                r#"{"mb":24,"ms":100}"#,
+                "--max-attempts",
+                "1",
+            ])
+        })
+        .collect();
+    let budget = (40u64 << 20).to_string();
+    let ran = sluice.json(&[
+        "run",
+        "--exit-when-idle",
+        "--queue",
+        "default=6",
+        "--memory-budget",
+        &budget,
+    ]);
+    // They started together and the budget made all but one wait, more than once.
+    assert!(ran["waits_for_the_node"].as_u64().unwrap() >= 5, "{ran}");
+    assert_eq!(ran["attempts"]["completed"], 6, "{ran}");
+    for id in ids {
+        let job = sluice.job(id);
+        assert_eq!(job["state"], "completed", "{job}");
+        assert_eq!(job["output"], 24);
+        // Waiting for memory is not an attempt: one attempt, completed, whatever the turns.
+        let attempts = job["attempts"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "{attempts:?}");
+        assert_eq!(attempts[0]["outcome"], "completed");
+    }
+    // A budget below one attempt's start is refused.
+    let error = sluice.fails(&["run", "--exit-when-idle", "--memory-budget", "1000"]);
+    assert!(
+        error.contains("--memory-budget must be at least"),
+        "{error}"
+    );
+}
+
+fn a_second_interrupt_exits_at_once(sluice: Sluice) {
+    use std::io::BufRead;
+    sluice.ok(&["upload", guests::HELLO]);
+    let mut node = sluice
+        .command(&["run", "--grace", "60s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The node's log, line by line, as it writes it.
+    let (lines, log) = std::sync::mpsc::channel::<String>();
+    let stderr = node.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    let sleeper = sluice.enqueue(&["hello", "sleep", r#"{"ms":60000}"#]);
+    sluice.wait_until(Duration::from_secs(20), "the attempt to start", |s| {
+        s.job(sleeper)["state"] == "running"
+    });
+    let pid = node.id().to_string();
+    let interrupt = || {
+        let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(status.success());
+    };
+    interrupt();
+    // The first interrupt starts a graceful stop, which waits for the running attempt (up
+    // to the 60 s grace)...
+    loop {
+        let line = log
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the node said nothing of the interrupt");
+        if line.contains("a second Ctrl-C exits at once") {
+            break;
+        }
+    }
+    assert!(
+        node.try_wait().unwrap().is_none(),
+        "the node left without waiting"
+    );
+    // ...the second exits at once.
+    let asked = std::time::Instant::now();
+    interrupt();
+    let status = node.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        asked.elapsed()
+    );
+}
 
 fn cancelling_a_running_job_interrupts_its_attempt(sluice: Sluice) {
     sluice.ok(&["upload", guests::HELLO]);

@@ -118,3 +118,101 @@ async fn a_missing_module_is_still_the_jobs_failure() {
     assert_eq!(failure.kind, sluice::model::FailureKind::ModuleError);
     assert!(failure.message.contains("no_such_module"), "{failure:?}");
 }
+
+/// Runs every job as completed, except those whose args are `"refused"`: their report carries
+/// a NUL character, which PostgreSQL refuses to store (the sandbox never lets one through;
+/// this stands for any outcome the database will not take).
+struct UnstorableReports;
+
+#[async_trait::async_trait]
+impl Runner for UnstorableReports {
+    async fn run(
+        &self,
+        job: &Job,
+        started: AttemptStart,
+    ) -> Result<sluice::engine::RunResult, sluice::engine::NotStarted> {
+        use sluice::model::{AttemptReport, Failure, FailureKind, LogLine, LogStream};
+        started.now(Duration::from_secs(60));
+        let refused = job.args == br#""refused""#;
+        let outcome = if refused {
+            AttemptOutcome::Failed(Failure::new(FailureKind::GuestError, "bad \0 byte"))
+        } else {
+            AttemptOutcome::Completed {
+                output: b"1".to_vec(),
+            }
+        };
+        let logs = if refused {
+            vec![LogLine {
+                stream: LogStream::Info,
+                text: "also \0 here".into(),
+            }]
+        } else {
+            Vec::new()
+        };
+        Ok(sluice::engine::RunResult {
+            module_version: Some(1),
+            report: AttemptReport {
+                outcome,
+                fuel_consumed: 1,
+                wall_time: Duration::from_millis(1),
+                peak_memory_bytes: 0,
+                logs,
+                logs_dropped_bytes: 0,
+            },
+        })
+    }
+}
+
+/// An outcome the database refuses never costs the others in its batch theirs: the batch is
+/// written one by one, and the refused one without its guest text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unstorable_outcome_does_not_fail_its_batch() {
+    let url = fresh_postgres_database().await;
+    let store = sluice::store::connect(&url).await.unwrap();
+    let mut jobs = Vec::new();
+    for i in 0..200 {
+        let args = if i == 77 { "refused" } else { "fine" };
+        let mut job = NewJob::json("hello", "greet", &serde_json::json!(args));
+        job.max_attempts = 1;
+        jobs.push(job);
+    }
+    let ids = store.job_insert_many(jobs).await.unwrap();
+    let mut config = sluice::config::EngineConfig::new(
+        "node-a".into(),
+        vec![sluice::config::QueueConfig {
+            name: "default".into(),
+            concurrency: 16,
+        }],
+    );
+    config.exit_when_idle = true;
+    let metrics = Arc::new(sluice::engine::Metrics::default());
+    sluice::engine::run_node(
+        store.clone(),
+        Arc::new(UnstorableReports),
+        config,
+        metrics,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let detail = store.job_get(*id).await.unwrap();
+        assert_eq!(detail.attempts.len(), 1, "job {i}");
+        if i == 77 {
+            assert_eq!(detail.job.state, sluice::model::JobState::Discarded);
+            let attempt = &detail.attempts[0];
+            assert!(attempt.logs.is_empty());
+            let message = attempt.message.as_deref().unwrap();
+            assert!(
+                message.contains("the store refused this attempt's report"),
+                "{message}"
+            );
+        } else {
+            assert_eq!(
+                detail.job.state,
+                sluice::model::JobState::Completed,
+                "job {i}"
+            );
+        }
+    }
+}

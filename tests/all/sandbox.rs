@@ -225,6 +225,20 @@ fn hostile_cases() -> Vec<Hostile> {
         ..none
     };
     vec![
+        Hostile {
+            function: "hold_memory",
+            args: r#"{"mb":8,"ms":1}"#,
+            overrides: none,
+            expect: None,
+            check: |r| {
+                assert_eq!(output_json(r), 8);
+                assert!(
+                    r.peak_memory_bytes >= 8 << 20,
+                    "peak {}",
+                    r.peak_memory_bytes
+                );
+            },
+        },
         until_the_deadline("log_loop", r#"{"kib":256}"#),
         until_the_deadline("report_panic_loop", r#"{"kib":256}"#),
         until_the_deadline("stdout_loop", r#"{"kib":256}"#),

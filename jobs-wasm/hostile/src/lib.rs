@@ -187,6 +187,20 @@ fn handle_flood() -> Result<(), Infallible> {
     }
 }
 
+#[derive(Deserialize)]
+struct Hold {
+    mb: usize,
+    ms: u64,
+}
+
+/// Takes {"mb": N} MiB of memory, holds it {"ms": M} milliseconds, and returns N: a large
+/// but well-behaved job, for the node's memory budget.
+fn hold_memory(args: Hold) -> Result<usize, Infallible> {
+    let held = black_box(vec![1u8; args.mb << 20]);
+    std::thread::sleep(std::time::Duration::from_millis(args.ms));
+    Ok(held.len() >> 20)
+}
+
 /// Fails with an error message of {"mb": N} megabytes.
 fn huge_error(args: Size) -> Result<(), String> {
     Err("e".repeat(args.mb << 20))
@@ -219,4 +233,5 @@ sluice_guest_sdk::export_jobs! {
     handle_flood,
     huge_error,
     huge_panic,
+    hold_memory,
 }
