@@ -8,6 +8,7 @@ use std::process::Command;
 
 /// (constant name, guest package, built file name).
 const GUESTS: &[(&str, &str, &str)] = &[
+    ("CATALOGUE_BOMB", "catalogue-bomb", "catalogue_bomb.wasm"),
     ("HELLO", "hello", "hello.wasm"),
     ("HOSTILE", "hostile", "hostile.wasm"),
     ("WRONG_WORLD", "wrong-world", "wrong-world.wasm"),

@@ -4,6 +4,10 @@ use sluice_test_artifacts as guests;
 
 /// The tests that exercise each guest package; adding a guest without adding it here fails.
 const EXERCISED_BY: &[(&str, &str)] = &[
+    (
+        "catalogue-bomb",
+        "sandbox::upload_refuses_a_catalogue_over_the_cap",
+    ),
     ("hello", "sandbox::hello_* and cli::*"),
     ("hostile", "sandbox::every_hostile_function_fails_alone"),
     (

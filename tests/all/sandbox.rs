@@ -720,6 +720,21 @@ async fn attempts_go_on_while_a_huge_module_compiles() {
     );
 }
 
+/// A real module listing 1,001 functions is refused at upload, naming the cap.
+#[tokio::test]
+async fn upload_refuses_a_catalogue_over_the_cap() {
+    let error = sandbox()
+        .validate(&read_guest(guests::CATALOGUE_BOMB))
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, ModuleError::Catalogue(_)), "{message}");
+    assert!(
+        message.contains("the module lists 1001 job functions; a module may export at most 1000"),
+        "{message}"
+    );
+}
+
 /// A catalogue no job could call by name is refused at upload, never cut.
 #[tokio::test]
 async fn a_catalogue_with_unusable_names_is_refused() {
