@@ -508,26 +508,15 @@ impl Consumer {
 
 /// The outcome of an attempt stopped by a cancel request: recorded, and the job cancelled.
 fn cancelled(job: &Job, started_at: chrono::DateTime<Utc>, node: &str) -> JobOutcome {
-    let now = Utc::now();
-    JobOutcome {
-        id: job.id,
-        attempt: job.attempt,
-        resolution: Resolution::Cancel,
-        record: AttemptRecord {
-            attempt: job.attempt,
-            node: node.to_string(),
-            module_version: None,
-            started_at,
-            finished_at: now,
-            outcome: AttemptClass::Cancelled,
-            message: Some("cancelled by request while running; the attempt was interrupted".into()),
-            trap_code: None,
-            fuel_consumed: 0,
-            duration: (now - started_at).to_std().unwrap_or_default(),
-            peak_memory_bytes: 0,
-            logs: Vec::new(),
-        },
-    }
+    let message = "cancelled by request while running; the attempt was interrupted";
+    stopped(
+        job,
+        started_at,
+        node,
+        Resolution::Cancel,
+        AttemptClass::Cancelled,
+        message.into(),
+    )
 }
 
 /// An attempt stopped at shutdown, or one that never started, goes back to the queue at once,
@@ -538,19 +527,38 @@ fn hand_back(
     node: &str,
     reason: String,
 ) -> JobOutcome {
+    stopped(
+        job,
+        started_at,
+        node,
+        Resolution::Release,
+        AttemptClass::Abandoned,
+        reason,
+    )
+}
+
+/// The outcome of an attempt the node stopped (or never started), with nothing from the guest.
+fn stopped(
+    job: &Job,
+    started_at: chrono::DateTime<Utc>,
+    node: &str,
+    resolution: Resolution,
+    outcome: AttemptClass,
+    message: String,
+) -> JobOutcome {
     let now = Utc::now();
     JobOutcome {
         id: job.id,
         attempt: job.attempt,
-        resolution: Resolution::Release,
+        resolution,
         record: AttemptRecord {
             attempt: job.attempt,
             node: node.to_string(),
             module_version: None,
             started_at,
             finished_at: now,
-            outcome: AttemptClass::Abandoned,
-            message: Some(reason),
+            outcome,
+            message: Some(message),
             trap_code: None,
             fuel_consumed: 0,
             duration: (now - started_at).to_std().unwrap_or_default(),
