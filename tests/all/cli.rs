@@ -537,6 +537,20 @@ fn bad_input_is_refused_and_nothing_is_stored(sluice: Sluice) {
         assert!(!error.contains("panicked"), "{flags:?}: {error}");
     }
 
+    // Native code is never loaded from a directory other users could write to.
+    let open = temp_dir("open-cache");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let error = sluice.fails(&[
+        "run",
+        "--exit-when-idle",
+        "--cache-dir",
+        open.to_str().unwrap(),
+    ]);
+    assert!(error.contains("writable by other users"), "{error}");
+
     // A module over the size cap is refused before it is read whole.
     let error = sluice.fails(&["upload", guests::HELLO, "--max-module-size", "1000"]);
     assert!(

@@ -768,3 +768,26 @@ async fn a_catalogue_with_unusable_names_is_refused() {
         "{error}"
     );
 }
+
+/// Native code is loaded only from a directory of this user's that nobody else can write.
+#[tokio::test]
+async fn a_cache_directory_others_could_write_or_own_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let open = temp_dir("open-cache");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let error = Sandbox::new(SandboxConfig::new(open)).err().unwrap();
+    assert!(
+        error.to_string().contains("writable by other users"),
+        "{error}"
+    );
+
+    // Owned by someone else (this machine kind runs the tests as root, which may give it away).
+    let theirs = temp_dir("their-cache");
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let error = Sandbox::new(SandboxConfig::new(theirs)).err().unwrap();
+    assert!(
+        error.to_string().contains("belongs to user 65534"),
+        "{error}"
+    );
+}
