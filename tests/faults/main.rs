@@ -10,5 +10,6 @@ mod crashes;
 mod hostile_load;
 mod many_nodes;
 mod outages;
+mod poison;
 #[path = "../support/mod.rs"]
 mod support;
