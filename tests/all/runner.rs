@@ -216,3 +216,77 @@ async fn an_unstorable_outcome_does_not_fail_its_batch() {
         }
     }
 }
+
+/// A runner whose attempt starts and then never ends by itself, as a demoted attempt on a
+/// starved thread might not: the node stops it from its side.
+struct NeverEnds;
+
+#[async_trait::async_trait]
+impl Runner for NeverEnds {
+    async fn run(
+        &self,
+        _job: &Job,
+        started: AttemptStart,
+    ) -> Result<sluice::engine::RunResult, sluice::engine::NotStarted> {
+        started.now(Duration::from_millis(200));
+        std::future::pending().await
+    }
+}
+
+/// Past its deadline (and half a second), the node records `timeout` for an attempt that did
+/// not stop, and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_stops_an_attempt_that_outruns_its_deadline() {
+    let path = crate::support::temp_dir("never-ends").join("sluice.db");
+    let store = sluice::store::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let mut new = NewJob::json("hello", "greet", &serde_json::json!(null));
+    new.max_attempts = 1;
+    let id = store.job_insert(new).await.unwrap().id;
+    let mut config = sluice::config::EngineConfig::new(
+        "node-a".into(),
+        vec![sluice::config::QueueConfig {
+            name: "default".into(),
+            concurrency: 1,
+        }],
+    );
+    config.exit_when_idle = true;
+    let started = std::time::Instant::now();
+    sluice::engine::run_node(
+        store.clone(),
+        Arc::new(NeverEnds),
+        config,
+        Arc::new(sluice::engine::Metrics::default()),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let detail = store.job_get(id).await.unwrap();
+    assert_eq!(detail.job.state, sluice::model::JobState::Discarded);
+    let attempt = &detail.attempts[0];
+    assert_eq!(
+        attempt.outcome,
+        sluice::model::AttemptClass::Failed(sluice::model::FailureKind::Timeout)
+    );
+    assert!(
+        attempt
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("the node stopped it"),
+        "{:?}",
+        attempt.message
+    );
+    // 200 ms deadline + 500 ms: recorded at about 0.7 s, far from the hang it would be.
+    assert!(
+        attempt.duration >= Duration::from_millis(700),
+        "{:?}",
+        attempt.duration
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}

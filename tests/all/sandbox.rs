@@ -791,3 +791,51 @@ async fn a_cache_directory_others_could_write_or_own_is_refused() {
         "{error}"
     );
 }
+
+/// No instance slot free is the node's fault, not the job's: the attempt does not start.
+#[tokio::test]
+async fn a_full_instance_pool_is_a_node_fault() {
+    let mut config = SandboxConfig::new(crate::support::shared_cache_dir());
+    config.max_instances = 1;
+    let small = Sandbox::new(config).unwrap();
+    let hello = small.prepare(&read_guest(guests::HELLO)).await.unwrap();
+    let (sleeping, started) = tokio::sync::oneshot::channel();
+    let holder = {
+        let (small, hello) = (small.clone(), hello.clone());
+        tokio::spawn(async move {
+            small
+                .run_observed(
+                    &hello,
+                    "sleep",
+                    br#"{"ms":2000}"#,
+                    Codec::Json,
+                    &Default::default(),
+                    |_| {
+                        let _ = sleeping.send(());
+                    },
+                )
+                .await
+        })
+    };
+    started.await.unwrap();
+    // The one slot is taken (the sleeper instantiates right after its start signal).
+    let mut fault = None;
+    for _ in 0..200 {
+        match small
+            .run(&hello, "noop", b"null", Codec::Json, &Default::default())
+            .await
+        {
+            Err(node_fault) => {
+                fault = Some(node_fault);
+                break;
+            }
+            Ok(_) => tokio::task::yield_now().await,
+        }
+    }
+    let fault = fault.expect("a second attempt found a slot in a pool of one");
+    assert!(
+        fault.to_string().contains("no instance slot free"),
+        "{fault}"
+    );
+    holder.abort();
+}
