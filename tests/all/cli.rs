@@ -51,7 +51,7 @@ fn large_jobs_wait_for_the_memory_budget_and_spend_no_attempt(sluice: Sluice) {
             sluice.enqueue(&[
                 "hostile",
                 "hold_memory",
-                r#"{"mb":24,"ms":100}"#,
+                r#"{"mb":24,"ms":300}"#,
                 "--max-attempts",
                 "1",
             ])
