@@ -101,12 +101,14 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM. From then on a second signal exits at once, without
-/// waiting for the grace period or for a store that is not answering.
+/// waiting for the grace period or for a store that is not answering. The listeners exist
+/// from the start, so a second signal that comes at once is not missed.
 async fn shutdown_signal() {
-    stop_signal().await;
+    let mut signals = StopSignals::new();
+    signals.next().await;
     tracing::info!("stopping; a second Ctrl-C exits at once");
-    tokio::spawn(async {
-        stop_signal().await;
+    tokio::spawn(async move {
+        signals.next().await;
         eprintln!(
             "second interrupt: exiting now; jobs still held come back once their leases expire"
         );
@@ -114,18 +116,41 @@ async fn shutdown_signal() {
     });
 }
 
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
+/// SIGINT and SIGTERM, each a stream that keeps what arrives between two waits.
+struct StopSignals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn new() -> StopSignals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(stream) => Some(stream),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for {name}");
+                None
+            }
+        };
+        StopSignals {
+            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+            terminate: listen(SignalKind::terminate(), "SIGTERM"),
+        }
+    }
+
+    /// Waits for the next SIGINT or SIGTERM (forever if neither can be listened for).
+    async fn next(&mut self) {
+        async fn on(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(stream) => {
+                    stream.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the node");
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            () = on(&mut self.interrupt) => {}
+            () = on(&mut self.terminate) => {}
         }
     }
 }

@@ -375,6 +375,7 @@ impl Consumer {
         let (attempt, mut demoted) = self.shared.lanes.run(attempt);
         let mut attempt = tokio::spawn(attempt);
         let mut awaiting_start = true;
+        let mut demotion_answered = false;
         // Armed when the instance starts: past its deadline and `HARD_STOP_AFTER`, the attempt
         // is stopped from here whether or not its own task gets the CPU to stop itself (a
         // demoted attempt on a starved low-priority thread may not, for seconds).
@@ -412,10 +413,15 @@ impl Consumer {
                     attempt.abort();
                     break None;
                 }
-                // Moved to a background seat: its queue slot is free for a short job.
-                Ok(()) = &mut demoted, if permit.is_some() => {
-                    *permit = None;
-                    self.slot_freed.notify_one();
+                // Moved to a background seat: its queue slot is free for a short job. (The
+                // sender is dropped, unsent, when the attempt ends in the foreground: a
+                // receiver that has answered must not be polled again.)
+                seated = &mut demoted, if permit.is_some() && !demotion_answered => {
+                    demotion_answered = true;
+                    if seated.is_ok() {
+                        *permit = None;
+                        self.slot_freed.notify_one();
+                    }
                 }
             }
         };

@@ -66,7 +66,7 @@ fn large_jobs_wait_for_the_memory_budget_and_spend_no_attempt(sluice: Sluice) {
         "--memory-budget",
         &budget,
     ]);
-    // They started together and the budget made all but one wait, more than once.
+    // They started together and the budget made all but one wait.
     assert!(ran["waits_for_the_node"].as_u64().unwrap() >= 5, "{ran}");
     assert_eq!(ran["attempts"]["completed"], 6, "{ran}");
     for id in ids {
