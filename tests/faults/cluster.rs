@@ -228,6 +228,22 @@ impl History {
         }
     }
 
+    /// Sessions other than this one on the store's database (always 0 for SQLite). A
+    /// killed node's PostgreSQL sessions finish the statement they were running, then end.
+    pub async fn other_sessions(&self) -> i64 {
+        if !self.is_postgres() {
+            return 0;
+        }
+        let mut conn = self.pg().await;
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+    }
+
     /// The most bytes of guest-controlled text one attempt row holds (message and logs).
     pub async fn largest_attempt_text(&self) -> i64 {
         use sqlx::Connection;
