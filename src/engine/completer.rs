@@ -83,29 +83,23 @@ async fn write_stripped(shared: &Shared, mut one: JobFinishMany) {
 /// Writes, retrying while the store is only unavailable; false if the store refused the
 /// batch as it is (a permanent error).
 async fn outcomes_written(shared: &Shared, params: &JobFinishMany) -> bool {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match shared.store.job_finish_many(params).await {
-            Ok(applied) => {
-                written(shared, params.outcomes.len(), applied.len());
-                return true;
-            }
-            Err(error) if error.is_retryable() => {
-                tracing::warn!(%error, pending = params.outcomes.len(), "cannot write outcomes yet; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            Err(error) => {
-                tracing::warn!(%error, pending = params.outcomes.len(), "the store refused outcomes");
-                return false;
-            }
-        }
-    }
+    write_retrying(shared, params, Duration::ZERO).await
 }
 
 /// Retries whatever the error: one misjudged as permanent must not cost a rerun; after a
 /// lease's length the jobs would be rescued anyway, so stop there.
 async fn retry_until_written(shared: &Shared, params: &JobFinishMany) {
+    if !write_retrying(shared, params, shared.config.lease).await {
+        tracing::error!(
+            dropped = params.outcomes.len(),
+            "the store keeps refusing outcomes; their jobs will be rescued once their leases run out"
+        );
+    }
+}
+
+/// Writes `params`, retrying while the store is unavailable, and retrying a refusal (an
+/// error that looks permanent) for `patience`; false once a refusal outlasts it.
+async fn write_retrying(shared: &Shared, params: &JobFinishMany, patience: Duration) -> bool {
     let count = params.outcomes.len();
     let mut backoff = Duration::from_millis(50);
     let refused_since = Instant::now();
@@ -113,16 +107,16 @@ async fn retry_until_written(shared: &Shared, params: &JobFinishMany) {
         match shared.store.job_finish_many(params).await {
             Ok(applied) => {
                 written(shared, count, applied.len());
-                return;
+                return true;
             }
-            Err(error) if error.is_retryable() || refused_since.elapsed() < shared.config.lease => {
+            Err(error) if error.is_retryable() || refused_since.elapsed() < patience => {
                 tracing::warn!(%error, pending = count, "cannot write outcomes yet; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(error) => {
-                tracing::error!(%error, dropped = count, "the store keeps refusing outcomes; their jobs will be rescued once their leases run out");
-                return;
+                tracing::warn!(%error, pending = count, "the store refused outcomes");
+                return false;
             }
         }
     }

@@ -109,7 +109,7 @@ impl Lanes {
     ) {
         let (seated, demoted) = oneshot::channel();
         self.state.foreground.fetch_add(1, Ordering::Relaxed);
-        self.state.active_now();
+        self.state.active_at(Instant::now());
         let future = Demoting {
             lane: Lane::Foreground {
                 attempt: Box::pin(attempt),
@@ -161,8 +161,9 @@ impl<T: Send + 'static> Future for Demoting<T> {
             Lane::Foreground { attempt, .. } => {
                 let started = Instant::now();
                 let poll = attempt.as_mut().poll(cx);
-                this.busy += started.elapsed();
-                this.state.active_now();
+                let now = Instant::now();
+                this.busy += now - started;
+                this.state.active_at(now);
                 if poll.is_ready() || this.busy < this.demote_after {
                     return poll;
                 }
@@ -208,8 +209,8 @@ impl<T: Send + 'static> Future for Demoting<T> {
 }
 
 impl LaneState {
-    fn active_now(&self) {
-        let micros = self.origin.elapsed().as_micros() as u64;
+    fn active_at(&self, now: Instant) {
+        let micros = now.saturating_duration_since(self.origin).as_micros() as u64;
         self.last_activity.store(micros, Ordering::Relaxed);
     }
 

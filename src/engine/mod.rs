@@ -62,8 +62,8 @@ impl AttemptStart {
 #[error("{reason}")]
 pub struct NotStarted {
     pub reason: String,
-    /// How long the job waits before any node may claim it again: zero hands it back at
-    /// once; a node fault waits, so the node does not claim it straight back.
+    /// Zero hands the job back at once (the store is away); otherwise the node's own
+    /// shortage, and the job waits this long on its node, still claimed, and tries again.
     pub retry_after: Duration,
 }
 

@@ -355,6 +355,16 @@ impl Consumer {
         }
     }
 
+    /// The token the canceller trips for this job (a fresh one if the job is not held,
+    /// which cannot happen while its attempt runs).
+    fn cancel_token(&self, id: crate::model::JobId) -> CancellationToken {
+        let in_flight = self.shared.in_flight.lock().unwrap();
+        in_flight
+            .get(&id)
+            .map(|job| job.cancel.clone())
+            .unwrap_or_default()
+    }
+
     /// Runs one try of the attempt in a task of its own (if anything in it panics, this job's
     /// attempt fails and nothing else notices), until it ends, is cancelled, overruns its
     /// deadline or must be handed back (`None`). Returns that and when the instance started.
@@ -497,18 +507,6 @@ fn bare_run(failure: Failure, started_at: chrono::DateTime<Utc>) -> RunResult {
             logs: Vec::new(),
             logs_dropped_bytes: 0,
         },
-    }
-}
-
-impl Consumer {
-    /// The token the canceller trips for this job (a fresh one if the job is not held,
-    /// which cannot happen while its attempt runs).
-    fn cancel_token(&self, id: crate::model::JobId) -> CancellationToken {
-        let in_flight = self.shared.in_flight.lock().unwrap();
-        in_flight
-            .get(&id)
-            .map(|job| job.cancel.clone())
-            .unwrap_or_default()
     }
 }
 
