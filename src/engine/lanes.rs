@@ -1,17 +1,22 @@
 //! Where attempts run. Every attempt starts in the foreground, on the node's own runtime,
 //! beside the store calls and the other attempts. One that keeps computing past a threshold
 //! (a loop burning its fuel, a heavy job) moves to the background lane: a runtime of its own
-//! whose thread has the lowest CPU priority. On a quiet machine it runs there at full speed;
-//! while short jobs run it yields the CPU to them and to the database, so a few hostile or
-//! heavy guests cannot slow the stream of normal jobs.
+//! with one thread per core, so heavy jobs on a quiet node use every core.
 //!
-//! Two measures make that hold:
-//! - **Pacing.** Thread priority alone is not enough: Linux weighs a process's threads as one
-//!   group against the database's (autogroup), so a busy background thread still takes a core
-//!   from PostgreSQL. While the foreground is busy (an attempt started or ran there in the
-//!   last `BUSY_WINDOW`: between two no-op jobs the foreground waits on the database), the
-//!   whole lane rests `REST` after each `SLICE` of computing: at most a tenth of one core. An
-//!   attempt that merely waits in the foreground (a sleep) does not count: it uses no CPU.
+//! Like the BEAM's schedulers, the lane shares its threads fairly: a guest hands its thread
+//! back at every fuel yield (the reductions budget), and tokio queues it behind the other
+//! demoted attempts, so N heavy jobs on C threads each get C/N of a core.
+//!
+//! Three measures keep heavy and hostile guests from slowing the stream of short jobs, and
+//! the stream from starving the heavy jobs:
+//! - **A share of the cores.** While the foreground is busy (an attempt started or ran there
+//!   in the last `BUSY_WINDOW`), the lane may use `BACKGROUND_SHARE` of the node's cores,
+//!   counted in the threads' own CPU time per `WINDOW`; once that is used, every demoted
+//!   attempt rests until the window ends. The share is a floor as much as a ceiling: heavy
+//!   jobs beside a stream get it, whatever the stream does, and hostile loops (at most the
+//!   seats) cannot take more. On a quiet node the lane computes without rests.
+//! - **Priority.** The lane's threads run at a lower CPU priority (`BACKGROUND_NICE`), so
+//!   within its share a demoted attempt gives way at once when a foreground thread wakes.
 //! - **Seats.** A demoted attempt takes one of the node's background seats and gives its
 //!   queue slot back, so a loop that runs until its deadline does not hold a slot meanwhile.
 //!   With every seat taken, a demoted attempt keeps its slot.
@@ -31,12 +36,18 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 
-/// How long the background lane computes before resting, while the foreground is busy.
-const SLICE: Duration = Duration::from_millis(1);
-/// How long it rests then.
-const REST: Duration = Duration::from_millis(9);
-/// How long after the last foreground attempt started the foreground still counts as busy.
+/// The part of the node's cores the background lane may use while the foreground is busy.
+const BACKGROUND_SHARE: f64 = 0.36;
+/// The period over which the share is counted: long enough that tokio's millisecond timers
+/// round the rests by little, short enough that neither side waits long for the other.
+const WINDOW: Duration = Duration::from_millis(12);
+/// How long after the last foreground attempt started or ran the foreground still counts
+/// as busy.
 const BUSY_WINDOW: Duration = Duration::from_millis(50);
+/// The lane threads' nice value: within the share, a foreground thread that wakes takes the
+/// core at once. (Linux weighs a process's threads as one group against the database's, so
+/// priority alone would not protect the database: the share does.)
+const BACKGROUND_NICE: i32 = 10;
 /// Demoted attempts per node that give their queue slot back.
 pub(crate) const BACKGROUND_SEATS: usize = 16;
 
@@ -57,20 +68,43 @@ struct LaneState {
     origin: Instant,
     /// When an attempt last started or ran in the foreground, in microseconds since `origin`.
     last_activity: AtomicU64,
-    /// When the background lane may compute again.
-    rest_until: Mutex<Option<Instant>>,
-    /// Background computing since the last rest.
-    computed: Mutex<Duration>,
+    /// The background lane's use of its share in the current window.
+    window: Mutex<Window>,
+    /// CPU time the lane may use per `WINDOW` while the foreground is busy.
+    budget: Duration,
     seats: Arc<Semaphore>,
 }
 
+struct Window {
+    started: Instant,
+    /// CPU time the lane's attempts used since `started`.
+    used: Duration,
+    /// Set once `used` reached the budget while the foreground was busy.
+    resting: bool,
+}
+
 impl Lanes {
-    pub fn new(demote_after: Duration) -> Lanes {
+    /// Lanes whose background has `threads` threads (one per core, usually).
+    pub fn new(demote_after: Duration, threads: usize) -> Lanes {
+        let threads = threads.max(1);
+        // EXPERIMENT-ONLY knobs (removed before commit).
+        let nice: i32 = std::env::var("SLUICE_EXP_NICE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(BACKGROUND_NICE);
+        let share: f64 = std::env::var("SLUICE_EXP_SHARE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(BACKGROUND_SHARE);
+        let threads = std::env::var("SLUICE_EXP_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(threads);
         let background = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(threads)
             .thread_name("sluice-background")
-            .on_thread_start(|| {
-                if !crate::os::lower_thread_priority() {
+            .on_thread_start(move || {
+                if !crate::os::lower_thread_priority(nice) {
                     tracing::debug!("cannot lower the background lane's priority");
                 }
             })
@@ -83,6 +117,7 @@ impl Lanes {
                 None
             }
         };
+        let budget = WINDOW.mul_f64(share * threads as f64);
         Lanes {
             background,
             demote_after,
@@ -90,8 +125,12 @@ impl Lanes {
                 foreground: AtomicUsize::new(0),
                 origin: Instant::now(),
                 last_activity: AtomicU64::new(0),
-                rest_until: Mutex::new(None),
-                computed: Mutex::new(Duration::ZERO),
+                window: Mutex::new(Window {
+                    started: Instant::now(),
+                    used: Duration::ZERO,
+                    resting: false,
+                }),
+                budget,
                 seats: Arc::new(Semaphore::new(BACKGROUND_SEATS)),
             }),
         }
@@ -218,6 +257,31 @@ impl LaneState {
         let last = Duration::from_micros(self.last_activity.load(Ordering::Relaxed));
         self.origin.elapsed().saturating_sub(last) < BUSY_WINDOW
     }
+
+    /// When the lane's attempts may compute again: `None` if now.
+    fn rest_until(&self, now: Instant) -> Option<Instant> {
+        let mut window = self.window.lock().unwrap();
+        let ends = window.started + WINDOW;
+        if now >= ends {
+            *window = Window {
+                started: now,
+                used: Duration::ZERO,
+                resting: false,
+            };
+            return None;
+        }
+        window.resting.then_some(ends)
+    }
+
+    /// Counts `cpu` against the window; rests the lane once its share is used, if the
+    /// foreground is busy.
+    fn used(&self, cpu: Duration) {
+        let mut window = self.window.lock().unwrap();
+        window.used += cpu;
+        if window.used >= self.budget && !window.resting && self.foreground_busy() {
+            window.resting = true;
+        }
+    }
 }
 
 /// Counts an attempt as running in the foreground for as long as it lives there.
@@ -229,7 +293,8 @@ impl Drop for InForeground {
     }
 }
 
-/// A demoted attempt, resting whenever the lane has had its slice while the foreground works.
+/// A demoted attempt, resting whenever the lane has used its share while the foreground
+/// works.
 struct Paced<T> {
     attempt: Attempt<T>,
     state: Arc<LaneState>,
@@ -247,24 +312,17 @@ impl<T> Future for Paced<T> {
                 std::task::ready!(rest.as_mut().poll(cx));
                 this.rest = None;
             }
-            let rest_until = *this.state.rest_until.lock().unwrap();
-            match rest_until {
-                Some(until) if until > Instant::now() => {
-                    this.rest = Some(Box::pin(tokio::time::sleep_until(until.into())));
-                }
-                _ => break,
+            match this.state.rest_until(Instant::now()) {
+                Some(until) => this.rest = Some(Box::pin(tokio::time::sleep_until(until.into()))),
+                None => break,
             }
         }
-        let started = Instant::now();
+        // The thread's own CPU time, not the wall clock: a poll the kernel preempted for a
+        // foreground thread or the database did not use the share.
+        let started = crate::os::thread_cpu_time();
         let poll = this.attempt.as_mut().poll(cx);
-        let mut computed = this.state.computed.lock().unwrap();
-        *computed += started.elapsed();
-        if *computed >= SLICE {
-            *computed = Duration::ZERO;
-            if this.state.foreground_busy() {
-                *this.state.rest_until.lock().unwrap() = Some(Instant::now() + REST);
-            }
-        }
+        this.state
+            .used(crate::os::thread_cpu_time().saturating_sub(started));
         poll
     }
 }
@@ -298,7 +356,7 @@ mod tests {
     async fn a_short_attempt_stays_and_a_long_one_moves_to_a_seat() {
         // Poll time is wall time: the threshold is far above any preemption a loaded
         // machine inflicts on an attempt that is ready at its first poll.
-        let lanes = Lanes::new(Duration::from_millis(50));
+        let lanes = Lanes::new(Duration::from_millis(50), 2);
         let here = std::thread::current().id();
 
         let (short, mut demoted) = lanes.run(async { std::thread::current().id() });
@@ -315,8 +373,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn long_attempts_run_on_every_background_thread() {
+        let lanes = Lanes::new(Duration::from_millis(1), 2);
+        // Each slice notes the thread it ran on: a one-thread lane could name only one.
+        let slices = || async {
+            let mut threads = std::collections::HashSet::new();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_millis(300) {
+                threads.insert(compute(Duration::from_millis(1)).await);
+            }
+            threads
+        };
+        let (first, _) = lanes.run(slices());
+        let (second, _) = lanes.run(slices());
+        let (first, second) = tokio::join!(first, second);
+        let here = std::thread::current().id();
+        let threads: std::collections::HashSet<_> = first.union(&second).copied().collect();
+        assert!(!threads.contains(&here), "both ran in the background");
+        assert_eq!(
+            threads.len(),
+            2,
+            "two heavy attempts used both lane threads"
+        );
+    }
+
+    #[tokio::test]
     async fn a_panic_in_the_background_reaches_the_foreground_task() {
-        let lanes = Lanes::new(Duration::from_millis(1));
+        let lanes = Lanes::new(Duration::from_millis(1), 2);
         let (attempt, _) = lanes.run(async {
             compute(Duration::from_millis(5)).await;
             panic!("guest host bug");

@@ -142,6 +142,11 @@ pub fn attempts_at_once(config: &EngineConfig) -> Result<u32, EngineError> {
 /// a hundred times the cost of a typical short job, well below a busy loop's budget.
 const DEMOTE_AFTER: Duration = Duration::from_millis(5);
 
+/// The cores this process may use: the background lane's threads.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Runs a node until `shutdown` resolves (or, with `exit_when_idle`, until there is no work),
 /// then stops fetching, lets running attempts finish within the grace period, hands back the
 /// rest and writes every outcome before returning.
@@ -166,7 +171,7 @@ pub async fn run_node(
         in_flight: Mutex::default(),
         hand_back: CancellationToken::new(),
         attempts: TaskTracker::new(),
-        lanes: lanes::Lanes::new(DEMOTE_AFTER),
+        lanes: lanes::Lanes::new(DEMOTE_AFTER, cores()),
     });
     let config = &shared.config;
     tracing::info!(node = %config.node_id, queues = ?config.queues, "node starting");

@@ -133,8 +133,14 @@ async fn hello_heavy_burns_fuel_and_sleep_does_not() {
 }
 
 #[tokio::test]
-async fn hello_noop_and_count_primes_run() {
+async fn hello_noop_count_primes_and_crunch_run() {
     let hello = prepare(guests::HELLO).await;
+    let one = run_json(&hello, "crunch", r#"{"rounds":1}"#).await;
+    let three = run_json(&hello, "crunch", r#"{"rounds":3}"#).await;
+    assert_eq!(output_json(&three), 2262, "the primes below 20,000");
+    // Fixed work: three rounds burn about three times one round's fuel.
+    let ratio = three.fuel_consumed as f64 / one.fuel_consumed as f64;
+    assert!((2.5..3.5).contains(&ratio), "fuel ratio {ratio}");
     assert_eq!(
         output_json(&run_json(&hello, "noop", "null").await),
         serde_json::Value::Null
@@ -173,6 +179,7 @@ async fn hello_functions_are_listed_with_descriptions() {
             "sleep",
             "noop",
             "count_primes",
+            "crunch",
             "echo"
         ]
     );

@@ -61,6 +61,21 @@ fn count_primes(args: Limit) -> Result<u32, Infallible> {
     Ok(kernel::count_primes(args.limit))
 }
 
+#[derive(Deserialize)]
+struct Rounds {
+    rounds: u32,
+}
+
+/// A fixed amount of work, unlike `heavy`'s fixed wall time: how long it takes says how
+/// much CPU the attempt got.
+fn crunch(args: Rounds) -> Result<u32, Infallible> {
+    let mut primes = 0;
+    for _ in 0..args.rounds {
+        primes = kernel::count_primes(std::hint::black_box(20_000));
+    }
+    Ok(primes)
+}
+
 #[derive(Deserialize, Serialize)]
 struct Echo {
     text: String,
@@ -84,6 +99,8 @@ sluice_guest_sdk::export_jobs! {
     noop,
     /// Counts the primes below {"limit": N}.
     count_primes,
+    /// Counts the primes below 20,000, {"rounds": N} times: N units of CPU work.
+    crunch,
     /// Returns its args unchanged: {"text": S, "times": N}.
     echo,
 }

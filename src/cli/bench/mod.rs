@@ -1,6 +1,11 @@
 //! `sluice bench`: bulk enqueue rate, drain throughput and enqueue-to-start latency, measured
-//! on the store that `--database-url` names, with the `hello` module's no-op job; with
-//! `--beside hostile`, the drain rate the no-op stream keeps beside misbehaving guests.
+//! on the store that `--database-url` names, with the `hello` module's no-op job; other
+//! workloads (`--workload`) measure CPU-bound jobs, the no-op stream beside heavy and hostile
+//! jobs, and many sleeping attempts at once.
+
+mod cpu;
+mod mixed;
+mod sleep;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,19 +47,44 @@ pub struct Args {
     module: PathBuf,
     #[arg(long, env = "SLUICE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
-    /// Instead of the three measures, compare the drain alone with the drain beside one job of
-    /// each misbehaving kind, in alternating rounds.
+    /// What to measure: `noop` (enqueue, drain, latency), `cpu` (the parallel efficiency of
+    /// CPU-bound jobs), `mixed` (the no-op stream alone, beside CPU-bound jobs and beside
+    /// hostile guests, in alternating rounds), `sleep` (`--jobs` attempts sleeping at once).
+    #[arg(long, value_enum, default_value = "noop")]
+    workload: Workload,
+    /// Compare the drain alone with the drain beside one job of each misbehaving kind (and
+    /// one infinite loop per core), in alternating rounds: `--workload mixed` without the
+    /// CPU-bound side.
     #[arg(long, value_enum)]
     beside: Option<Beside>,
     /// Rounds of each side when comparing; the best of each side is kept.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// The size of each CPU-bound job, in rounds of the `crunch` kernel (the primes below
+    /// 20,000; about 60 µs each).
+    #[arg(long, default_value_t = 10_000)]
+    heavy_rounds: u32,
+    /// CPU-bound jobs: for `cpu`, four per core; for `mixed`, one per core.
+    #[arg(long)]
+    heavy_jobs: Option<usize>,
+    /// How long each job of `--workload sleep` sleeps, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    sleep_ms: u64,
     /// The `hostile` test module (built beside `hello`), for `--beside hostile`.
     #[arg(
         long,
         default_value = "jobs-wasm/target/wasm32-wasip2/release/hostile.wasm"
     )]
     hostile_module: PathBuf,
+}
+
+/// What `sluice bench` measures.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    Noop,
+    Cpu,
+    Mixed,
+    Sleep,
 }
 
 /// What the no-op stream runs beside.
@@ -64,40 +94,22 @@ pub enum Beside {
     Hostile,
 }
 
-/// The module name the hostile guests are uploaded under.
-const HOSTILE_MODULE: &str = "sluice_bench_hostile";
-
-/// One call of each way a guest can misbehave, as `--beside hostile` enqueues them: function
-/// and JSON args. Each runs under a 10 s deadline, so a round ends soon after the stream.
-const HOSTILE_JOBS: &[(&str, &str)] = &[
-    ("infinite_loop", "null"),
-    ("allocate_forever", "null"),
-    ("recurse_forever", "null"),
-    ("panic", "null"),
-    ("unreachable", "null"),
-    ("huge_output", r#"{"mb":4}"#),
-    ("huge_output", r#"{"mb":300}"#),
-    ("log_flood", r#"{"lines":20000}"#),
-    ("log_loop", r#"{"kib":256}"#),
-    ("stdout_loop", r#"{"kib":256}"#),
-    ("random_loop", r#"{"kib":512}"#),
-    ("poll_loop", "null"),
-    ("sleep_forever", "null"),
-    ("exit", r#"{"status":3}"#),
-    ("handle_flood", "null"),
-    ("huge_error", r#"{"mb":16}"#),
-    ("read_file", r#"{"path":"/etc/passwd"}"#),
-    ("read_env", r#"{"name":"PATH"}"#),
-    ("open_socket", r#"{"addr":"127.0.0.1:5432"}"#),
-];
-
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     if args.jobs == 0 || args.concurrency == 0 || args.rounds == 0 {
         bail!("--jobs, --concurrency and --rounds must be at least 1");
     }
+    let workload = match args.beside {
+        Some(Beside::Hostile) => Workload::Mixed,
+        None => args.workload,
+    };
+    // Every sleeping job runs at once, so the instance pool must hold them all.
+    let concurrency = match workload {
+        Workload::Sleep => u32::try_from(args.jobs)?,
+        _ => args.concurrency,
+    };
     let sandbox = sluice::app::App::sandbox_for_node(
         args.cache_dir.clone(),
-        &node_config("bench", args.concurrency),
+        &node_config("bench", concurrency),
         None,
     )?;
     upload(context, &sandbox, &args.module, MODULE, "hello").await?;
@@ -108,10 +120,16 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         job.queue = queue.clone();
         job
     };
-    if let Some(Beside::Hostile) = args.beside {
-        let path = &args.hostile_module;
-        upload(context, &sandbox, path, HOSTILE_MODULE, "hostile").await?;
-        return compare_beside_hostile(context, &sandbox, &args, &queue, &noop).await;
+    match workload {
+        Workload::Noop => {}
+        Workload::Cpu => return cpu::run(context, &sandbox, &args, &queue).await,
+        Workload::Mixed => {
+            let path = &args.hostile_module;
+            upload(context, &sandbox, path, mixed::HOSTILE_MODULE, "hostile").await?;
+            let heavy = args.beside.is_none();
+            return mixed::run(context, &sandbox, &args, &queue, &noop, heavy).await;
+        }
+        Workload::Sleep => return sleep::run(context, &sandbox, &args, &queue).await,
     }
 
     // 1. Bulk enqueue.
@@ -178,7 +196,7 @@ async fn upload(
 }
 
 /// Inserts `count` no-op jobs in bulk; returns how long it took.
-async fn enqueue_noops(
+pub(super) async fn enqueue_noops(
     context: &Context,
     count: usize,
     noop: &dyn Fn() -> NewJob,
@@ -205,7 +223,7 @@ async fn enqueue_noops(
 }
 
 /// Runs one node on `queue` until it is idle; returns its counters.
-async fn drain(
+pub(super) async fn drain(
     context: &Context,
     sandbox: &sluice::sandbox::Sandbox,
     queue: &str,
@@ -240,106 +258,7 @@ async fn drain(
     Ok(metrics)
 }
 
-/// Alternates rounds of the no-op stream alone and beside one of each hostile job (enqueued
-/// ahead of it, in the same queue); each round's rate is the stream's jobs over the span from
-/// its first start to its last finish, as the store recorded them. Keeps each side's best,
-/// since the machine is shared and one slow round says little.
-async fn compare_beside_hostile(
-    context: &Context,
-    sandbox: &sluice::sandbox::Sandbox,
-    args: &Args,
-    queue: &str,
-    noop: &dyn Fn() -> NewJob,
-) -> anyhow::Result<()> {
-    let store = &context.app.store;
-    let (mut alone, mut beside) = (Vec::new(), Vec::new());
-    for _ in 0..args.rounds {
-        for attack in [false, true] {
-            if attack {
-                for (function, json) in HOSTILE_JOBS {
-                    let args: serde_json::Value = serde_json::from_str(json)?;
-                    let mut job = NewJob::json(HOSTILE_MODULE, function, &args);
-                    job.queue = queue.to_string();
-                    job.max_attempts = 1;
-                    job.limits.timeout = Some(Duration::from_secs(10));
-                    store.job_insert(job).await?;
-                }
-            }
-            enqueue_noops(context, args.jobs, noop).await?;
-            let expected = args.jobs as u64 + if attack { HOSTILE_JOBS.len() as u64 } else { 0 };
-            drain(context, sandbox, queue, args.concurrency, expected).await?;
-            let rate = stream_rate(context, queue, args.jobs).await?;
-            if attack { &mut beside } else { &mut alone }.push(rate);
-        }
-    }
-    let best = |rates: &[f64]| rates.iter().copied().fold(0.0, f64::max);
-    let ratio = best(&beside) / best(&alone);
-    let list = |rates: &[f64]| {
-        rates
-            .iter()
-            .map(|rate| format!("{rate:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if context.json {
-        super::print_json(&serde_json::json!({
-            "jobs": args.jobs,
-            "concurrency": args.concurrency,
-            "hostile_jobs": HOSTILE_JOBS.len(),
-            "alone_jobs_per_second": alone,
-            "beside_hostile_jobs_per_second": beside,
-            "ratio_of_best": ratio,
-        }));
-        return Ok(());
-    }
-    let rows = vec![
-        vec![
-            "no-op stream alone".into(),
-            format!("{} jobs, {} rounds", args.jobs, args.rounds),
-            format!("{} jobs/s", list(&alone)),
-        ],
-        vec![
-            format!("beside {} hostile jobs", HOSTILE_JOBS.len()),
-            format!("{} jobs, {} rounds", args.jobs, args.rounds),
-            format!("{} jobs/s", list(&beside)),
-        ],
-        vec![
-            "ratio of the best rounds".into(),
-            "goal: at least 0.80".into(),
-            format!("{ratio:.2}"),
-        ],
-    ];
-    super::print_table(&["MEASURE", "RUN", "RESULT"], &rows);
-    Ok(())
-}
-
-/// The latest `count` no-op jobs of `queue`: how many completed per second between the first
-/// attempt's start and the last one's finish.
-async fn stream_rate(context: &Context, queue: &str, count: usize) -> anyhow::Result<f64> {
-    let jobs = context
-        .app
-        .store
-        .job_list(sluice::store::JobList {
-            state: None,
-            queue: Some(queue.to_string()),
-            module: Some(MODULE.to_string()),
-            limit: count as u32,
-            before_id: None,
-        })
-        .await?;
-    if jobs.len() != count || jobs.iter().any(|job| job.state != JobState::Completed) {
-        bail!("not every no-op job of the round completed");
-    }
-    let first = jobs.iter().filter_map(|job| job.attempted_at).min();
-    let last = jobs.iter().filter_map(|job| job.finalized_at).max();
-    let (Some(first), Some(last)) = (first, last) else {
-        bail!("the round's jobs have no attempt times");
-    };
-    let span = (last - first).to_std().unwrap_or_default().as_secs_f64();
-    Ok(count as f64 / span.max(1e-6))
-}
-
-fn node_config(queue: &str, concurrency: u32) -> EngineConfig {
+pub(super) fn node_config(queue: &str, concurrency: u32) -> EngineConfig {
     let queues = vec![QueueConfig {
         name: queue.to_string(),
         concurrency,
@@ -408,7 +327,11 @@ fn report(
     latencies: &[Duration],
 ) {
     let rate = |seconds: f64| args.jobs as f64 / seconds;
+    // With `--samples 0` (a drain alone, as the backlog sweep runs it), zero.
     let percentile = |p: f64| {
+        if latencies.is_empty() {
+            return 0.0;
+        }
         let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
         latencies[index].as_secs_f64() * 1e3
     };
@@ -459,7 +382,7 @@ fn report(
 }
 
 /// A progress bar on a terminal; hidden when stderr is piped.
-fn progress(length: u64, label: &str) -> indicatif::ProgressBar {
+pub(super) fn progress(length: u64, label: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(length);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} {per_sec}")
