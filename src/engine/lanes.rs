@@ -87,24 +87,11 @@ impl Lanes {
     /// Lanes whose background has `threads` threads (one per core, usually).
     pub fn new(demote_after: Duration, threads: usize) -> Lanes {
         let threads = threads.max(1);
-        // EXPERIMENT-ONLY knobs (removed before commit).
-        let nice: i32 = std::env::var("SLUICE_EXP_NICE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(BACKGROUND_NICE);
-        let share: f64 = std::env::var("SLUICE_EXP_SHARE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(BACKGROUND_SHARE);
-        let threads = std::env::var("SLUICE_EXP_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(threads);
         let background = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("sluice-background")
-            .on_thread_start(move || {
-                if !crate::os::lower_thread_priority(nice) {
+            .on_thread_start(|| {
+                if !crate::os::lower_thread_priority(BACKGROUND_NICE) {
                     tracing::debug!("cannot lower the background lane's priority");
                 }
             })
@@ -117,7 +104,7 @@ impl Lanes {
                 None
             }
         };
-        let budget = WINDOW.mul_f64(share * threads as f64);
+        let budget = WINDOW.mul_f64(BACKGROUND_SHARE * threads as f64);
         Lanes {
             background,
             demote_after,

@@ -41,8 +41,11 @@ pub struct SandboxConfig {
     pub keep_resident_bytes: usize,
     /// The wasm stack limit, in bytes; deeper recursion traps with `stack_overflow`.
     pub max_wasm_stack: usize,
-    /// Fuel a guest burns between two yields to tokio (about a millisecond of CPU or less): the
+    /// Fuel a guest burns between two yields to tokio (4 million: about 0.7 ms of CPU): the
     /// granularity of fairness between attempts and of deadlines while a guest computes.
+    /// Each yield costs a switch, and on a lane of several threads an idle one is woken to
+    /// take the attempt: one CPU-bound job alone took 2.05 s with 200,000, 1.56 s with a
+    /// million and 1.40 s with 4 million (BENCHMARKS.md).
     pub fuel_yield_interval: u64,
     /// Limits of an attempt whose job overrides none.
     pub default_limits: Limits,
@@ -72,7 +75,7 @@ impl SandboxConfig {
             memory_ceiling: 1 << 30,
             keep_resident_bytes: 1 << 20,
             max_wasm_stack: 512 << 10,
-            fuel_yield_interval: 200_000,
+            fuel_yield_interval: 4_000_000,
             default_limits: Limits::default(),
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
             watch_host_calls: true,
