@@ -35,7 +35,14 @@ use crate::store::{JobCount, NodeHeartbeat, Store};
 #[async_trait::async_trait]
 pub trait Runner: Send + Sync + 'static {
     async fn run(&self, job: &Job, started: AttemptStart) -> Result<RunResult, NotStarted>;
+
+    /// Gets ready before the node claims its first jobs (loads modules, say); bounded by
+    /// `WARM_UP_LIMIT`.
+    async fn warm_up(&self) {}
 }
+
+/// How long a node waits for its runner to warm up before it claims work anyway.
+const WARM_UP_LIMIT: Duration = Duration::from_secs(5);
 
 /// Tells the engine that an attempt's instance is starting, and its deadline.
 pub struct AttemptStart(Option<tokio::sync::oneshot::Sender<Duration>>);
@@ -190,6 +197,12 @@ pub async fn run_node(
         crate::maintenance::MaintenanceConfig::from_engine(config),
         finished.clone(),
     ));
+    if tokio::time::timeout(WARM_UP_LIMIT, shared.runner.warm_up())
+        .await
+        .is_err()
+    {
+        tracing::info!(limit = ?WARM_UP_LIMIT, "still warming up: claiming work meanwhile");
+    }
     let producers: Vec<_> = config
         .queues
         .iter()

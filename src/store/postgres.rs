@@ -398,10 +398,13 @@ impl Store for PostgresStore {
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED
              )
+             -- `id = ANY(ARRAY(...))`, not a join with `picked`: joined, the planner hashed
+             -- the whole table per claim while it was small (a seq scan of 10,000 jobs per
+             -- claim); an array of ids is always looked up through the primary key.
              UPDATE sluice_jobs AS j
              SET state = 'running', attempt = j.attempt + 1, attempted_at = now(),
                  lease_node = $3, lease_expires_at = now() + $4 * interval '1 microsecond'
-             FROM picked WHERE j.id = picked.id
+             WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
              RETURNING {}",
             JOB_COLUMNS
                 .split(", ")
@@ -510,8 +513,8 @@ impl Store for PostgresStore {
                  WHERE id = ANY($3) AND state || '' = 'running' AND lease_node = $1
                  FOR UPDATE SKIP LOCKED
              )
-             UPDATE sluice_jobs AS j SET lease_expires_at = now() + $2 * interval '1 microsecond'
-             FROM held WHERE j.id = held.id",
+             UPDATE sluice_jobs SET lease_expires_at = now() + $2 * interval '1 microsecond'
+             WHERE id = ANY(ARRAY(SELECT id FROM held))",
         )
         .bind(&params.node)
         .bind(params.lease.as_micros() as i64)
