@@ -364,6 +364,12 @@ pub trait Store: Send + Sync + 'static {
     async fn job_delete(&self, id: JobId) -> StoreResult<()>;
     /// Deletes finished jobs that finished before the given time; returns how many.
     async fn job_prune(&self, params: JobPrune) -> StoreResult<u64>;
+    /// Makes the space of deleted and replaced rows reusable where the database will not do
+    /// it in time: on PostgreSQL with autovacuum off or behind, a `VACUUM` of the jobs and
+    /// history tables. Returns whether it ran.
+    async fn reclaim_space(&self) -> StoreResult<bool>;
+    /// The size on disk of each of the store's tables and indexes, by name, largest first.
+    async fn storage_sizes(&self) -> StoreResult<Vec<(String, u64)>>;
     async fn job_get(&self, id: JobId) -> StoreResult<JobDetail>;
     async fn job_list(&self, params: JobList) -> StoreResult<Vec<Job>>;
     async fn job_count(&self, params: JobCount) -> StoreResult<u64>;

@@ -675,6 +675,35 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    /// SQLite reuses the pages of deleted rows by itself (the file keeps its size).
+    async fn reclaim_space(&self) -> StoreResult<bool> {
+        Ok(false)
+    }
+
+    #[tracing::instrument(name = "store.storage_sizes", level = "debug", skip_all)]
+    async fn storage_sizes(&self) -> StoreResult<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, SUM(pgsize) FROM dbstat WHERE name LIKE 'sluice\\_%' ESCAPE '\\'
+             GROUP BY name ORDER BY 2 DESC, 1",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        // Pages freed by deletes belong to no table until they are reused, but the file
+        // keeps them: they count.
+        let free: i64 = sqlx::query_scalar(
+            "SELECT f.freelist_count * p.page_size FROM pragma_freelist_count AS f, pragma_page_size AS p",
+        )
+        .fetch_one(&self.readers)
+        .await?;
+        let mut sizes: Vec<(String, u64)> = rows
+            .into_iter()
+            .map(|(name, bytes)| (name, bytes as u64))
+            .collect();
+        sizes.push(("(free pages)".to_string(), free as u64));
+        sizes.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(sizes)
+    }
+
     #[tracing::instrument(name = "store.job_get", level = "debug", skip_all)]
     async fn job_get(&self, id: JobId) -> StoreResult<JobDetail> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(

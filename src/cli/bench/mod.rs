@@ -4,6 +4,7 @@
 //! jobs, and many sleeping attempts at once.
 
 mod cpu;
+mod cycles;
 mod mixed;
 mod sleep;
 
@@ -49,7 +50,8 @@ pub struct Args {
     cache_dir: Option<PathBuf>,
     /// What to measure: `noop` (enqueue, drain, latency), `cpu` (the parallel efficiency of
     /// CPU-bound jobs), `mixed` (the no-op stream alone, beside CPU-bound jobs and beside
-    /// hostile guests, in alternating rounds), `sleep` (`--jobs` attempts sleeping at once).
+    /// hostile guests, in alternating rounds), `sleep` (`--jobs` attempts sleeping at once),
+    /// `cycles` (`--rounds` cycles of enqueue, drain and prune: the tables' sizes).
     #[arg(long, value_enum, default_value = "noop")]
     workload: Workload,
     /// Compare the drain alone with the drain beside one job of each misbehaving kind (and
@@ -85,6 +87,7 @@ pub enum Workload {
     Cpu,
     Mixed,
     Sleep,
+    Cycles,
 }
 
 /// What the no-op stream runs beside.
@@ -130,6 +133,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             return mixed::run(context, &sandbox, &args, &queue, &noop, heavy).await;
         }
         Workload::Sleep => return sleep::run(context, &sandbox, &args, &queue).await,
+        Workload::Cycles => return cycles::run(context, &sandbox, &args, &queue, &noop).await,
     }
 
     // 1. Bulk enqueue.
