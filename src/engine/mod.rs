@@ -354,10 +354,10 @@ async fn has_work(shared: &Shared) -> bool {
                 queue: Some(queue.name.clone()),
                 module: None,
             };
-            match shared.store.job_count(count).await {
-                Ok(0) => {}
+            match shared.store.job_exists(count).await {
+                Ok(false) => {}
                 // Busy, or the store is unreachable: either way, not idle.
-                Ok(_) | Err(_) => return true,
+                Ok(true) | Err(_) => return true,
             }
         }
     }

@@ -373,6 +373,9 @@ pub trait Store: Send + Sync + 'static {
     async fn job_get(&self, id: JobId) -> StoreResult<JobDetail>;
     async fn job_list(&self, params: JobList) -> StoreResult<Vec<Job>>;
     async fn job_count(&self, params: JobCount) -> StoreResult<u64>;
+    /// Whether any job matches: an index probe where counting would read every match
+    /// (a node checking for work left behind a backlog of a million).
+    async fn job_exists(&self, params: JobCount) -> StoreResult<bool>;
 
     // queues
     async fn queue_list(&self) -> StoreResult<Vec<QueueSummary>>;

@@ -792,6 +792,20 @@ impl Store for PostgresStore {
         Ok(count as u64)
     }
 
+    #[tracing::instrument(name = "store.job_exists", level = "debug", skip_all)]
+    async fn job_exists(&self, params: JobCount) -> StoreResult<bool> {
+        let mut query =
+            QueryBuilder::<Postgres>::new("SELECT EXISTS (SELECT 1 FROM sluice_jobs WHERE true");
+        push_filters(
+            &mut query,
+            params.state,
+            params.queue.as_deref(),
+            params.module.as_deref(),
+        );
+        query.push(")");
+        Ok(query.build_query_scalar().fetch_one(&self.pool).await?)
+    }
+
     #[tracing::instrument(name = "store.queue_list", level = "debug", skip_all)]
     async fn queue_list(&self) -> StoreResult<Vec<QueueSummary>> {
         let counts = sqlx::query(

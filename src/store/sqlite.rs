@@ -761,6 +761,20 @@ impl Store for SqliteStore {
         Ok(count as u64)
     }
 
+    #[tracing::instrument(name = "store.job_exists", level = "debug", skip_all)]
+    async fn job_exists(&self, params: JobCount) -> StoreResult<bool> {
+        let mut query =
+            QueryBuilder::<Sqlite>::new("SELECT EXISTS (SELECT 1 FROM sluice_jobs WHERE 1 = 1");
+        push_filters(
+            &mut query,
+            params.state,
+            params.queue.as_deref(),
+            params.module.as_deref(),
+        );
+        query.push(")");
+        Ok(query.build_query_scalar().fetch_one(&self.readers).await?)
+    }
+
     #[tracing::instrument(name = "store.queue_list", level = "debug", skip_all)]
     async fn queue_list(&self) -> StoreResult<Vec<QueueSummary>> {
         let counts = sqlx::query(

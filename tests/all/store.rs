@@ -989,6 +989,14 @@ async fn list_count_and_queue_summaries(store: Arc<dyn Store>) {
             .unwrap(),
         2
     );
+    let exists = |state, queue| store.job_exists(count(Some(state), Some(queue), None));
+    assert!(exists(JobState::Available, "b").await.unwrap());
+    assert!(
+        exists(JobState::Running, "b").await.unwrap(),
+        "one was claimed"
+    );
+    assert!(!exists(JobState::Running, "a").await.unwrap());
+    assert!(!exists(JobState::Available, "no-such-queue").await.unwrap());
 
     store
         .queue_pause(QueuePause {
