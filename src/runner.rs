@@ -22,6 +22,9 @@ use crate::store::{ModuleGet, Store, StoreError};
 
 /// How long a node trusts its idea of a module's latest version.
 pub const LATEST_TTL: Duration = Duration::from_secs(1);
+/// A module version, once loaded; empty while (or if) its load has not succeeded.
+type Loaded = Arc<OnceCell<Arc<PreparedModule>>>;
+
 /// How long a job waits after a node could not start it for the node's own reasons (no free
 /// instance slot, memory held by other attempts): long enough not to be claimed straight
 /// back into the same shortage.
@@ -36,7 +39,7 @@ pub struct SandboxRunner {
     /// (name, version) → compiled module, loaded once: the attempts that need a module
     /// while it loads wait for that one load (a node starting on a backlog otherwise
     /// fetched and loaded it once per slot).
-    prepared: Mutex<HashMap<(String, i32), Arc<OnceCell<Arc<PreparedModule>>>>>,
+    prepared: Mutex<HashMap<(String, i32), Loaded>>,
 }
 
 /// Why a module could not be loaded: the store did not answer, or the module is bad.
@@ -139,7 +142,7 @@ impl Runner for SandboxRunner {
         };
         modules.sort_by(|a, b| (&a.name, b.version).cmp(&(&b.name, a.version)));
         modules.dedup_by(|later, first| later.name == first.name);
-        modules.sort_by(|a, b| b.uploaded_at.cmp(&a.uploaded_at));
+        modules.sort_by_key(|module| std::cmp::Reverse(module.uploaded_at));
         for module in modules.into_iter().take(WARM_UP_MODULES) {
             let looked_up = (module.version, Instant::now());
             self.latest
