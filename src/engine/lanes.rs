@@ -45,8 +45,11 @@ const WINDOW: Duration = Duration::from_millis(12);
 /// as busy.
 const BUSY_WINDOW: Duration = Duration::from_millis(50);
 /// The lane threads' nice value: within the share, a foreground thread that wakes takes the
-/// core at once. (Linux weighs a process's threads as one group against the database's, so
-/// priority alone would not protect the database: the share does.)
+/// core first. (Linux weighs a process's threads as one group against the database's, so
+/// priority alone would not protect the database: the share does.) Measured beside a no-op
+/// stream on PostgreSQL on the same two cores: at nice 0 the lane got its whole share (heavy
+/// jobs 0.34 of the cores) and the stream kept 0.63 of its rate beside hostile loops; at 10,
+/// heavy jobs got 0.31–0.38 and the stream kept 0.72–0.90 (BENCHMARKS.md).
 const BACKGROUND_NICE: i32 = 10;
 /// Demoted attempts per node that give their queue slot back.
 pub(crate) const BACKGROUND_SEATS: usize = 16;
