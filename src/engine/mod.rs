@@ -24,8 +24,8 @@ use tokio_util::task::TaskTracker;
 pub use self::metrics::Metrics;
 pub use self::retry::RetryPolicy;
 use crate::config::EngineConfig;
-use crate::model::{AttemptReport, Job, JobId, JobState};
-use crate::store::{JobCount, NodeHeartbeat, Store};
+use crate::model::{AttemptReport, Job, JobId};
+use crate::store::{NodeHeartbeat, Store};
 
 /// Runs one attempt of a claimed job. Every problem of the job's own (bad module, trap, fuel,
 /// memory, deadline) is a classified report; `NotStarted` is for the node's problems only.
@@ -347,19 +347,12 @@ async fn stop_when_idle(shared: Arc<Shared>, stop: CancellationToken) {
 }
 
 async fn has_work(shared: &Shared) -> bool {
-    for queue in &shared.config.queues {
-        for state in [JobState::Available, JobState::Running, JobState::Retryable] {
-            let count = JobCount {
-                state: Some(state),
-                queue: Some(queue.name.clone()),
-                module: None,
-            };
-            match shared.store.job_exists(count).await {
-                Ok(false) => {}
-                // Busy, or the store is unreachable: either way, not idle.
-                Ok(true) | Err(_) => return true,
-            }
-        }
-    }
-    false
+    let queues: Vec<String> = shared
+        .config
+        .queues
+        .iter()
+        .map(|q| q.name.clone())
+        .collect();
+    // Busy, or the store is unreachable: either way, not idle.
+    shared.store.job_work_left(&queues).await.unwrap_or(true)
 }

@@ -373,9 +373,11 @@ pub trait Store: Send + Sync + 'static {
     async fn job_get(&self, id: JobId) -> StoreResult<JobDetail>;
     async fn job_list(&self, params: JobList) -> StoreResult<Vec<Job>>;
     async fn job_count(&self, params: JobCount) -> StoreResult<u64>;
-    /// Whether any job matches: an index probe where counting would read every match
-    /// (a node checking for work left behind a backlog of a million).
-    async fn job_exists(&self, params: JobCount) -> StoreResult<bool>;
+    /// Whether any job of these queues is available, running or waiting to retry, seen in
+    /// one snapshot (a job staged from retryable to available between two separate checks
+    /// was missed by both). Index probes, where counting read every match: behind a backlog
+    /// of a million, a count was a 200 ms scan.
+    async fn job_work_left(&self, queues: &[String]) -> StoreResult<bool>;
 
     // queues
     async fn queue_list(&self) -> StoreResult<Vec<QueueSummary>>;

@@ -792,18 +792,17 @@ impl Store for PostgresStore {
         Ok(count as u64)
     }
 
-    #[tracing::instrument(name = "store.job_exists", level = "debug", skip_all)]
-    async fn job_exists(&self, params: JobCount) -> StoreResult<bool> {
-        let mut query =
-            QueryBuilder::<Postgres>::new("SELECT EXISTS (SELECT 1 FROM sluice_jobs WHERE true");
-        push_filters(
-            &mut query,
-            params.state,
-            params.queue.as_deref(),
-            params.module.as_deref(),
-        );
-        query.push(")");
-        Ok(query.build_query_scalar().fetch_one(&self.pool).await?)
+    #[tracing::instrument(name = "store.job_work_left", level = "debug", skip_all)]
+    async fn job_work_left(&self, queues: &[String]) -> StoreResult<bool> {
+        // One statement, one snapshot; each EXISTS probes its own partial index.
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sluice_jobs WHERE state = 'available' AND queue = ANY($1))
+                 OR EXISTS (SELECT 1 FROM sluice_jobs WHERE state = 'running' AND queue = ANY($1))
+                 OR EXISTS (SELECT 1 FROM sluice_jobs WHERE state = 'retryable' AND queue = ANY($1))",
+        )
+        .bind(queues)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     #[tracing::instrument(name = "store.queue_list", level = "debug", skip_all)]

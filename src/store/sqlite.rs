@@ -761,18 +761,18 @@ impl Store for SqliteStore {
         Ok(count as u64)
     }
 
-    #[tracing::instrument(name = "store.job_exists", level = "debug", skip_all)]
-    async fn job_exists(&self, params: JobCount) -> StoreResult<bool> {
-        let mut query =
-            QueryBuilder::<Sqlite>::new("SELECT EXISTS (SELECT 1 FROM sluice_jobs WHERE 1 = 1");
-        push_filters(
-            &mut query,
-            params.state,
-            params.queue.as_deref(),
-            params.module.as_deref(),
-        );
-        query.push(")");
-        Ok(query.build_query_scalar().fetch_one(&self.readers).await?)
+    #[tracing::instrument(name = "store.job_work_left", level = "debug", skip_all)]
+    async fn job_work_left(&self, queues: &[String]) -> StoreResult<bool> {
+        // One statement, one snapshot.
+        let queues = serde_json::to_string(queues).expect("strings serialize");
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sluice_jobs
+                            WHERE state IN ('available', 'running', 'retryable')
+                              AND queue IN (SELECT value FROM json_each(?1)))",
+        )
+        .bind(queues)
+        .fetch_one(&self.readers)
+        .await?)
     }
 
     #[tracing::instrument(name = "store.queue_list", level = "debug", skip_all)]
