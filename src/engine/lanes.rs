@@ -12,11 +12,12 @@
 //! - **A share of the cores.** While the foreground is busy (an attempt started or ran there
 //!   in the last `BUSY_WINDOW`), the lane may use `BACKGROUND_SHARE` of the node's cores,
 //!   counted in the threads' own CPU time per `WINDOW`; once that is used, every demoted
-//!   attempt rests until the window ends. The share is a floor as much as a ceiling: heavy
-//!   jobs beside a stream get it, whatever the stream does, and hostile loops (at most the
-//!   seats) cannot take more. On a quiet node the lane computes without rests.
+//!   attempt rests until the window ends. The share is a ceiling: hostile loops (at most
+//!   the seats) cannot take more. Whether heavy jobs get all of it beside a busy stream is
+//!   the kernel's call (see `BACKGROUND_NICE`). On a quiet node the lane computes without
+//!   rests.
 //! - **Priority.** The lane's threads run at a lower CPU priority (`BACKGROUND_NICE`), so
-//!   within its share a demoted attempt gives way at once when a foreground thread wakes.
+//!   within its share a demoted attempt gives way first when a foreground thread wakes.
 //! - **Seats.** A demoted attempt takes one of the node's background seats and gives its
 //!   queue slot back, so a loop that runs until its deadline does not hold a slot meanwhile.
 //!   With every seat taken, a demoted attempt keeps its slot.
@@ -86,6 +87,16 @@ struct Window {
     resting: bool,
 }
 
+impl Window {
+    fn starting(at: Instant) -> Window {
+        Window {
+            started: at,
+            used: Duration::ZERO,
+            resting: false,
+        }
+    }
+}
+
 impl Lanes {
     /// Lanes whose background has `threads` threads (one per core, usually).
     pub fn new(demote_after: Duration, threads: usize) -> Lanes {
@@ -115,11 +126,7 @@ impl Lanes {
                 foreground: AtomicUsize::new(0),
                 origin: Instant::now(),
                 last_activity: AtomicU64::new(0),
-                window: Mutex::new(Window {
-                    started: Instant::now(),
-                    used: Duration::ZERO,
-                    resting: false,
-                }),
+                window: Mutex::new(Window::starting(Instant::now())),
                 budget,
                 seats: Arc::new(Semaphore::new(BACKGROUND_SEATS)),
             }),
@@ -253,11 +260,7 @@ impl LaneState {
         let mut window = self.window.lock().unwrap();
         let ends = window.started + WINDOW;
         if now >= ends {
-            *window = Window {
-                started: now,
-                used: Duration::ZERO,
-                resting: false,
-            };
+            *window = Window::starting(now);
             return None;
         }
         window.resting.then_some(ends)

@@ -150,7 +150,7 @@ pub fn attempts_at_once(config: &EngineConfig) -> Result<u32, EngineError> {
 const DEMOTE_AFTER: Duration = Duration::from_millis(5);
 
 /// The cores this process may use: the background lane's threads.
-fn cores() -> usize {
+pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 

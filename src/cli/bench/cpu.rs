@@ -7,11 +7,6 @@ use sluice::sandbox::Sandbox;
 
 use super::{Args, Context, MODULE, drain};
 
-/// The cores this process may use.
-pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// A job of `rounds` rounds of the `crunch` kernel in `queue`.
 pub fn crunch_job(queue: &str, rounds: u32) -> NewJob {
     let mut job = NewJob::json(MODULE, "crunch", &serde_json::json!({ "rounds": rounds }));
@@ -81,7 +76,7 @@ pub async fn run(
     args: &Args,
     queue: &str,
 ) -> anyhow::Result<()> {
-    let cores = cores();
+    let cores = sluice::engine::cores();
     let jobs = args.heavy_jobs.unwrap_or(4 * cores);
     let single = single_job_seconds(context, sandbox, args, queue).await?;
     let mut walls = Vec::new();

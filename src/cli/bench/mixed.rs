@@ -67,7 +67,7 @@ pub async fn run(
     noop: &dyn Fn() -> NewJob,
     with_heavy: bool,
 ) -> anyhow::Result<()> {
-    let cores = cpu::cores();
+    let cores = sluice::engine::cores();
     let heavy_jobs = args.heavy_jobs.unwrap_or(cores);
     let single = if with_heavy {
         Some(cpu::single_job_seconds(context, sandbox, args, queue).await?)
