@@ -1,10 +1,12 @@
 //! Sluice: background jobs, each attempt in its own WebAssembly sandbox.
 
+pub mod api;
 pub mod app;
 pub mod config;
 pub mod engine;
 pub mod maintenance;
 pub mod model;
+pub mod ops;
 pub mod os;
 pub mod runner;
 pub mod sandbox;

@@ -4,10 +4,9 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sluice::model::{Codec, LimitOverrides, NewJob};
-use sluice::store::ModuleGet;
 
 use super::Context;
 
@@ -50,33 +49,12 @@ pub struct Args {
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
-    let store = &context.app.store;
-    // Refuse what cannot run before storing anything.
-    let module = store
-        .module_get(ModuleGet {
-            name: args.module.clone(),
-            version: args.version,
-        })
-        .await?;
-    if !module.exports(&args.function) {
-        let names: Vec<&str> = module.functions.iter().map(|f| f.name.as_str()).collect();
-        bail!(
-            "module {} v{} exports no function `{}`; it exports: {}",
-            module.name,
-            module.version,
-            args.function,
-            names.join(", ")
-        );
-    }
-    if args.max_attempts < 1 {
-        bail!("--max-attempts must be at least 1");
-    }
+    let store = context.app.store.as_ref();
     let limits = LimitOverrides {
         fuel: args.fuel,
         memory_bytes: args.memory,
         timeout: args.timeout,
     };
-    limits.validate().map_err(anyhow::Error::msg)?;
     let scheduled_at = match (args.delay, args.at) {
         (Some(delay), _) => {
             Some(Utc::now() + chrono::Duration::from_std(delay).context("--in is too far")?)
@@ -99,7 +77,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     if let Some(batch) = &args.batch {
         let jobs = read_batch(batch, &template)?;
         let count = jobs.len();
-        store.job_insert_many(jobs).await?;
+        sluice::ops::enqueue_many(store, jobs).await?;
         if context.json {
             super::print_json(&serde_json::json!({ "count": count }));
         } else {
@@ -109,21 +87,14 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     }
 
     let mut job = template;
-    job.args = json_args(args.args.as_deref().unwrap_or("null"))?;
-    let job = store.job_insert(job).await?;
+    job.args = sluice::ops::json_args(args.args.as_deref().unwrap_or("null"))?;
+    let id = sluice::ops::enqueue(store, job).await?;
     if context.json {
-        super::print_json(&serde_json::json!({ "id": job.id }));
+        super::print_json(&serde_json::json!({ "id": id }));
     } else {
-        out!("{}", job.id);
+        out!("{id}");
     }
     Ok(())
-}
-
-/// Validates JSON args and stores them compactly.
-fn json_args(text: &str) -> anyhow::Result<Vec<u8>> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .with_context(|| format!("the args are not valid JSON: {text}"))?;
-    Ok(serde_json::to_vec(&value)?)
 }
 
 fn read_batch(path: &PathBuf, template: &NewJob) -> anyhow::Result<Vec<NewJob>> {
@@ -141,7 +112,7 @@ fn read_batch(path: &PathBuf, template: &NewJob) -> anyhow::Result<Vec<NewJob>> 
             continue;
         }
         let mut job = template.clone();
-        job.args = json_args(&line).with_context(|| format!("line {}", number + 1))?;
+        job.args = sluice::ops::json_args(&line).with_context(|| format!("line {}", number + 1))?;
         jobs.push(job);
     }
     Ok(jobs)

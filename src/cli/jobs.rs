@@ -18,10 +18,7 @@ pub struct Args {
 }
 
 pub fn parse_state(text: &str) -> Result<JobState, String> {
-    JobState::parse(text).ok_or_else(|| {
-        let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
-        format!("`{text}` is not a job state; one of: {}", names.join(", "))
-    })
+    sluice::ops::parse_state(text).map_err(|error| error.to_string())
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
@@ -30,7 +27,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         queue: args.queue,
         module: args.module,
         limit: args.limit,
-        before_id: None,
+        ..Default::default()
     };
     let jobs = context.app.store.job_list(list).await?;
     if context.json {

@@ -17,6 +17,7 @@ mod modules;
 mod queue;
 mod queues;
 mod run;
+mod serve;
 mod upload;
 
 use std::process::ExitCode;
@@ -56,8 +57,10 @@ enum Command {
     Upload(upload::Args),
     /// Enqueue a call of a module's job function.
     Enqueue(enqueue::Args),
-    /// Run the engine: pull jobs from the queues and run them.
+    /// Run the engine: pull jobs from the queues and run them (and serve the HTTP API).
     Run(run::Args),
+    /// Serve the HTTP API without running jobs.
+    Serve(serve::Args),
     /// List jobs.
     Jobs(jobs::Args),
     /// Show a job with its attempts, or retry or cancel it.
@@ -82,7 +85,10 @@ pub struct Context {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, matches!(cli.command, Command::Run(_)));
+    init_logging(
+        cli.log_format,
+        matches!(cli.command, Command::Run(_) | Command::Serve(_)),
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -109,6 +115,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Upload(args) => upload::run(&context, args).await,
         Command::Enqueue(args) => enqueue::run(&context, args).await,
         Command::Run(args) => run::run(&context, args).await,
+        Command::Serve(args) => serve::run(&context, args).await,
         Command::Jobs(args) => jobs::run(&context, args).await,
         Command::Job(args) => job::run(&context, args).await,
         Command::Modules => modules::run(&context).await,
@@ -181,43 +188,13 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 
 /// A job's output as JSON (it is stored as JSON bytes), or null.
 pub fn output_value(output: Option<&[u8]>) -> serde_json::Value {
-    output
-        .map(|bytes| {
-            serde_json::from_slice(bytes).unwrap_or_else(|_| {
-                serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned())
-            })
-        })
-        .unwrap_or(serde_json::Value::Null)
+    sluice::api::views::output_value(output)
 }
 
-/// A job as JSON: the fields `sluice jobs --json` and `sluice job ID --json` share.
+/// A job as JSON: the API's view of it, which `sluice jobs --json` and `sluice job ID
+/// --json` print too.
 pub fn job_json(job: &sluice::model::Job) -> serde_json::Value {
-    let args = match job.codec {
-        sluice::model::Codec::Json => {
-            serde_json::from_slice(&job.args).unwrap_or(serde_json::Value::Null)
-        }
-        sluice::model::Codec::Postcard => serde_json::Value::String(hex::encode(&job.args)),
-    };
-    serde_json::json!({
-        "id": job.id,
-        "queue": job.queue,
-        "module": job.module,
-        "module_version": job.module_version,
-        "function": job.function,
-        "args": args,
-        "codec": job.codec,
-        "state": job.state,
-        "priority": job.priority,
-        "attempt": job.attempt,
-        "max_attempts": job.max_attempts,
-        "inserted_at": job.inserted_at,
-        "scheduled_at": job.scheduled_at,
-        "attempted_at": job.attempted_at,
-        "finalized_at": job.finalized_at,
-        "lease_node": job.lease_node,
-        "lease_expires_at": job.lease_expires_at,
-        "output": output_value(job.output.as_deref()),
-    })
+    serde_json::to_value(sluice::api::views::JobView::from(job)).expect("a job view serializes")
 }
 
 /// Parses a duration such as `3s`, `250ms` or `1h 30m`.

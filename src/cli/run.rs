@@ -49,6 +49,8 @@ pub struct Args {
     /// Where this node caches compiled modules.
     #[arg(long, env = "SLUICE_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    api: super::serve::ListenArgs,
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
@@ -83,13 +85,23 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
     let sandbox = sluice::app::App::sandbox_for_node(args.cache_dir, &config, args.memory_budget)?;
+    let stop_api = tokio_util::sync::CancellationToken::new();
+    let api = super::serve::start(context, &args.api, sandbox.clone(), stop_api.clone()).await?;
     let metrics = Arc::new(Metrics::default());
     let progress = show_progress(metrics.clone());
-    context
+    let ran = context
         .app
         .run_node(sandbox, config, metrics.clone(), shutdown_signal())
-        .await?;
+        .await;
     progress.abort();
+    stop_api.cancel();
+    if let Some(api) = api {
+        // Requests in flight get a moment; an idle keep-alive client does not hold the exit.
+        if let Ok(served) = tokio::time::timeout(Duration::from_secs(2), api).await {
+            served??;
+        }
+    }
+    ran?;
     if context.json {
         super::print_json(&serde_json::json!({
             "attempts": metrics.snapshot(),
@@ -103,7 +115,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
 /// Resolves on SIGINT or SIGTERM. From then on a second signal exits at once, without
 /// waiting for the grace period or for a store that is not answering. The listeners exist
 /// from the start, so a second signal that comes at once is not missed.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let mut signals = StopSignals::new();
     signals.next().await;
     tracing::info!("stopping; a second Ctrl-C exits at once");

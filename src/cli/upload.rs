@@ -2,10 +2,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
-use sluice::store::ModuleUpload;
-
 use super::Context;
+use anyhow::Context as _;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,27 +46,17 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             .context("cannot derive a module name from the file name; pass --name")?
             .to_string(),
     };
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        anyhow::bail!("`{name}` is not a valid module name: use letters, digits, `_` and `-`");
-    }
     let sandbox = sluice::app::App::sandbox_with(args.cache_dir, |config| {
         config.max_module_bytes = args.max_module_size;
     })?;
-    let functions = sandbox
-        .validate(&wasm)
+    let uploaded = sluice::ops::upload(context.app.store.as_ref(), &sandbox, name, wasm)
         .await
-        .with_context(|| format!("{} was not uploaded", args.file.display()))?;
-    let upload = ModuleUpload {
-        name,
-        digest: sluice::sandbox::digest_of(&wasm),
-        wasm,
-        functions,
-    };
-    let uploaded = context.app.store.module_upload(upload).await?;
+        .map_err(|error| match error {
+            sluice::ops::OpError::Module(_) => {
+                anyhow::anyhow!("{} was not uploaded: {error}", args.file.display())
+            }
+            other => other.into(),
+        })?;
     let module = &uploaded.module;
     if context.json {
         super::print_json(&serde_json::json!({

@@ -247,10 +247,19 @@ pub struct JobList {
     pub state: Option<JobState>,
     pub queue: Option<String>,
     pub module: Option<String>,
+    pub function: Option<String>,
+    /// Jobs whose JSON args contain this text, searched among the newest
+    /// `ARGS_SEARCH_WINDOW` jobs that match the other filters (a bounded scan).
+    pub args_contains: Option<String>,
     pub limit: u32,
     /// Lists jobs with ids below this one (newest first), for paging.
     pub before_id: Option<JobId>,
+    /// Lists jobs with ids above this one only.
+    pub after_id: Option<JobId>,
 }
+
+/// How many jobs (the newest matching the other filters) a text search in args looks at.
+pub const ARGS_SEARCH_WINDOW: i64 = 10_000;
 
 #[derive(Debug, Clone, Default)]
 pub struct JobCount {
@@ -334,6 +343,8 @@ pub trait Store: Send + Sync + 'static {
     async fn module_wasm(&self, name: &str, version: i32) -> StoreResult<Vec<u8>>;
     /// The latest version of every module.
     async fn module_list(&self) -> StoreResult<Vec<ModuleInfo>>;
+    /// Every version of one module, newest first (none if it was never uploaded).
+    async fn module_versions(&self, name: &str) -> StoreResult<Vec<ModuleInfo>>;
 
     // jobs
     async fn job_insert(&self, job: NewJob) -> StoreResult<Job>;
@@ -460,6 +471,32 @@ pub(crate) fn push_filters<DB: sqlx::Database>(
     }
     if let Some(module) = module {
         query.push(" AND module = ").push_bind(module.to_string());
+    }
+}
+
+/// The filters of a job listing other than the text search, shared by both dialects.
+pub(crate) fn push_list_filters<DB: sqlx::Database>(
+    query: &mut sqlx::QueryBuilder<DB>,
+    list: &JobList,
+) where
+    for<'q> &'static str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    push_filters(
+        query,
+        list.state,
+        list.queue.as_deref(),
+        list.module.as_deref(),
+    );
+    if let Some(function) = &list.function {
+        query.push(" AND function = ").push_bind(function.clone());
+    }
+    if let Some(before) = list.before_id {
+        query.push(" AND id < ").push_bind(before);
+    }
+    if let Some(after) = list.after_id {
+        query.push(" AND id > ").push_bind(after);
     }
 }
 

@@ -318,6 +318,17 @@ impl Store for SqliteStore {
         rows.iter().map(module_from_row).collect()
     }
 
+    #[tracing::instrument(name = "store.module_versions", level = "debug", skip_all)]
+    async fn module_versions(&self, name: &str) -> StoreResult<Vec<ModuleInfo>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {MODULE_COLUMNS} FROM sluice_modules WHERE name = ?1 ORDER BY version DESC"
+        )))
+        .bind(name)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(module_from_row).collect()
+    }
+
     #[tracing::instrument(name = "store.job_insert", level = "debug", skip_all)]
     async fn job_insert(&self, job: NewJob) -> StoreResult<Job> {
         let id = self.job_insert_many(vec![job]).await?[0];
@@ -732,14 +743,22 @@ impl Store for SqliteStore {
         let mut query = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE 1 = 1"
         ));
-        push_filters(
-            &mut query,
-            params.state,
-            params.queue.as_deref(),
-            params.module.as_deref(),
-        );
-        if let Some(before) = params.before_id {
-            query.push(" AND id < ").push_bind(before);
+        push_list_filters(&mut query, &params);
+        if let Some(text) = &params.args_contains {
+            query
+                .push(" AND codec = 'json' AND instr(args, ")
+                .push_bind(text.as_bytes().to_vec())
+                .push(") > 0");
+            // Only among the newest jobs the other filters match: a search never reads
+            // the whole table.
+            query.push(
+                " AND id >= COALESCE((SELECT min(id) FROM (SELECT id FROM sluice_jobs WHERE 1 = 1",
+            );
+            push_list_filters(&mut query, &params);
+            query
+                .push(" ORDER BY id DESC LIMIT ")
+                .push_bind(ARGS_SEARCH_WINDOW)
+                .push(") AS recent), 0)");
         }
         query
             .push(" ORDER BY id DESC LIMIT ")

@@ -153,11 +153,10 @@ async fn stream_span(context: &Context, queue: &str, count: usize) -> anyhow::Re
         .app
         .store
         .job_list(sluice::store::JobList {
-            state: None,
             queue: Some(queue.to_string()),
             module: Some(MODULE.to_string()),
             limit: count as u32,
-            before_id: None,
+            ..Default::default()
         })
         .await?;
     if jobs.len() != count

@@ -1,0 +1,235 @@
+//! `/v1/jobs`: enqueue one or many, list with filters and a cursor, one job with its
+//! attempts, and retry, cancel or delete one.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::Utc;
+
+use super::ApiState;
+use super::problem::{ApiResult, Json, Path, Problem, Query};
+use super::views::{
+    AttemptView, BulkEnqueueRequest, EnqueueRequest, Enqueued, EnqueuedOne, JobDetailView,
+    JobFilter, JobPage, JobView,
+};
+use crate::model::{Codec, LimitOverrides, NewJob};
+use crate::ops::OpError;
+use crate::store::JobList;
+
+/// The most jobs one bulk request may enqueue.
+pub const MAX_BULK_JOBS: usize = 10_000;
+/// The most jobs one page lists.
+pub const MAX_PAGE: u32 = 1000;
+
+/// Enqueue one call.
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs",
+    request_body = EnqueueRequest,
+    responses(
+        (status = 201, body = EnqueuedOne),
+        (status = 404, description = "No such module (or version)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown function, bad args or options", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn enqueue(
+    State(state): State<ApiState>,
+    Json(request): Json<EnqueueRequest>,
+) -> ApiResult<(StatusCode, Json<EnqueuedOne>)> {
+    let job = new_job(request)?;
+    let id = crate::ops::enqueue(state.store.as_ref(), job).await?;
+    Ok((StatusCode::CREATED, Json(EnqueuedOne { id })))
+}
+
+/// Enqueue many calls: all are stored, or none.
+#[utoipa::path(
+    post, path = "/v1/jobs/bulk", tag = "jobs",
+    request_body = BulkEnqueueRequest,
+    responses(
+        (status = 201, body = Enqueued),
+        (status = 404, description = "No such module (or version)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A call is invalid (the detail says which)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn enqueue_many(
+    State(state): State<ApiState>,
+    Json(request): Json<BulkEnqueueRequest>,
+) -> ApiResult<(StatusCode, Json<Enqueued>)> {
+    if request.jobs.len() > MAX_BULK_JOBS {
+        return Err(OpError::Invalid(format!(
+            "a bulk enqueue takes at most {MAX_BULK_JOBS} jobs; this one has {}",
+            request.jobs.len()
+        ))
+        .into());
+    }
+    let mut jobs = Vec::with_capacity(request.jobs.len());
+    for (index, call) in request.jobs.into_iter().enumerate() {
+        jobs.push(new_job(call).map_err(|problem| Problem {
+            detail: format!("job {index}: {}", problem.detail),
+            ..problem
+        })?);
+    }
+    let ids = crate::ops::enqueue_many(state.store.as_ref(), jobs).await?;
+    Ok((StatusCode::CREATED, Json(Enqueued { ids })))
+}
+
+/// The job the request describes, or why it cannot be one.
+fn new_job(request: EnqueueRequest) -> Result<NewJob, Problem> {
+    let codec = request.codec.unwrap_or(Codec::Json);
+    let args = match codec {
+        Codec::Json => serde_json::to_vec(&request.args).expect("a JSON value always serializes"),
+        Codec::Postcard => request
+            .args
+            .as_str()
+            .and_then(|text| hex::decode(text).ok())
+            .ok_or_else(|| {
+                OpError::BadArgs("postcard args must be a string of hex digits".into())
+            })?,
+    };
+    let scheduled_at = match (request.run_at, request.run_in_ms) {
+        (Some(_), Some(_)) => {
+            return Err(OpError::Invalid("give run_at or run_in_ms, not both".into()).into());
+        }
+        (Some(at), None) => Some(at),
+        (None, Some(ms)) => {
+            let delay = chrono::Duration::try_milliseconds(ms as i64)
+                .filter(|_| ms <= i64::MAX as u64)
+                .ok_or_else(|| OpError::Invalid("run_in_ms is too far".into()))?;
+            Some(
+                Utc::now()
+                    .checked_add_signed(delay)
+                    .ok_or_else(|| OpError::Invalid("run_in_ms is too far".into()))?,
+            )
+        }
+        (None, None) => None,
+    };
+    Ok(NewJob {
+        queue: request
+            .queue
+            .unwrap_or_else(|| NewJob::DEFAULT_QUEUE.to_string()),
+        module: request.module,
+        module_version: request.version,
+        function: request.function,
+        args,
+        codec,
+        priority: request.priority.unwrap_or(0),
+        max_attempts: request.max_attempts.unwrap_or(NewJob::DEFAULT_MAX_ATTEMPTS),
+        scheduled_at,
+        limits: LimitOverrides {
+            fuel: request.fuel,
+            memory_bytes: request.memory,
+            timeout: request.timeout_ms.map(Duration::from_millis),
+        },
+    })
+}
+
+/// Jobs, newest first, filtered, a page at a time.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs",
+    params(JobFilter),
+    responses(
+        (status = 200, body = JobPage),
+        (status = 422, description = "A filter is invalid", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(filter): Query<JobFilter>,
+) -> ApiResult<Json<JobPage>> {
+    let limit = filter.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(OpError::Invalid(format!("limit must be between 1 and {MAX_PAGE}")).into());
+    }
+    let state_filter = filter
+        .state
+        .as_deref()
+        .map(crate::ops::parse_state)
+        .transpose()?;
+    let list = JobList {
+        state: state_filter,
+        queue: filter.queue,
+        module: filter.module,
+        function: filter.function,
+        args_contains: filter.args.filter(|text| !text.is_empty()),
+        limit,
+        before_id: filter.before,
+        after_id: filter.after,
+    };
+    let jobs = state.store.job_list(list).await?;
+    let next_before = (jobs.len() == limit as usize)
+        .then(|| jobs.last().map(|job| job.id))
+        .flatten();
+    Ok(Json(JobPage {
+        jobs: jobs.iter().map(JobView::from).collect(),
+        next_before,
+    }))
+}
+
+/// One job with every attempt.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, body = JobDetailView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<JobDetailView>> {
+    let detail = state.store.job_get(id).await?;
+    Ok(Json(JobDetailView {
+        job: JobView::from(&detail.job),
+        attempts: detail.attempts.iter().map(AttemptView::from).collect(),
+    }))
+}
+
+/// Run the job again now (a finished job gets one more attempt).
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/retry", tag = "jobs",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, body = JobView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job's state forbids it", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn retry(State(state): State<ApiState>, Path(id): Path<i64>) -> ApiResult<Json<JobView>> {
+    let job = state.store.job_retry(id).await?;
+    Ok(Json(JobView::from(&job)))
+}
+
+/// Stop the job. A running attempt is interrupted by its node within a second and recorded
+/// as `cancelled` (the job stays `running` until then).
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, body = JobView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job already finished", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<JobView>> {
+    let job = state.store.job_cancel(id).await?;
+    Ok(Json(JobView::from(&job)))
+}
+
+/// Delete the job and its history.
+#[utoipa::path(
+    delete, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job is running", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete(State(state): State<ApiState>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+    state.store.job_delete(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

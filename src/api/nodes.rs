@@ -1,0 +1,17 @@
+//! `/v1/nodes`: the registry of nodes and their heartbeats.
+
+use axum::extract::State;
+
+use super::ApiState;
+use super::problem::{ApiResult, Json};
+use super::views::NodeView;
+
+/// Every registered node, with its queues and its last heartbeat.
+#[utoipa::path(
+    get, path = "/v1/nodes", tag = "nodes",
+    responses((status = 200, body = Vec<NodeView>))
+)]
+pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<NodeView>>> {
+    let nodes = state.store.node_list().await?;
+    Ok(Json(nodes.iter().map(NodeView::from).collect()))
+}

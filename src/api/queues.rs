@@ -1,0 +1,65 @@
+//! `/v1/queues`: queues with their counts by state; pause and resume.
+
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::ApiState;
+use super::problem::{ApiResult, Json, Path};
+use super::views::QueueView;
+use crate::store::QueuePause;
+
+/// Every queue that has jobs or settings, with its job counts by state.
+#[utoipa::path(
+    get, path = "/v1/queues", tag = "queues",
+    responses((status = 200, body = Vec<QueueView>))
+)]
+pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<QueueView>>> {
+    let queues = state.store.queue_list().await?;
+    Ok(Json(queues.iter().map(QueueView::from).collect()))
+}
+
+/// Whether a queue is paused.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Paused {
+    pub name: String,
+    pub paused: bool,
+}
+
+/// No node claims jobs of this queue until it is resumed; running attempts finish.
+#[utoipa::path(
+    post, path = "/v1/queues/{name}/pause", tag = "queues",
+    params(("name" = String, Path, description = "The queue's name")),
+    responses((status = 200, body = Paused))
+)]
+pub async fn pause(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Paused>> {
+    set_paused(state, name, true).await
+}
+
+/// Let nodes claim jobs of this queue again.
+#[utoipa::path(
+    post, path = "/v1/queues/{name}/resume", tag = "queues",
+    params(("name" = String, Path, description = "The queue's name")),
+    responses((status = 200, body = Paused))
+)]
+pub async fn resume(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Paused>> {
+    set_paused(state, name, false).await
+}
+
+async fn set_paused(state: ApiState, name: String, paused: bool) -> ApiResult<Json<Paused>> {
+    crate::ops::queue_name(&name)?;
+    state
+        .store
+        .queue_pause(QueuePause {
+            name: name.clone(),
+            paused,
+        })
+        .await?;
+    Ok(Json(Paused { name, paused }))
+}

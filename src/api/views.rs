@@ -1,0 +1,345 @@
+//! The JSON the API speaks (and `--json` prints): typed views of the model, with their
+//! OpenAPI schemas, and the requests the API accepts.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::model::{AttemptClass, AttemptRecord, Codec, Job, JobFunction, JobState, ModuleInfo};
+use crate::store::{NodeInfo, QueueSummary};
+
+fn state_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(JobState::ALL.iter().map(|state| state.as_str())))
+        .build()
+}
+
+fn codec_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["json", "postcard"]))
+        .build()
+}
+
+/// A job as stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub id: i64,
+    pub queue: String,
+    pub module: String,
+    /// The pinned module version; null runs the latest at each attempt.
+    pub module_version: Option<i32>,
+    pub function: String,
+    /// JSON args as JSON; postcard args as a hex string.
+    pub args: serde_json::Value,
+    #[schema(schema_with = codec_schema)]
+    pub codec: Codec,
+    #[schema(schema_with = state_schema)]
+    pub state: JobState,
+    pub priority: i16,
+    /// Attempts started so far, the running one included.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub inserted_at: DateTime<Utc>,
+    pub scheduled_at: DateTime<Utc>,
+    pub attempted_at: Option<DateTime<Utc>>,
+    pub finalized_at: Option<DateTime<Utc>>,
+    pub lease_node: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The completed attempt's output (JSON), or null.
+    pub output: serde_json::Value,
+}
+
+impl From<&Job> for JobView {
+    fn from(job: &Job) -> JobView {
+        let args = match job.codec {
+            Codec::Json => serde_json::from_slice(&job.args).unwrap_or(serde_json::Value::Null),
+            Codec::Postcard => serde_json::Value::String(hex::encode(&job.args)),
+        };
+        JobView {
+            id: job.id,
+            queue: job.queue.clone(),
+            module: job.module.clone(),
+            module_version: job.module_version,
+            function: job.function.clone(),
+            args,
+            codec: job.codec,
+            state: job.state,
+            priority: job.priority,
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            inserted_at: job.inserted_at,
+            scheduled_at: job.scheduled_at,
+            attempted_at: job.attempted_at,
+            finalized_at: job.finalized_at,
+            lease_node: job.lease_node.clone(),
+            lease_expires_at: job.lease_expires_at,
+            output: output_value(job.output.as_deref()),
+        }
+    }
+}
+
+/// A job's output as JSON (it is stored as JSON bytes), or null.
+pub fn output_value(output: Option<&[u8]>) -> serde_json::Value {
+    output
+        .map(|bytes| {
+            serde_json::from_slice(bytes).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned())
+            })
+        })
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// One line a guest wrote during an attempt.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogLineView {
+    /// `stdout`, `stderr` or `log`.
+    pub stream: String,
+    pub text: String,
+}
+
+/// One finished attempt of a job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptView {
+    pub attempt: i32,
+    /// How it ended: `completed`, a failure class (`trap`, `out_of_fuel`, ...), or
+    /// `lease_expired`, `abandoned`, `poisoned`, `cancelled`.
+    pub outcome: String,
+    /// What the failure class means, for failures.
+    pub explanation: Option<String>,
+    /// The error, with the guest's backtrace where there is one.
+    pub message: Option<String>,
+    pub trap_code: Option<String>,
+    pub node: String,
+    pub module_version: Option<i32>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub fuel_consumed: u64,
+    pub duration_ms: f64,
+    pub peak_memory_bytes: u64,
+    pub logs: Vec<LogLineView>,
+}
+
+impl From<&AttemptRecord> for AttemptView {
+    fn from(a: &AttemptRecord) -> AttemptView {
+        AttemptView {
+            attempt: a.attempt,
+            outcome: a.outcome.as_str().to_string(),
+            explanation: match a.outcome {
+                AttemptClass::Failed(kind) => Some(kind.explanation().to_string()),
+                _ => None,
+            },
+            message: a.message.clone(),
+            trap_code: a.trap_code.clone(),
+            node: a.node.clone(),
+            module_version: a.module_version,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+            fuel_consumed: a.fuel_consumed,
+            duration_ms: a.duration.as_secs_f64() * 1000.0,
+            peak_memory_bytes: a.peak_memory_bytes,
+            logs: a
+                .logs
+                .iter()
+                .map(|line| LogLineView {
+                    stream: serde_json::to_value(line.stream)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_lowercase))
+                        .unwrap_or_default(),
+                    text: line.text.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A job with every attempt.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobDetailView {
+    #[serde(flatten)]
+    pub job: JobView,
+    pub attempts: Vec<AttemptView>,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPage {
+    pub jobs: Vec<JobView>,
+    /// Pass as `before` for the next page; null on the last page.
+    pub next_before: Option<i64>,
+}
+
+/// A job function a module exports.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FunctionView {
+    pub name: String,
+    pub description: String,
+}
+
+impl From<&JobFunction> for FunctionView {
+    fn from(f: &JobFunction) -> FunctionView {
+        FunctionView {
+            name: f.name.clone(),
+            description: f.description.clone(),
+        }
+    }
+}
+
+/// One uploaded version of a module.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModuleView {
+    pub name: String,
+    pub version: i32,
+    /// SHA-256 of the component's bytes.
+    pub digest: String,
+    pub size_bytes: i64,
+    pub uploaded_at: DateTime<Utc>,
+    pub functions: Vec<FunctionView>,
+}
+
+impl From<&ModuleInfo> for ModuleView {
+    fn from(m: &ModuleInfo) -> ModuleView {
+        ModuleView {
+            name: m.name.clone(),
+            version: m.version,
+            digest: m.digest.clone(),
+            size_bytes: m.size_bytes,
+            uploaded_at: m.uploaded_at,
+            functions: m.functions.iter().map(FunctionView::from).collect(),
+        }
+    }
+}
+
+/// The result of an upload.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadView {
+    #[serde(flatten)]
+    pub module: ModuleView,
+    /// These bytes were uploaded before: no new version was made.
+    pub already_present: bool,
+}
+
+/// A queue with its job counts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueView {
+    pub name: String,
+    pub paused: bool,
+    /// Jobs by state (every state present, zero included).
+    pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+impl From<&QueueSummary> for QueueView {
+    fn from(q: &QueueSummary) -> QueueView {
+        QueueView {
+            name: q.name.clone(),
+            paused: q.paused,
+            counts: JobState::ALL
+                .iter()
+                .map(|state| (state.as_str().to_string(), q.count(*state)))
+                .collect(),
+        }
+    }
+}
+
+/// A node in the registry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeView {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    pub queues: Vec<String>,
+    /// Attempts running on it at its last heartbeat.
+    pub running: u32,
+}
+
+impl From<&NodeInfo> for NodeView {
+    fn from(n: &NodeInfo) -> NodeView {
+        NodeView {
+            id: n.id.clone(),
+            host: n.host.clone(),
+            pid: n.pid,
+            started_at: n.started_at,
+            heartbeat_at: n.heartbeat_at,
+            queues: n.queues.clone(),
+            running: n.running,
+        }
+    }
+}
+
+/// A call to enqueue: a module's job function with its args and options.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueRequest {
+    /// The module's name, as uploaded.
+    pub module: String,
+    /// The job function to call.
+    pub function: String,
+    /// The args: any JSON value (`codec` json, the default), or a hex string of postcard
+    /// bytes (`codec` postcard).
+    #[serde(default)]
+    pub args: serde_json::Value,
+    #[serde(default)]
+    #[schema(schema_with = codec_schema)]
+    pub codec: Option<Codec>,
+    /// Defaults to `default`.
+    pub queue: Option<String>,
+    /// Lower runs first; defaults to 0.
+    pub priority: Option<i16>,
+    /// Defaults to 20.
+    pub max_attempts: Option<i32>,
+    /// Run no earlier than this time.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Run no earlier than this many milliseconds from now.
+    pub run_in_ms: Option<u64>,
+    /// Pin a module version; by default each attempt runs the latest.
+    pub version: Option<i32>,
+    /// Fuel budget of each attempt.
+    pub fuel: Option<u64>,
+    /// Deadline of each attempt, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Memory cap of each attempt, in bytes.
+    pub memory: Option<u64>,
+}
+
+/// Many calls to enqueue, stored together or not at all.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkEnqueueRequest {
+    pub jobs: Vec<EnqueueRequest>,
+}
+
+/// The ids of enqueued jobs, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Enqueued {
+    pub ids: Vec<i64>,
+}
+
+/// A job that was enqueued.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnqueuedOne {
+    pub id: i64,
+}
+
+/// Filters and paging of a job listing.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct JobFilter {
+    /// One of the job states.
+    pub state: Option<String>,
+    pub queue: Option<String>,
+    pub module: Option<String>,
+    pub function: Option<String>,
+    /// Text the JSON args contain, searched among the newest 10,000 jobs the other
+    /// filters match.
+    pub args: Option<String>,
+    /// Only jobs with a smaller id (the cursor: a page's `next_before`).
+    pub before: Option<i64>,
+    /// Only jobs with a larger id.
+    pub after: Option<i64>,
+    /// At most this many (1 to 1000; 50 by default).
+    pub limit: Option<u32>,
+}

@@ -1,0 +1,90 @@
+//! Enqueueing: a call is refused before anything is stored unless its module exists, exports
+//! the function, and its attempt limits are ones an attempt could run under.
+
+use std::collections::HashSet;
+
+use crate::model::{JobId, JobState, NewJob};
+use crate::store::{ModuleGet, Store};
+
+use super::{OpError, OpResult};
+
+/// Checks one job and stores it; returns its id.
+pub async fn enqueue(store: &dyn Store, job: NewJob) -> OpResult<JobId> {
+    let mut ids = enqueue_many(store, vec![job]).await?;
+    Ok(ids.remove(0))
+}
+
+/// Checks every job (each module and function looked up once) and stores them all in one
+/// statement, or none. Returns their ids in order.
+pub async fn enqueue_many(store: &dyn Store, jobs: Vec<NewJob>) -> OpResult<Vec<JobId>> {
+    let mut checked = HashSet::new();
+    for job in &jobs {
+        check_options(job)?;
+        let key = (job.module.clone(), job.module_version, job.function.clone());
+        if checked.contains(&key) {
+            continue;
+        }
+        check_call(store, job).await?;
+        checked.insert(key);
+    }
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(store.job_insert_many(jobs).await?)
+}
+
+/// Whether `name` can name a queue: 1 to 128 characters, none of them control characters.
+pub fn queue_name(name: &str) -> OpResult<()> {
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(OpError::Invalid(format!(
+            "`{}` is not a queue name: use 1 to 128 printable characters",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// A job state by name.
+pub fn parse_state(text: &str) -> OpResult<JobState> {
+    JobState::parse(text).ok_or_else(|| {
+        let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+        OpError::Invalid(format!(
+            "`{text}` is not a job state; one of: {}",
+            names.join(", ")
+        ))
+    })
+}
+
+/// Validates JSON args and stores them compactly.
+pub fn json_args(text: &str) -> OpResult<Vec<u8>> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| OpError::BadArgs(format!("{e}: {text}")))?;
+    Ok(serde_json::to_vec(&value).expect("a JSON value always serializes"))
+}
+
+fn check_options(job: &NewJob) -> OpResult<()> {
+    if job.max_attempts < 1 {
+        return Err(OpError::Invalid("--max-attempts must be at least 1".into()));
+    }
+    queue_name(&job.queue)?;
+    job.limits.validate().map_err(OpError::Invalid)
+}
+
+async fn check_call(store: &dyn Store, job: &NewJob) -> OpResult<()> {
+    let module = store
+        .module_get(ModuleGet {
+            name: job.module.clone(),
+            version: job.module_version,
+        })
+        .await?;
+    if module.exports(&job.function) {
+        return Ok(());
+    }
+    let names: Vec<&str> = module.functions.iter().map(|f| f.name.as_str()).collect();
+    Err(OpError::UnknownFunction {
+        module: module.name,
+        version: module.version,
+        function: job.function.clone(),
+        exports: names.join(", "),
+    })
+}

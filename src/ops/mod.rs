@@ -1,0 +1,94 @@
+//! The operations the CLI and the HTTP API share: each validates its input once, here, with
+//! one wording, so the two faces of Sluice cannot drift apart.
+
+mod jobs;
+mod modules;
+
+pub use self::jobs::{enqueue, enqueue_many, json_args, parse_state, queue_name};
+pub use self::modules::{upload, valid_module_name};
+
+use crate::sandbox::ModuleError;
+use crate::store::StoreError;
+
+/// Why an operation refused or failed. The message is the user's explanation (the CLI
+/// prints it, the API puts it in the problem document's `detail`); `code` is stable.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("module {module} v{version} exports no function `{function}`; it exports: {exports}")]
+    UnknownFunction {
+        module: String,
+        version: i32,
+        function: String,
+        exports: String,
+    },
+    #[error("the args are not valid JSON: {0}")]
+    BadArgs(String),
+    #[error("`{0}` is not a valid module name: use letters, digits, `_` and `-`")]
+    BadModuleName(String),
+    /// Input refused before it reached the store, with the reason (names the CLI's flag).
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Module(#[from] ModuleError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What kind of failure an error is, for a caller that maps it (an HTTP status, an exit code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The input is wrong; the same request will fail again.
+    Invalid,
+    /// What the request names does not exist.
+    NotFound,
+    /// The request is valid but the thing named is in a state that forbids it.
+    Conflict,
+    /// The input is larger than allowed.
+    TooLarge,
+    /// The database is unreachable for now; the same request may succeed later.
+    Unavailable,
+    /// A fault on our side.
+    Internal,
+}
+
+impl OpError {
+    /// A stable, machine-readable name of the error (the problem document's `code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            OpError::UnknownFunction { .. } => "unknown_function",
+            OpError::BadArgs(_) => "bad_args",
+            OpError::BadModuleName(_) => "bad_module_name",
+            OpError::Invalid(_) => "invalid_input",
+            OpError::Module(ModuleError::TooLarge { .. }) => "module_too_large",
+            OpError::Module(ModuleError::Cache { .. }) => "internal",
+            OpError::Module(_) => "invalid_module",
+            OpError::Store(error) => match error {
+                StoreError::JobNotFound(_) => "job_not_found",
+                StoreError::ModuleNotFound(_) => "module_not_found",
+                StoreError::ModuleVersionNotFound { .. } => "module_version_not_found",
+                StoreError::InvalidTransition { .. } => "invalid_transition",
+                StoreError::ArgsTooLarge { .. } => "args_too_large",
+                StoreError::Invalid(_) => "invalid_input",
+                StoreError::Unavailable(_) => "database_unavailable",
+                StoreError::UnsupportedUrl(_)
+                | StoreError::Database(_)
+                | StoreError::Migration(_) => "internal",
+            },
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self.code() {
+            "job_not_found" | "module_not_found" | "module_version_not_found" => {
+                ErrorKind::NotFound
+            }
+            "invalid_transition" => ErrorKind::Conflict,
+            "module_too_large" | "args_too_large" => ErrorKind::TooLarge,
+            "database_unavailable" => ErrorKind::Unavailable,
+            "internal" => ErrorKind::Internal,
+            _ => ErrorKind::Invalid,
+        }
+    }
+}
+
+pub type OpResult<T> = Result<T, OpError>;
