@@ -1,5 +1,6 @@
 //! Integration tests: one binary (fastest to link), one module per part of Sluice.
 
+mod api;
 mod cli;
 mod fuzz;
 mod guests;

@@ -34,6 +34,9 @@ impl Sluice {
             .env("SLUICE_DATABASE_URL", &self.database_url)
             .env("SLUICE_CACHE_DIR", shared_cache_dir())
             .env("SLUICE_LOG", "warn,sluice=info")
+            // Many nodes run at once in the tests: none takes the API's default port;
+            // a test of the API passes `--listen 127.0.0.1:0`.
+            .env("SLUICE_LISTEN", "none")
             .stdin(Stdio::null());
         command
     }

@@ -1,0 +1,642 @@
+//! The HTTP API end to end through the real binary, on both stores: every endpoint, its
+//! error paths as problem documents, nothing stored by a refused request; and the committed
+//! OpenAPI document, which must match the code.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sluice_test_artifacts as guests;
+
+use crate::support::binary::Sluice;
+
+macro_rules! both_stores {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Sluice::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::Sluice::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+both_stores!(
+    jobs_go_in_and_out_through_the_api,
+    bad_requests_are_problems_and_store_nothing,
+);
+
+/// The committed `openapi.json` is what the code generates. To update it after changing
+/// the API: `SLUICE_BLESS=1 cargo test --test all openapi`.
+#[test]
+fn the_committed_openapi_document_matches_the_code() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
+    let generated = sluice::api::openapi_json();
+    if std::env::var_os("SLUICE_BLESS").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "openapi.json differs from the API the code serves; regenerate it with \
+         `SLUICE_BLESS=1 cargo test --test all openapi` and commit it"
+    );
+    let document: Value = serde_json::from_str(&committed).unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    for path in [
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/modules/{name}",
+        "/v1/queues",
+    ] {
+        assert!(
+            document["paths"][path].is_object(),
+            "{path} is not documented"
+        );
+    }
+}
+
+/// A node serving the API on a free loopback port; killed when dropped.
+struct Node {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Node {
+    fn start(sluice: &Sluice, command: &[&str]) -> Node {
+        let mut args = command.to_vec();
+        args.extend(["--listen", "127.0.0.1:0"]);
+        let mut child = sluice
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (address, found) = std::sync::mpsc::channel();
+        // Reads the log for the address, then keeps draining it so the node never blocks.
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(at) = line.find("API listening on http://") {
+                    let _ = address.send(line[at + "API listening on ".len()..].to_string());
+                }
+            }
+        });
+        let base = found
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the node never said where the API listens");
+        Node {
+            child,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        response(self.http.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        response(
+            self.http
+                .post(self.url(path))
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+        let request = self
+            .http
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body);
+        response(request.send().await.unwrap()).await
+    }
+
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        response(self.http.delete(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// Polls a job until `done` holds for it (at most 60 s).
+    async fn wait_for_job(&self, id: i64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let (status, job) = self.get(&format!("/v1/jobs/{id}")).await;
+            assert_eq!(status, StatusCode::OK, "{job}");
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "job {id} never became {what}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn job_count(&self) -> usize {
+        let (_, page) = self.get("/v1/jobs?limit=1000").await;
+        page["jobs"].as_array().unwrap().len()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Status and JSON body (null when empty); problems must carry their media type.
+async fn response(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = response.bytes().await.unwrap();
+    if status.is_client_error() || status.is_server_error() {
+        assert_eq!(content_type, "application/problem+json", "{status}");
+    }
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap()
+    };
+    (status, value)
+}
+
+fn hello_wasm() -> Vec<u8> {
+    std::fs::read(guests::HELLO).unwrap()
+}
+
+async fn jobs_go_in_and_out_through_the_api(sluice: Sluice) {
+    let node = Node::start(
+        &sluice,
+        &["run", "--queue", "default=4", "--queue", "other=2"],
+    );
+
+    // Upload: a new version, then the same bytes again.
+    let (status, uploaded) = node
+        .post_raw("/v1/modules/hello", "application/wasm", hello_wasm())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{uploaded}");
+    assert_eq!(uploaded["version"], 1);
+    assert_eq!(uploaded["already_present"], false);
+    assert!(
+        uploaded["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "greet")
+    );
+    let (status, again) = node
+        .post_raw("/v1/modules/hello", "application/wasm", hello_wasm())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["already_present"], true);
+    let (_, modules) = node.get("/v1/modules").await;
+    assert_eq!(modules[0]["name"], "hello");
+    let (status, module) = node.get("/v1/modules/hello").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(module["latest"], 1);
+    assert_eq!(module["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(module["versions"][0]["digest"], uploaded["digest"]);
+
+    // One job runs to completion; its attempt is recorded with its forensics.
+    let (status, enqueued) = node
+        .post(
+            "/v1/jobs",
+            json!({"module": "hello", "function": "greet", "args": {"name": "api"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{enqueued}");
+    let id = enqueued["id"].as_i64().unwrap();
+    let job = node
+        .wait_for_job(id, "completed", |job| job["state"] == "completed")
+        .await;
+    assert_eq!(job["output"], "Hello, api!");
+    assert_eq!(job["attempts"][0]["outcome"], "completed");
+    assert!(job["attempts"][0]["fuel_consumed"].as_u64().unwrap() > 0);
+    assert!(job["attempts"][0]["node"].as_str().unwrap().len() > 1);
+    // The CLI prints the same view of the job.
+    let cli = sluice.job(id);
+    assert_eq!(cli["output"], job["output"]);
+    assert_eq!(cli["state"], job["state"]);
+
+    // Bulk: every job stored, in order, on the queue asked for.
+    let calls: Vec<Value> = (0..25)
+        .map(|n| json!({"module": "hello", "function": "greet", "args": {"name": format!("n{n}")}, "queue": "other"}))
+        .collect();
+    let (status, bulk) = node.post("/v1/jobs/bulk", json!({ "jobs": calls })).await;
+    assert_eq!(status, StatusCode::CREATED, "{bulk}");
+    let ids: Vec<i64> = bulk["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 25);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    node.wait_for_job(ids[24], "completed", |job| job["state"] == "completed")
+        .await;
+
+    // Filters and the cursor.
+    let (_, found) = node.get("/v1/jobs?queue=other&args=n17").await;
+    let found = found["jobs"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["args"]["name"], "n17");
+    let mut seen = Vec::new();
+    let mut path = "/v1/jobs?queue=other&function=greet&limit=10".to_string();
+    loop {
+        let (status, page) = node.get(&path).await;
+        assert_eq!(status, StatusCode::OK);
+        seen.extend(
+            page["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].as_i64().unwrap()),
+        );
+        match page["next_before"].as_i64() {
+            Some(before) => {
+                path = format!("/v1/jobs?queue=other&function=greet&limit=10&before={before}")
+            }
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+    let (_, range) = node
+        .get(&format!("/v1/jobs?after={}&before={}", ids[2], ids[6]))
+        .await;
+    let range: Vec<i64> = range["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(range, [ids[5], ids[4], ids[3]]);
+    let (_, completed) = node.get("/v1/jobs?state=completed&module=hello").await;
+    assert_eq!(completed["jobs"].as_array().unwrap().len(), 26);
+
+    // A job that fails is discarded after its one attempt; retry gives it one more.
+    let (_, failing) = node
+        .post(
+            "/v1/jobs",
+            json!({"module": "hello", "function": "fail", "max_attempts": 1}),
+        )
+        .await;
+    let failing = failing["id"].as_i64().unwrap();
+    let job = node
+        .wait_for_job(failing, "discarded", |job| job["state"] == "discarded")
+        .await;
+    assert_eq!(job["attempts"][0]["outcome"], "guest_error", "{job}");
+    let (status, retried) = node
+        .post(&format!("/v1/jobs/{failing}/retry"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    node.wait_for_job(failing, "discarded again", |job| {
+        job["state"] == "discarded" && job["attempts"].as_array().unwrap().len() == 2
+    })
+    .await;
+
+    // A scheduled job is cancelled; a finished one cannot be: 409.
+    let (_, later) = node
+        .post(
+            "/v1/jobs",
+            json!({"module": "hello", "function": "noop", "run_in_ms": 3_600_000}),
+        )
+        .await;
+    let later = later["id"].as_i64().unwrap();
+    let (status, cancelled) = node
+        .post(&format!("/v1/jobs/{later}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cancelled["state"], "cancelled");
+    let (status, refused) = node.post(&format!("/v1/jobs/{id}/cancel"), json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["code"], "invalid_transition");
+
+    // Delete: gone, then 404.
+    let (status, _) = node.delete(&format!("/v1/jobs/{later}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, gone) = node.get(&format!("/v1/jobs/{later}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(gone["detail"], format!("no job with id {later}"));
+
+    // Queues: counts by state; a paused queue is not claimed from.
+    let (_, queues) = node.get("/v1/queues").await;
+    let other = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "other")
+        .unwrap();
+    assert_eq!(other["counts"]["completed"], 25, "{other}");
+    let (status, paused) = node.post("/v1/queues/other/pause", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(paused["paused"], true);
+    let (_, waiting) = node
+        .post(
+            "/v1/jobs",
+            json!({"module": "hello", "function": "noop", "queue": "other"}),
+        )
+        .await;
+    let waiting = waiting["id"].as_i64().unwrap();
+    // A job on a live queue enqueued after it completes, so the node has looked since.
+    let (_, probe) = node
+        .post("/v1/jobs", json!({"module": "hello", "function": "noop"}))
+        .await;
+    node.wait_for_job(probe["id"].as_i64().unwrap(), "completed", |job| {
+        job["state"] == "completed"
+    })
+    .await;
+    let (_, still) = node.get(&format!("/v1/jobs/{waiting}")).await;
+    assert_eq!(still["state"], "available", "{still}");
+    let (_, queues) = node.get("/v1/queues").await;
+    assert!(
+        queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["name"] == "other" && q["paused"] == true)
+    );
+    node.post("/v1/queues/other/resume", json!({})).await;
+    node.wait_for_job(waiting, "completed", |job| job["state"] == "completed")
+        .await;
+
+    // The node is in the registry, with its queues.
+    let (_, nodes) = node.get("/v1/nodes").await;
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    let queues: Vec<&str> = nodes[0]["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q.as_str().unwrap())
+        .collect();
+    assert!(
+        queues.contains(&"other") && queues.contains(&"default"),
+        "{queues:?}"
+    );
+
+    // The document and the health check.
+    let (status, document) = node.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(document["openapi"], "3.1.0");
+    let health = node.http.get(node.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+async fn bad_requests_are_problems_and_store_nothing(sluice: Sluice) {
+    let node = Node::start(&sluice, &["serve", "--max-module-size", "200000"]);
+    let (status, _) = node
+        .post_raw("/v1/modules/hello", "application/wasm", hello_wasm())
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let greet = |extra: Value| {
+        let mut call = json!({"module": "hello", "function": "greet", "args": {"name": "x"}});
+        for (key, value) in extra.as_object().unwrap() {
+            call[key] = value.clone();
+        }
+        call
+    };
+    // Each refused enqueue: its status, its stable code, the CLI's words.
+    let cases = [
+        (
+            json!({"module": "nope", "function": "greet"}),
+            StatusCode::NOT_FOUND,
+            "module_not_found",
+            "no module named `nope`",
+        ),
+        (
+            greet(json!({"version": 9})),
+            StatusCode::NOT_FOUND,
+            "module_version_not_found",
+            "has no version 9",
+        ),
+        (
+            greet(json!({"function": "nope"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_function",
+            "exports no function `nope`",
+        ),
+        (
+            greet(json!({"max_attempts": 0})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "--max-attempts must be at least 1",
+        ),
+        (
+            greet(json!({"fuel": 0})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "--fuel must be at least 1",
+        ),
+        (
+            greet(json!({"memory": 10})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "--memory must be at least",
+        ),
+        (
+            greet(json!({"timeout_ms": 0})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "--timeout must be longer than 0s",
+        ),
+        (
+            greet(json!({"queue": ""})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "is not a queue name",
+        ),
+        (
+            greet(json!({"codec": "postcard", "args": "zz"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_args",
+            "hex digits",
+        ),
+        (
+            greet(json!({"run_at": "2030-01-01T00:00:00Z", "run_in_ms": 5})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "not both",
+        ),
+        (
+            greet(json!({"run_in_ms": u64::MAX})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "too far",
+        ),
+        (
+            greet(json!({"surprise": 1})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "unknown field `surprise`",
+        ),
+        (
+            json!({"function": "greet"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "missing field `module`",
+        ),
+        (
+            greet(json!({"args": "x".repeat(1 << 20)})),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "args_too_large",
+            "the limit is 1048576 bytes",
+        ),
+    ];
+    for (body, status, code, words) in cases {
+        let (got, problem) = node.post("/v1/jobs", body.clone()).await;
+        assert_eq!(got, status, "{body} -> {problem}");
+        assert_eq!(problem["code"], code, "{problem}");
+        assert_eq!(problem["status"], status.as_u16());
+        assert_eq!(problem["type"], format!("urn:sluice:problem:{code}"));
+        assert!(
+            problem["detail"].as_str().unwrap().contains(words),
+            "{problem} should say {words}"
+        );
+    }
+    // The same refusals in bulk: the bad call is named, and none of the batch is stored.
+    let (status, problem) = node
+        .post(
+            "/v1/jobs/bulk",
+            json!({"jobs": [greet(json!({})), greet(json!({"function": "nope"}))]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["code"], "unknown_function");
+    let (status, problem) = node
+        .post(
+            "/v1/jobs/bulk",
+            json!({"jobs": [greet(json!({})), greet(json!({"codec": "postcard", "args": 5}))]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        problem["detail"].as_str().unwrap().starts_with("job 1: "),
+        "{problem}"
+    );
+    let too_many: Vec<Value> = (0..=sluice::api::MAX_BULK_JOBS)
+        .map(|_| greet(json!({})))
+        .collect();
+    let (status, problem) = node
+        .post("/v1/jobs/bulk", json!({ "jobs": too_many }))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at most 10000 jobs")
+    );
+
+    // Bodies that are not what the endpoint takes.
+    let (status, problem) = node
+        .post_raw("/v1/jobs", "application/json", b"{\"module\":".to_vec())
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(problem["code"], "bad_request");
+    let (status, problem) = node
+        .post_raw("/v1/jobs", "text/plain", b"{}".to_vec())
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(problem["code"], "unsupported_media_type");
+
+    // Uploads: not wasm, a bad name, over the node's cap (the CLI's words for each).
+    let (status, problem) = node
+        .post_raw("/v1/modules/junk", "application/wasm", b"garbage".to_vec())
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["code"], "invalid_module");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not WebAssembly")
+    );
+    let (status, problem) = node
+        .post_raw("/v1/modules/bad%20name", "application/wasm", hello_wasm())
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["code"], "bad_module_name");
+    let (status, problem) = node
+        .post_raw("/v1/modules/big", "application/wasm", vec![0; 300_000])
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(problem["code"], "module_too_large");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--max-module-size")
+    );
+    let (status, problem) = node.get("/v1/modules/missing").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(problem["code"], "module_not_found");
+
+    // Queries and paths.
+    for (path, status, code) in [
+        (
+            "/v1/jobs?state=bogus",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "/v1/jobs?limit=0",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "/v1/jobs?limit=5000",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        ("/v1/jobs?limit=x", StatusCode::BAD_REQUEST, "bad_query"),
+        ("/v1/jobs?colour=red", StatusCode::BAD_REQUEST, "bad_query"),
+        ("/v1/jobs/abc", StatusCode::BAD_REQUEST, "bad_path"),
+        ("/v1/jobs/12345", StatusCode::NOT_FOUND, "job_not_found"),
+        ("/v1/nowhere", StatusCode::NOT_FOUND, "not_found"),
+    ] {
+        let (got, problem) = node.get(path).await;
+        assert_eq!(got, status, "{path}: {problem}");
+        assert_eq!(problem["code"], code, "{path}: {problem}");
+    }
+    let (status, problem) = node.delete("/v1/queues").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(problem["code"], "method_not_allowed");
+    let (status, problem) = node.post("/v1/jobs/777/retry", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(problem["code"], "job_not_found");
+
+    // Nothing of the above was stored.
+    assert_eq!(node.job_count().await, 0);
+    assert_eq!(sluice.count("available"), 0);
+}
