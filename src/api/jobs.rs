@@ -30,6 +30,10 @@ pub const MAX_PAGE: u32 = 1000;
         (status = 201, body = EnqueuedOne),
         (status = 404, description = "No such module (or version)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown function, bad args or options", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path, query or body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the API takes", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON (`content-type: application/json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn enqueue(
@@ -49,6 +53,10 @@ pub async fn enqueue(
         (status = 201, body = Enqueued),
         (status = 404, description = "No such module (or version)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A call is invalid (the detail says which)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path, query or body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the API takes", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON (`content-type: application/json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn enqueue_many(
@@ -130,6 +138,8 @@ fn new_job(request: EnqueueRequest) -> Result<NewJob, Problem> {
     responses(
         (status = 200, body = JobPage),
         (status = 422, description = "A filter is invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path, query or body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list(
@@ -172,6 +182,8 @@ pub async fn list(
     responses(
         (status = 200, body = JobDetailView),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path, query or body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get(
@@ -193,6 +205,8 @@ pub async fn get(
         (status = 200, body = JobView),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The job's state forbids it", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path, query or body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn retry(State(state): State<ApiState>, Path(id): Path<i64>) -> ApiResult<Json<JobView>> {
@@ -209,6 +223,8 @@ pub async fn retry(State(state): State<ApiState>, Path(id): Path<i64>) -> ApiRes
         (status = 200, body = JobView),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The job already finished", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path, query or body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn cancel(
@@ -227,6 +243,8 @@ pub async fn cancel(
         (status = 204, description = "Deleted"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The job is running", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path, query or body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn delete(State(state): State<ApiState>, Path(id): Path<i64>) -> ApiResult<StatusCode> {

@@ -21,12 +21,17 @@ pub struct WasmBody(#[allow(dead_code)] Vec<u8>);
 #[utoipa::path(
     post, path = "/v1/modules/{name}", tag = "modules",
     params(("name" = String, Path, description = "The module's name: letters, digits, `_` and `-`")),
-    request_body(content = WasmBody, content_type = "application/wasm"),
+    request_body(content(
+        (WasmBody = "application/wasm"),
+        (WasmBody = "application/octet-stream"),
+    )),
     responses(
         (status = 201, description = "Stored as a new version", body = UploadView),
         (status = 200, description = "These bytes were already uploaded", body = UploadView),
         (status = 413, description = "Larger than the node's module cap", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a valid Sluice job module", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path or body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn upload(
@@ -65,7 +70,10 @@ pub async fn upload(
 /// The latest version of every module.
 #[utoipa::path(
     get, path = "/v1/modules", tag = "modules",
-    responses((status = 200, body = Vec<ModuleView>))
+    responses(
+        (status = 200, body = Vec<ModuleView>),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<ModuleView>>> {
     let modules = state.store.module_list().await?;
@@ -89,6 +97,8 @@ pub struct ModuleVersions {
     responses(
         (status = 200, body = ModuleVersions),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get(

@@ -3,13 +3,16 @@
 use axum::extract::State;
 
 use super::ApiState;
-use super::problem::{ApiResult, Json};
+use super::problem::{ApiResult, Json, Problem};
 use super::views::NodeView;
 
 /// Every registered node, with its queues and its last heartbeat.
 #[utoipa::path(
     get, path = "/v1/nodes", tag = "nodes",
-    responses((status = 200, body = Vec<NodeView>))
+    responses(
+        (status = 200, body = Vec<NodeView>),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<NodeView>>> {
     let nodes = state.store.node_list().await?;

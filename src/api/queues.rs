@@ -5,14 +5,17 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ApiState;
-use super::problem::{ApiResult, Json, Path};
+use super::problem::{ApiResult, Json, Path, Problem};
 use super::views::QueueView;
 use crate::store::QueuePause;
 
 /// Every queue that has jobs or settings, with its job counts by state.
 #[utoipa::path(
     get, path = "/v1/queues", tag = "queues",
-    responses((status = 200, body = Vec<QueueView>))
+    responses(
+        (status = 200, body = Vec<QueueView>),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<QueueView>>> {
     let queues = state.store.queue_list().await?;
@@ -30,7 +33,12 @@ pub struct Paused {
 #[utoipa::path(
     post, path = "/v1/queues/{name}/pause", tag = "queues",
     params(("name" = String, Path, description = "The queue's name")),
-    responses((status = 200, body = Paused))
+    responses(
+        (status = 200, body = Paused),
+        (status = 400, description = "A malformed path", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a queue name", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn pause(
     State(state): State<ApiState>,
@@ -43,7 +51,12 @@ pub async fn pause(
 #[utoipa::path(
     post, path = "/v1/queues/{name}/resume", tag = "queues",
     params(("name" = String, Path, description = "The queue's name")),
-    responses((status = 200, body = Paused))
+    responses(
+        (status = 200, body = Paused),
+        (status = 400, description = "A malformed path", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a queue name", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 pub async fn resume(
     State(state): State<ApiState>,

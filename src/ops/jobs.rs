@@ -35,7 +35,7 @@ pub async fn enqueue_many(store: &dyn Store, jobs: Vec<NewJob>) -> OpResult<Vec<
 
 /// Whether `name` can name a queue: 1 to 128 characters, none of them control characters.
 pub fn queue_name(name: &str) -> OpResult<()> {
-    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
         return Err(OpError::Invalid(format!(
             "`{}` is not a queue name: use 1 to 128 printable characters",
             name.escape_debug()
