@@ -507,6 +507,40 @@ pub struct AttemptRecord {
     pub logs: Vec<LogLine>,
 }
 
+/// What an API token may do; each role may do all the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// See everything.
+    Read,
+    /// Enqueue, and act on jobs and queues.
+    Operate,
+    /// Upload modules and manage tokens.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Read, Role::Operate, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Operate => "operate",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| role.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An uploaded module version, without its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ModuleInfo {

@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 
 use super::ApiState;
+use super::auth::{self, Caller};
 use super::problem::{ApiResult, Json, Path, Problem, Query};
 use super::views::{
     AttemptView, BulkEnqueueRequest, EnqueueRequest, Enqueued, EnqueuedOne, JobDetailView,
@@ -209,8 +211,13 @@ pub async fn get(
         (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn retry(State(state): State<ApiState>, Path(id): Path<i64>) -> ApiResult<Json<JobView>> {
+pub async fn retry(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<JobView>> {
     let job = state.store.job_retry(id).await?;
+    auth::audit(&state, &caller, "job.retry", &id.to_string()).await;
     Ok(Json(JobView::from(&job)))
 }
 
@@ -229,9 +236,11 @@ pub async fn retry(State(state): State<ApiState>, Path(id): Path<i64>) -> ApiRes
 )]
 pub async fn cancel(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<JobView>> {
     let job = state.store.job_cancel(id).await?;
+    auth::audit(&state, &caller, "job.cancel", &id.to_string()).await;
     Ok(Json(JobView::from(&job)))
 }
 
@@ -247,7 +256,12 @@ pub async fn cancel(
         (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn delete(State(state): State<ApiState>, Path(id): Path<i64>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
     state.store.job_delete(id).await?;
+    auth::audit(&state, &caller, "job.delete", &id.to_string()).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,6 +2,7 @@
 //! its OpenAPI 3.1 document generated from the handlers (utoipa) and served at
 //! `/openapi.json`. Errors are problem documents (`problem.rs`).
 
+pub mod auth;
 mod jobs;
 mod modules;
 mod nodes;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use utoipa::OpenApi;
 
 use crate::sandbox::Sandbox;
@@ -48,16 +49,81 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         jobs::delete,
         queues::list, queues::pause, queues::resume,
         nodes::list,
+        auth::list,
     ),
     components(schemas(problem::Problem)),
+    modifiers(&BearerTokens),
     tags(
         (name = "modules", description = "Job modules: WebAssembly components and their versions"),
         (name = "jobs", description = "Enqueue, find and act on jobs"),
         (name = "queues", description = "Queues, their counts, pause and resume"),
         (name = "nodes", description = "The nodes that run jobs"),
+        (name = "audit", description = "Who did what, when"),
     )
 )]
 struct ApiDoc;
+
+/// Bearer tokens on every operation, and the 401 and 403 any of them can answer.
+struct BearerTokens;
+
+impl utoipa::Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token from `sluice token create`; none is needed while the store has no token (loopback only)",
+                    ))
+                    .build(),
+            ),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+        let problem = || {
+            ContentBuilder::new()
+                .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                    "Problem",
+                ))))
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for (status, description) in [
+                    ("401", "No token, or one that is not valid"),
+                    ("403", "The token's role is not enough"),
+                ] {
+                    operation.responses.responses.insert(
+                        status.to_string(),
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(description)
+                                .content(problem::PROBLEM_JSON, problem())
+                                .build(),
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
 
 /// The OpenAPI document, as committed in `openapi.json`.
 pub fn openapi_json() -> String {
@@ -71,27 +137,62 @@ pub fn openapi_json() -> String {
         + "\n"
 }
 
-/// The router: `/v1/...`, `/openapi.json` and `/healthz`.
+/// The router: `/v1/...` (each route with the least role it needs), `/openapi.json` and
+/// `/healthz` (open to all).
 pub fn router(state: ApiState) -> Router {
+    use crate::model::Role::{Admin, Operate, Read};
     let upload_limit = state.max_module_bytes + 1;
     let document = openapi_json();
+    let s = &state;
     Router::new()
-        .route("/v1/modules", get(modules::list))
+        .route("/v1/modules", auth::allow(Read, s, get(modules::list)))
         .route(
             "/v1/modules/{name}",
-            get(modules::get)
-                .post(modules::upload)
-                .layer(DefaultBodyLimit::max(upload_limit)),
+            auth::allow(Read, s, get(modules::get)).merge(auth::allow(
+                Admin,
+                s,
+                post(modules::upload).layer(DefaultBodyLimit::max(upload_limit)),
+            )),
         )
-        .route("/v1/jobs", post(jobs::enqueue).get(jobs::list))
-        .route("/v1/jobs/bulk", post(jobs::enqueue_many))
-        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::delete))
-        .route("/v1/jobs/{id}/retry", post(jobs::retry))
-        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/queues", get(queues::list))
-        .route("/v1/queues/{name}/pause", post(queues::pause))
-        .route("/v1/queues/{name}/resume", post(queues::resume))
-        .route("/v1/nodes", get(nodes::list))
+        .route(
+            "/v1/jobs",
+            auth::allow(Operate, s, post(jobs::enqueue)).merge(auth::allow(
+                Read,
+                s,
+                get(jobs::list),
+            )),
+        )
+        .route(
+            "/v1/jobs/bulk",
+            auth::allow(Operate, s, post(jobs::enqueue_many)),
+        )
+        .route(
+            "/v1/jobs/{id}",
+            auth::allow(Read, s, get(jobs::get)).merge(auth::allow(
+                Operate,
+                s,
+                delete(jobs::delete),
+            )),
+        )
+        .route(
+            "/v1/jobs/{id}/retry",
+            auth::allow(Operate, s, post(jobs::retry)),
+        )
+        .route(
+            "/v1/jobs/{id}/cancel",
+            auth::allow(Operate, s, post(jobs::cancel)),
+        )
+        .route("/v1/queues", auth::allow(Read, s, get(queues::list)))
+        .route(
+            "/v1/queues/{name}/pause",
+            auth::allow(Operate, s, post(queues::pause)),
+        )
+        .route(
+            "/v1/queues/{name}/resume",
+            auth::allow(Operate, s, post(queues::resume)),
+        )
+        .route("/v1/nodes", auth::allow(Read, s, get(nodes::list)))
+        .route("/v1/audit", auth::allow(Admin, s, get(auth::list)))
         .route(
             "/openapi.json",
             get(move || async move {
@@ -110,6 +211,9 @@ pub fn router(state: ApiState) -> Router {
                 "this endpoint does not take that method; see /openapi.json",
             )
         })
+        .layer(axum::middleware::map_response(|response| async move {
+            auth::challenge(response)
+        }))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(state)
 }
@@ -142,9 +246,11 @@ impl Listen {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(
-        "refusing to listen on {0}: the API has no authentication yet, so it serves loopback addresses only (127.0.0.1, ::1); put a reverse proxy with authentication in front of it"
+        "refusing to listen on {0}: the store has no API token, so anyone who reaches the address could act on every job; make one with `sluice token create --role admin --name NAME`, or listen on loopback (127.0.0.1)"
     )]
-    NotLoopback(SocketAddr),
+    NoToken(SocketAddr),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -159,10 +265,10 @@ pub struct Bound {
     pub addr: SocketAddr,
 }
 
-/// Binds `addr`, refusing addresses beyond loopback.
-pub async fn bind(addr: SocketAddr) -> Result<Bound, ServeError> {
-    if !addr.ip().is_loopback() {
-        return Err(ServeError::NotLoopback(addr));
+/// Binds `addr`; an address beyond loopback only once the store has a token.
+pub async fn bind(addr: SocketAddr, store: &dyn Store) -> Result<Bound, ServeError> {
+    if !addr.ip().is_loopback() && !store.token_exists().await? {
+        return Err(ServeError::NoToken(addr));
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await

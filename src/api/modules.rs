@@ -1,5 +1,6 @@
 //! `/v1/modules`: upload a component, list modules, one module with its versions.
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -7,6 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ApiState;
+use super::auth::{self, Caller};
 use super::problem::{ApiResult, Json, Path, Problem};
 use super::views::{ModuleView, UploadView};
 use crate::ops::OpError;
@@ -36,6 +38,7 @@ pub struct WasmBody(#[allow(dead_code)] Vec<u8>);
 )]
 pub async fn upload(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -53,6 +56,8 @@ pub async fn upload(
     }
     let wasm = body?.to_vec();
     let uploaded = crate::ops::upload(state.store.as_ref(), &state.sandbox, name, wasm).await?;
+    let target = format!("{} v{}", uploaded.module.name, uploaded.module.version);
+    auth::audit(&state, &caller, "module.upload", &target).await;
     let status = if uploaded.already_present {
         StatusCode::OK
     } else {

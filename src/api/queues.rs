@@ -1,10 +1,12 @@
 //! `/v1/queues`: queues with their counts by state; pause and resume.
 
+use axum::Extension;
 use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ApiState;
+use super::auth::{self, Caller};
 use super::problem::{ApiResult, Json, Path, Problem};
 use super::views::QueueView;
 use crate::store::QueuePause;
@@ -42,9 +44,10 @@ pub struct Paused {
 )]
 pub async fn pause(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Paused>> {
-    set_paused(state, name, true).await
+    set_paused(state, caller, name, true).await
 }
 
 /// Let nodes claim jobs of this queue again.
@@ -60,12 +63,18 @@ pub async fn pause(
 )]
 pub async fn resume(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Paused>> {
-    set_paused(state, name, false).await
+    set_paused(state, caller, name, false).await
 }
 
-async fn set_paused(state: ApiState, name: String, paused: bool) -> ApiResult<Json<Paused>> {
+async fn set_paused(
+    state: ApiState,
+    caller: Caller,
+    name: String,
+    paused: bool,
+) -> ApiResult<Json<Paused>> {
     crate::ops::queue_name(&name)?;
     state
         .store
@@ -74,5 +83,11 @@ async fn set_paused(state: ApiState, name: String, paused: bool) -> ApiResult<Js
             paused,
         })
         .await?;
+    let action = if paused {
+        "queue.pause"
+    } else {
+        "queue.resume"
+    };
+    auth::audit(&state, &caller, action, &name).await;
     Ok(Json(Paused { name, paused }))
 }

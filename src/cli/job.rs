@@ -27,10 +27,24 @@ enum Action {
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     let store = &context.app.store;
+    let audit = |action: &'static str, id: JobId| async move {
+        sluice::ops::audit(
+            store.as_ref(),
+            sluice::ops::CLI_ACTOR,
+            action,
+            &id.to_string(),
+        )
+        .await
+    };
     let id = match args.action {
-        Some(Action::Retry { id }) => store.job_retry(id).await?.id,
+        Some(Action::Retry { id }) => {
+            let id = store.job_retry(id).await?.id;
+            audit("job.retry", id).await?;
+            id
+        }
         Some(Action::Cancel { id }) => {
             let job = store.job_cancel(id).await?;
+            audit("job.cancel", id).await?;
             if job.state == sluice::model::JobState::Running && !context.json {
                 out!(
                     "cancel requested: {} interrupts the running attempt within a second",
@@ -41,6 +55,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
         Some(Action::Delete { id }) => {
             store.job_delete(id).await?;
+            audit("job.delete", id).await?;
             if context.json {
                 super::print_json(&serde_json::json!({ "id": id, "deleted": true }));
             } else {

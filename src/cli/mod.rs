@@ -8,6 +8,7 @@ macro_rules! out {
     };
 }
 
+mod audit;
 mod bench;
 mod enqueue;
 mod job;
@@ -18,6 +19,7 @@ mod queue;
 mod queues;
 mod run;
 mod serve;
+mod token;
 mod upload;
 
 use std::process::ExitCode;
@@ -71,6 +73,10 @@ enum Command {
     Queues,
     /// Pause or resume a queue.
     Queue(queue::Args),
+    /// Make, list and revoke the API's bearer tokens.
+    Token(token::Args),
+    /// Who did what, when: every action but enqueueing.
+    Audit(audit::Args),
     /// Apply database migrations (also done by every other command).
     Migrate,
     /// Measure bulk enqueue, drain throughput and enqueue-to-start latency on this store.
@@ -121,6 +127,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Modules => modules::run(&context).await,
         Command::Queues => queues::run(&context).await,
         Command::Queue(args) => queue::run(&context, args).await,
+        Command::Token(args) => token::run(&context, args).await,
+        Command::Audit(args) => audit::run(&context, args).await,
         Command::Migrate => migrate::run(&context).await,
         Command::Bench(args) => bench::run(&context, args).await,
     }

@@ -31,6 +31,18 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             paused,
         })
         .await?;
+    let action = if paused {
+        "queue.pause"
+    } else {
+        "queue.resume"
+    };
+    sluice::ops::audit(
+        context.app.store.as_ref(),
+        sluice::ops::CLI_ACTOR,
+        action,
+        &name,
+    )
+    .await?;
     if context.json {
         super::print_json(&serde_json::json!({ "name": name, "paused": paused }));
     } else {

@@ -22,7 +22,7 @@ pub struct Args {
 #[derive(clap::Args)]
 pub struct ListenArgs {
     /// The API's address (IP:PORT; port 0 picks a free one), or `none` for no API.
-    /// Loopback only for now: the API has no authentication yet.
+    /// Beyond loopback only once the store has a token (`sluice token create`).
     #[arg(long, env = "SLUICE_LISTEN", value_parser = Listen::parse, default_value = sluice::api::DEFAULT_LISTEN)]
     pub listen: Listen,
     /// The largest module an upload may carry, in bytes.
@@ -58,7 +58,7 @@ pub async fn start(
     let Listen::On(addr) = listen.listen else {
         return Ok(None);
     };
-    let bound = sluice::api::bind(addr).await?;
+    let bound = sluice::api::bind(addr, context.app.store.as_ref()).await?;
     tracing::info!("API listening on http://{}", bound.addr);
     let state = ApiState {
         store: context.app.store.clone(),

@@ -58,6 +58,14 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             other => other.into(),
         })?;
     let module = &uploaded.module;
+    let target = format!("{} v{}", module.name, module.version);
+    sluice::ops::audit(
+        context.app.store.as_ref(),
+        sluice::ops::CLI_ACTOR,
+        "module.upload",
+        &target,
+    )
+    .await?;
     if context.json {
         super::print_json(&serde_json::json!({
             "name": module.name,

@@ -3,9 +3,11 @@
 
 mod jobs;
 mod modules;
+mod tokens;
 
 pub use self::jobs::{enqueue, enqueue_many, json_args, parse_state, queue_name};
 pub use self::modules::{upload, valid_module_name};
+pub use self::tokens::{CLI_ACTOR, TOKEN_PREFIX, audit, authenticate, create_token, revoke_token};
 
 use crate::sandbox::ModuleError;
 use crate::store::StoreError;

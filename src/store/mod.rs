@@ -13,7 +13,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
-use crate::model::{AttemptRecord, Job, JobFunction, JobId, JobState, LogLine, ModuleInfo, NewJob};
+use crate::model::{
+    AttemptRecord, Job, JobFunction, JobId, JobState, LogLine, ModuleInfo, NewJob, Role,
+};
 
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
@@ -318,6 +320,42 @@ pub struct NodeInfo {
     pub running: u32,
 }
 
+/// An API token as stored: its name and role (its text is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenCreate {
+    pub name: String,
+    pub role: Role,
+    /// The SHA-256 of the token's text, in hex.
+    pub hash: String,
+}
+
+/// One recorded action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// The token's name, or `cli` for a command run against the database.
+    pub actor: String,
+    /// Like `job.retry`, `queue.pause`, `module.upload`, `token.create`.
+    pub action: String,
+    /// What it acted on: a job id, a queue or module name.
+    pub target: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct LeaderElect {
     pub node: String,
@@ -401,6 +439,19 @@ pub trait Store: Send + Sync + 'static {
     /// Becomes or stays leader if no other node holds an unexpired term; returns whether
     /// this node is the leader now.
     async fn leader_elect(&self, params: LeaderElect) -> StoreResult<bool>;
+
+    /// Stores a token; refused if one of that name exists.
+    async fn token_create(&self, params: TokenCreate) -> StoreResult<TokenInfo>;
+    /// The token whose text has this hash.
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenInfo>>;
+    async fn token_list(&self) -> StoreResult<Vec<TokenInfo>>;
+    /// Deletes a token; false if there was none of that name.
+    async fn token_revoke(&self, name: &str) -> StoreResult<bool>;
+    /// Whether any token exists (then the API asks every caller for one).
+    async fn token_exists(&self) -> StoreResult<bool>;
+    async fn audit_record(&self, params: AuditRecord) -> StoreResult<()>;
+    /// Recorded actions, newest first, with ids below `before_id` when given.
+    async fn audit_list(&self, limit: u32, before_id: Option<i64>) -> StoreResult<Vec<AuditEntry>>;
     async fn leader_resign(&self, node: &str) -> StoreResult<()>;
 }
 

@@ -36,6 +36,7 @@ macro_rules! both_stores {
 both_stores!(
     jobs_go_in_and_out_through_the_api,
     bad_requests_are_problems_and_store_nothing,
+    tokens_decide_who_may_do_what,
 );
 
 /// The committed `openapi.json` is what the code generates. To update it after changing
@@ -78,7 +79,9 @@ struct Node {
 impl Node {
     fn start(sluice: &Sluice, command: &[&str]) -> Node {
         let mut args = command.to_vec();
-        args.extend(["--listen", "127.0.0.1:0"]);
+        if !args.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
         let mut child = sluice
             .command(&args)
             .stdout(Stdio::null())
@@ -107,6 +110,21 @@ impl Node {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// A request with `Authorization: Bearer TOKEN`.
+    async fn with_token(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        response(request.send().await.unwrap()).await
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -639,4 +657,151 @@ async fn bad_requests_are_problems_and_store_nothing(sluice: Sluice) {
     // Nothing of the above was stored.
     assert_eq!(node.job_count().await, 0);
     assert_eq!(sluice.count("available"), 0);
+}
+
+async fn tokens_decide_who_may_do_what(sluice: Sluice) {
+    use reqwest::Method;
+    // With no token in the store, only loopback is served.
+    let refused = sluice.fails(&["serve", "--listen", "0.0.0.0:0"]);
+    assert!(refused.contains("the store has no API token"), "{refused}");
+
+    let token = |role: &str, name: &str| {
+        let text = sluice.ok(&["token", "create", "--role", role, "--name", name]);
+        text.trim().to_string()
+    };
+    let viewer = token("read", "viewer");
+    let worker = token("operate", "worker");
+    let boss = token("admin", "boss");
+    assert!(
+        viewer.starts_with("sluice_") && viewer.len() > 60,
+        "{viewer}"
+    );
+    let again = sluice.fails(&["token", "create", "--role", "read", "--name", "viewer"]);
+    assert!(again.contains("a token named `viewer` exists"), "{again}");
+    let tokens = sluice.json(&["token", "list"]);
+    assert_eq!(tokens.as_array().unwrap().len(), 3);
+    assert!(
+        !tokens.to_string().contains(&viewer),
+        "a token's text was stored or shown"
+    );
+
+    // Now tokens exist: an address beyond loopback is allowed, and every caller needs one.
+    let node = Node::start(&sluice, &["run"]);
+    let (status, problem) = node.get("/v1/jobs").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(problem["code"], "unauthorized");
+    let challenge = node.http.get(node.url("/v1/jobs")).send().await.unwrap();
+    assert_eq!(challenge.headers()["www-authenticate"], "Bearer");
+    let (status, _) = node
+        .with_token("sluice_not-a-real-one", Method::GET, "/v1/jobs", None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The document and the health check stay open.
+    assert_eq!(node.get("/openapi.json").await.0, StatusCode::OK);
+
+    let upload = |token: String| {
+        let node = &node;
+        async move {
+            let request = node
+                .http
+                .post(node.url("/v1/modules/hello"))
+                .bearer_auth(token)
+                .header("content-type", "application/wasm")
+                .body(hello_wasm());
+            response(request.send().await.unwrap()).await
+        }
+    };
+    let enqueue = json!({"module": "hello", "function": "noop"});
+    // read: sees, but cannot enqueue or upload.
+    assert_eq!(upload(viewer.clone()).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(upload(worker.clone()).await.0, StatusCode::FORBIDDEN);
+    let (status, uploaded) = upload(boss.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{uploaded}");
+    let (status, problem) = node
+        .with_token(&viewer, Method::POST, "/v1/jobs", Some(enqueue.clone()))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(problem["code"], "forbidden");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("needs operate"),
+        "{problem}"
+    );
+    let (status, enqueued) = node
+        .with_token(&worker, Method::POST, "/v1/jobs", Some(enqueue.clone()))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{enqueued}");
+    let id = enqueued["id"].as_i64().unwrap();
+    let (status, _) = node
+        .with_token(&viewer, Method::GET, &format!("/v1/jobs/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for (method, path) in [
+        (Method::POST, format!("/v1/jobs/{id}/cancel")),
+        (Method::POST, format!("/v1/jobs/{id}/retry")),
+        (Method::DELETE, format!("/v1/jobs/{id}")),
+        (Method::POST, "/v1/queues/default/pause".to_string()),
+        (Method::POST, "/v1/jobs/bulk".to_string()),
+        (Method::GET, "/v1/audit".to_string()),
+    ] {
+        let (status, _) = node
+            .with_token(&viewer, method, &path, Some(json!({})))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "read may not {path}");
+    }
+    let (status, _) = node
+        .with_token(&worker, Method::POST, "/v1/queues/default/pause", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = node
+        .with_token(&worker, Method::GET, "/v1/audit", None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "operate may not read the audit log"
+    );
+
+    // The audit log names who did what; enqueues are not in it; refused actions neither.
+    sluice.ok(&["queue", "resume", "default"]);
+    let (status, audit) = node.with_token(&boss, Method::GET, "/v1/audit", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let entries: Vec<(String, String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_string(),
+                e["action"].as_str().unwrap().to_string(),
+                e["target"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let entry = |actor: &str, action: &str, target: &str| {
+        (actor.to_string(), action.to_string(), target.to_string())
+    };
+    assert_eq!(
+        entries,
+        [
+            entry("cli", "queue.resume", "default"),
+            entry("worker", "queue.pause", "default"),
+            entry("boss", "module.upload", "hello v1"),
+            entry("cli", "token.create", "boss (admin)"),
+            entry("cli", "token.create", "worker (operate)"),
+            entry("cli", "token.create", "viewer (read)"),
+        ]
+    );
+
+    // A revoked token is refused from the next request on.
+    sluice.ok(&["token", "revoke", "worker"]);
+    let (status, _) = node
+        .with_token(&worker, Method::GET, "/v1/jobs", None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    drop(node);
+    let wide = Node::start(&sluice, &["serve", "--listen", "0.0.0.0:0"]);
+    assert!(wide.base.contains("0.0.0.0:"), "{}", wide.base);
 }

@@ -74,6 +74,9 @@ conformance!(
     inserts_wake_subscribers,
     every_move_follows_the_state_machine,
     a_paused_queue_yields_no_jobs,
+    tokens_are_found_by_hash_and_revoked,
+    the_audit_log_pages_newest_first,
+    listing_filters_by_function_args_and_id_range,
 );
 
 const NODE: &str = "node-a";
@@ -1505,4 +1508,134 @@ async fn a_paused_queue_yields_no_jobs(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(fetched.iter().map(|j| j.id).collect::<Vec<_>>(), [id]);
+}
+
+async fn tokens_are_found_by_hash_and_revoked(store: Arc<dyn Store>) {
+    use sluice::model::Role;
+    use sluice::store::TokenCreate;
+    assert!(!store.token_exists().await.unwrap());
+    let ci = store
+        .token_create(TokenCreate {
+            name: "ci".into(),
+            role: Role::Operate,
+            hash: "h1".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(ci.role, Role::Operate);
+    assert!(store.token_exists().await.unwrap());
+    // A second token of that name is refused, and the first is untouched.
+    let again = store
+        .token_create(TokenCreate {
+            name: "ci".into(),
+            role: Role::Admin,
+            hash: "h2".into(),
+        })
+        .await;
+    assert!(matches!(again, Err(StoreError::Invalid(_))), "{again:?}");
+    assert_eq!(store.token_by_hash("h1").await.unwrap(), Some(ci.clone()));
+    assert_eq!(store.token_by_hash("h2").await.unwrap(), None);
+    store
+        .token_create(TokenCreate {
+            name: "admin".into(),
+            role: Role::Admin,
+            hash: "h3".into(),
+        })
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .token_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["admin", "ci"]);
+    assert!(store.token_revoke("ci").await.unwrap());
+    assert!(!store.token_revoke("ci").await.unwrap());
+    assert_eq!(store.token_by_hash("h1").await.unwrap(), None);
+    assert!(store.token_exists().await.unwrap());
+}
+
+async fn the_audit_log_pages_newest_first(store: Arc<dyn Store>) {
+    use sluice::store::AuditRecord;
+    for n in 0..5 {
+        store
+            .audit_record(AuditRecord {
+                actor: format!("actor{n}"),
+                action: "job.retry".into(),
+                target: n.to_string(),
+            })
+            .await
+            .unwrap();
+    }
+    let newest = store.audit_list(2, None).await.unwrap();
+    assert_eq!(
+        newest.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+        ["4", "3"]
+    );
+    assert_eq!(newest[0].actor, "actor4");
+    assert!(newest[0].at >= newest[1].at);
+    let rest = store.audit_list(10, Some(newest[1].id)).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|e| e.target.as_str()).collect::<Vec<_>>(),
+        ["2", "1", "0"]
+    );
+}
+
+async fn listing_filters_by_function_args_and_id_range(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for (function, name) in [
+        ("greet", "Ada"),
+        ("noop", "Ada"),
+        ("greet", "Grace"),
+        ("greet", "Alan"),
+    ] {
+        let new = NewJob::json("hello", function, &serde_json::json!({ "name": name }));
+        ids.push(store.job_insert(new).await.unwrap().id);
+    }
+    let list = |list: JobList| {
+        let store = store.clone();
+        async move {
+            store
+                .job_list(JobList { limit: 100, ..list })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|j| j.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let greet = list(JobList {
+        function: Some("greet".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(greet, [ids[3], ids[2], ids[0]]);
+    let ada = list(JobList {
+        args_contains: Some("Ada".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(ada, [ids[1], ids[0]]);
+    let greet_ada = list(JobList {
+        function: Some("greet".into()),
+        args_contains: Some("\"Ada\"".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(greet_ada, [ids[0]]);
+    let between = list(JobList {
+        after_id: Some(ids[0]),
+        before_id: Some(ids[3]),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(between, [ids[2], ids[1]]);
+    let nobody = list(JobList {
+        args_contains: Some("Linus".into()),
+        ..Default::default()
+    })
+    .await;
+    assert!(nobody.is_empty());
 }

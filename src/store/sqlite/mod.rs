@@ -17,6 +17,8 @@ use tokio::sync::broadcast;
 use super::*;
 use crate::model::{AttemptClass, Codec, LimitOverrides};
 
+mod tokens;
+
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Bound parameters per row of a multi-row insert; SQLite allows 32,766 per statement.
@@ -205,6 +207,29 @@ const MODULE_COLUMNS: &str =
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
+    // Tokens and the audit log: see tokens.rs.
+    async fn token_create(&self, params: TokenCreate) -> StoreResult<TokenInfo> {
+        self.create_token(params).await
+    }
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenInfo>> {
+        self.find_token(hash).await
+    }
+    async fn token_list(&self) -> StoreResult<Vec<TokenInfo>> {
+        self.list_tokens().await
+    }
+    async fn token_revoke(&self, name: &str) -> StoreResult<bool> {
+        self.revoke_token(name).await
+    }
+    async fn token_exists(&self) -> StoreResult<bool> {
+        self.any_token().await
+    }
+    async fn audit_record(&self, params: AuditRecord) -> StoreResult<()> {
+        self.record_audit(params).await
+    }
+    async fn audit_list(&self, limit: u32, before_id: Option<i64>) -> StoreResult<Vec<AuditEntry>> {
+        self.list_audit(limit, before_id).await
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             cross_process_notify: false,

@@ -1,0 +1,39 @@
+//! `sluice audit`: who did what, when (every action but enqueueing), newest first.
+
+use super::Context;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+}
+
+pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
+    let entries = context.app.store.audit_list(args.limit, None).await?;
+    if context.json {
+        super::print_json(&serde_json::Value::Array(
+            entries
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "id": e.id, "at": e.at, "actor": e.actor, "action": e.action, "target": e.target,
+                    })
+                })
+                .collect(),
+        ));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.at.to_string(),
+                e.actor.clone(),
+                e.action.clone(),
+                e.target.clone(),
+            ]
+        })
+        .collect();
+    super::print_table(&["AT", "ACTOR", "ACTION", "TARGET"], &rows);
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! API tokens: made from 32 random bytes, shown once, stored as their SHA-256; and the
+//! audit log every action but enqueueing writes to.
+
+use sha2::{Digest, Sha256};
+
+use crate::model::Role;
+use crate::store::{AuditRecord, Store, TokenCreate, TokenInfo};
+
+use super::{OpError, OpResult};
+
+/// What every token's text starts with, so a leaked one is recognisable.
+pub const TOKEN_PREFIX: &str = "sluice_";
+
+/// The actor of commands run against the database directly.
+pub const CLI_ACTOR: &str = "cli";
+
+/// A new token named `name`: returns its text (shown once, never stored) and what is stored.
+pub async fn create_token(
+    store: &dyn Store,
+    name: &str,
+    role: Role,
+    actor: &str,
+) -> OpResult<(String, TokenInfo)> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(OpError::Invalid(format!(
+            "`{name}` is not a token name: use 1 to 64 letters, digits, `_`, `-` and `.`"
+        )));
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|e| OpError::Invalid(format!("the system has no randomness to give: {e}")))?;
+    let text = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
+    let info = store
+        .token_create(TokenCreate {
+            name: name.to_string(),
+            role,
+            hash: token_hash(&text),
+        })
+        .await?;
+    audit(store, actor, "token.create", &format!("{name} ({role})")).await?;
+    Ok((text, info))
+}
+
+/// Deletes a token; its holder is refused from the next request on.
+pub async fn revoke_token(store: &dyn Store, name: &str, actor: &str) -> OpResult<()> {
+    if !store.token_revoke(name).await? {
+        return Err(OpError::Invalid(format!("no token named `{name}`")));
+    }
+    audit(store, actor, "token.revoke", name).await
+}
+
+/// The token a caller presented, if it is one.
+pub async fn authenticate(store: &dyn Store, text: &str) -> OpResult<Option<TokenInfo>> {
+    if !text.starts_with(TOKEN_PREFIX) {
+        return Ok(None);
+    }
+    Ok(store.token_by_hash(&token_hash(text)).await?)
+}
+
+/// Records that `actor` did `action` to `target`.
+pub async fn audit(store: &dyn Store, actor: &str, action: &str, target: &str) -> OpResult<()> {
+    store
+        .audit_record(AuditRecord {
+            actor: actor.to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+        })
+        .await?;
+    Ok(())
+}
+
+fn token_hash(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
