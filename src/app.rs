@@ -43,11 +43,13 @@ impl App {
 
     /// The sandbox for a node with `config`: its instance pool holds every attempt the node
     /// can run at once, so a full pool is never why a job fails.
-    /// `memory_budget` replaces the default budget (half of physical memory).
+    /// `memory_budget` replaces the default budget (half of physical memory), and
+    /// `max_module_bytes` the largest module it accepts for upload.
     pub fn sandbox_for_node(
         cache_dir: Option<PathBuf>,
         config: &EngineConfig,
         memory_budget: Option<u64>,
+        max_module_bytes: Option<usize>,
     ) -> anyhow::Result<Sandbox> {
         let instances = crate::engine::attempts_at_once(config)?;
         if let Some(bytes) = memory_budget
@@ -62,6 +64,9 @@ impl App {
             sandbox.max_instances = instances;
             if let Some(bytes) = memory_budget {
                 sandbox.memory_budget_bytes = bytes;
+            }
+            if let Some(bytes) = max_module_bytes {
+                sandbox.max_module_bytes = bytes;
             }
         })
     }

@@ -44,18 +44,18 @@ async fn authorize(
     let presented = request.headers().get(header::AUTHORIZATION).cloned();
     let caller = match caller(&state, presented).await {
         Ok(caller) => caller,
-        Err(problem) => return problem.into_response(),
+        Err(problem) => return refuse(request, problem).await,
     };
     if caller.role < needed {
-        return Problem::new(
+        let problem = Problem::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
                 "the token `{}` has the role {}; this needs {needed}",
                 caller.name, caller.role
             ),
-        )
-        .into_response();
+        );
+        return refuse(request, problem).await;
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
@@ -87,6 +87,14 @@ async fn caller(state: &ApiState, presented: Option<HeaderValue>) -> Result<Call
             "the token is not valid: it was revoked, or never made",
         )),
     }
+}
+
+/// Answers a refused request after reading its body (up to the API's largest): a reply sent
+/// while the client is still sending makes the server close the connection under it, and the
+/// client sees a broken connection instead of the problem document.
+async fn refuse(request: Request, problem: Problem) -> Response {
+    let _ = axum::body::to_bytes(request.into_body(), super::MAX_JSON_BODY).await;
+    problem.into_response()
 }
 
 fn unauthorized(detail: &str) -> Problem {

@@ -84,7 +84,12 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
-    let sandbox = sluice::app::App::sandbox_for_node(args.cache_dir, &config, args.memory_budget)?;
+    let sandbox = sluice::app::App::sandbox_for_node(
+        args.cache_dir,
+        &config,
+        args.memory_budget,
+        Some(args.api.max_module_size),
+    )?;
     let stop_api = tokio_util::sync::CancellationToken::new();
     let api = super::serve::start(context, &args.api, sandbox.clone(), stop_api.clone()).await?;
     let metrics = Arc::new(Metrics::default());

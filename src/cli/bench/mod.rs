@@ -114,6 +114,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         args.cache_dir.clone(),
         &node_config("bench", concurrency),
         None,
+        None,
     )?;
     upload(context, &sandbox, &args.module, MODULE, "hello").await?;
     // A queue of its own, so the figures count only the benchmark's jobs.
