@@ -16,10 +16,31 @@ pub struct App {
     pub store: Arc<dyn Store>,
 }
 
+/// What a node's sandbox is told beyond the sandbox's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSandbox {
+    /// Where compiled modules are cached (the user's cache directory when `None`).
+    pub cache_dir: Option<PathBuf>,
+    /// Bytes all attempts may hold together (half of physical memory when `None`).
+    pub memory_budget: Option<u64>,
+    /// The largest module an upload accepts.
+    pub max_module_bytes: Option<usize>,
+    /// Limits of attempts whose job sets none.
+    pub default_limits: Option<crate::sandbox::Limits>,
+}
+
 impl App {
     /// Connects to the store the URL names and applies pending migrations.
     pub async fn open(database_url: &str) -> anyhow::Result<App> {
-        let store = crate::store::connect(database_url)
+        App::open_with(database_url, &crate::store::StoreOptions::default()).await
+    }
+
+    /// Connects with `options` and applies pending migrations.
+    pub async fn open_with(
+        database_url: &str,
+        options: &crate::store::StoreOptions,
+    ) -> anyhow::Result<App> {
+        let store = crate::store::connect_with(database_url, options)
             .await
             .with_context(|| format!("cannot open the database {}", redact(database_url)))?;
         Ok(App { store })
@@ -43,30 +64,26 @@ impl App {
 
     /// The sandbox for a node with `config`: its instance pool holds every attempt the node
     /// can run at once, so a full pool is never why a job fails.
-    /// `memory_budget` replaces the default budget (half of physical memory), and
-    /// `max_module_bytes` the largest module it accepts for upload.
-    pub fn sandbox_for_node(
-        cache_dir: Option<PathBuf>,
-        config: &EngineConfig,
-        memory_budget: Option<u64>,
-        max_module_bytes: Option<usize>,
-    ) -> anyhow::Result<Sandbox> {
+    pub fn sandbox_for_node(config: &EngineConfig, node: NodeSandbox) -> anyhow::Result<Sandbox> {
         let instances = crate::engine::attempts_at_once(config)?;
-        if let Some(bytes) = memory_budget
+        if let Some(bytes) = node.memory_budget
             && bytes < crate::sandbox::MemoryBudget::MIN_BYTES
         {
             anyhow::bail!(
-                "--memory-budget must be at least {} bytes (one attempt's start)",
+                "--memory-budget (node.memory_budget) must be at least {} bytes (one attempt's start)",
                 crate::sandbox::MemoryBudget::MIN_BYTES
             );
         }
-        App::sandbox_with(cache_dir, |sandbox| {
+        App::sandbox_with(node.cache_dir, |sandbox| {
             sandbox.max_instances = instances;
-            if let Some(bytes) = memory_budget {
+            if let Some(bytes) = node.memory_budget {
                 sandbox.memory_budget_bytes = bytes;
             }
-            if let Some(bytes) = max_module_bytes {
+            if let Some(bytes) = node.max_module_bytes {
                 sandbox.max_module_bytes = bytes;
+            }
+            if let Some(limits) = node.default_limits {
+                sandbox.default_limits = limits;
             }
         })
     }

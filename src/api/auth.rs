@@ -103,13 +103,6 @@ fn unauthorized(detail: &str) -> Problem {
 
 /// Records what `caller` did; the action already happened, so a failure to record is
 /// logged rather than returned.
-pub async fn audit(state: &ApiState, caller: &Caller, action: &str, target: &str) {
-    if let Err(error) = crate::ops::audit(state.store.as_ref(), &caller.name, action, target).await
-    {
-        tracing::error!(%error, action, target, "cannot record an action in the audit log");
-    }
-}
-
 /// The `WWW-Authenticate` challenge a 401 carries.
 pub fn challenge(mut response: Response) -> Response {
     if response.status() == StatusCode::UNAUTHORIZED {

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use chrono::Utc;
 
 use super::ApiState;
-use super::auth::{self, Caller};
+use super::auth::Caller;
 use super::problem::{ApiResult, Json, Path, Problem, Query};
 use super::views::{
     AttemptView, BulkEnqueueRequest, EnqueueRequest, Enqueued, EnqueuedOne, JobDetailView,
@@ -42,8 +42,10 @@ pub async fn enqueue(
     State(state): State<ApiState>,
     Json(request): Json<EnqueueRequest>,
 ) -> ApiResult<(StatusCode, Json<EnqueuedOne>)> {
-    let job = new_job(request)?;
+    let job = new_job(request, state.default_max_attempts)?;
+    let queue = job.queue.clone();
     let id = crate::ops::enqueue(state.store.as_ref(), job).await?;
+    state.metrics.enqueued(&queue, 1);
     Ok((StatusCode::CREATED, Json(EnqueuedOne { id })))
 }
 
@@ -74,17 +76,24 @@ pub async fn enqueue_many(
     }
     let mut jobs = Vec::with_capacity(request.jobs.len());
     for (index, call) in request.jobs.into_iter().enumerate() {
-        jobs.push(new_job(call).map_err(|problem| Problem {
-            detail: format!("job {index}: {}", problem.detail),
-            ..problem
-        })?);
+        jobs.push(
+            new_job(call, state.default_max_attempts)
+                .map_err(|problem| problem.prefixed(&format!("job {index}")))?,
+        );
+    }
+    let mut by_queue = std::collections::BTreeMap::<String, u64>::new();
+    for job in &jobs {
+        *by_queue.entry(job.queue.clone()).or_default() += 1;
     }
     let ids = crate::ops::enqueue_many(state.store.as_ref(), jobs).await?;
+    for (queue, count) in by_queue {
+        state.metrics.enqueued(&queue, count);
+    }
     Ok((StatusCode::CREATED, Json(Enqueued { ids })))
 }
 
 /// The job the request describes, or why it cannot be one.
-fn new_job(request: EnqueueRequest) -> Result<NewJob, Problem> {
+fn new_job(request: EnqueueRequest, default_max_attempts: i32) -> Result<NewJob, Problem> {
     let codec = request.codec.unwrap_or(Codec::Json);
     let args = match codec {
         Codec::Json => serde_json::to_vec(&request.args).expect("a JSON value always serializes"),
@@ -102,8 +111,9 @@ fn new_job(request: EnqueueRequest) -> Result<NewJob, Problem> {
         }
         (Some(at), None) => Some(at),
         (None, Some(ms)) => {
-            let delay = chrono::Duration::try_milliseconds(ms as i64)
-                .filter(|_| ms <= i64::MAX as u64)
+            let delay = i64::try_from(ms)
+                .ok()
+                .and_then(chrono::Duration::try_milliseconds)
                 .ok_or_else(|| OpError::Invalid("run_in_ms is too far".into()))?;
             Some(
                 Utc::now()
@@ -123,7 +133,7 @@ fn new_job(request: EnqueueRequest) -> Result<NewJob, Problem> {
         args,
         codec,
         priority: request.priority.unwrap_or(0),
-        max_attempts: request.max_attempts.unwrap_or(NewJob::DEFAULT_MAX_ATTEMPTS),
+        max_attempts: request.max_attempts.unwrap_or(default_max_attempts),
         scheduled_at,
         limits: LimitOverrides {
             fuel: request.fuel,
@@ -216,8 +226,7 @@ pub async fn retry(
     Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<JobView>> {
-    let job = state.store.job_retry(id).await?;
-    auth::audit(&state, &caller, "job.retry", &id.to_string()).await;
+    let job = crate::ops::retry_job(state.store.as_ref(), id, &caller.name).await?;
     Ok(Json(JobView::from(&job)))
 }
 
@@ -239,8 +248,7 @@ pub async fn cancel(
     Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<JobView>> {
-    let job = state.store.job_cancel(id).await?;
-    auth::audit(&state, &caller, "job.cancel", &id.to_string()).await;
+    let job = crate::ops::cancel_job(state.store.as_ref(), id, &caller.name).await?;
     Ok(Json(JobView::from(&job)))
 }
 
@@ -261,7 +269,6 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
-    state.store.job_delete(id).await?;
-    auth::audit(&state, &caller, "job.delete", &id.to_string()).await;
+    crate::ops::delete_job(state.store.as_ref(), id, &caller.name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

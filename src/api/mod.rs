@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod jobs;
+mod metrics;
 mod modules;
 mod nodes;
 pub mod problem;
@@ -19,6 +20,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use utoipa::OpenApi;
 
+use crate::metrics::NodeMetrics;
 use crate::sandbox::Sandbox;
 use crate::store::Store;
 
@@ -31,6 +33,36 @@ pub struct ApiState {
     pub sandbox: Sandbox,
     /// The largest module an upload may carry.
     pub max_module_bytes: usize,
+    /// What `/metrics` shows; the API adds its enqueues and store errors.
+    pub metrics: Arc<NodeMetrics>,
+    /// Attempts of an enqueued job that names no `max_attempts`.
+    pub default_max_attempts: i32,
+}
+
+impl ApiState {
+    /// The state of an API whose metrics also show `sandbox`'s pool and memory use.
+    pub fn new(
+        store: Arc<dyn Store>,
+        sandbox: Sandbox,
+        max_module_bytes: usize,
+        metrics: Arc<NodeMetrics>,
+    ) -> ApiState {
+        let sampled = sandbox.clone();
+        metrics.add_sampler(move |sample| {
+            let usage = sampled.usage();
+            sample.instance_slots += usage.instance_slots;
+            sample.instance_slots_in_use += usage.instance_slots_in_use;
+            sample.memory_budget_bytes += usage.memory_budget_bytes;
+            sample.memory_budget_used_bytes += usage.memory_budget_used_bytes;
+        });
+        ApiState {
+            store,
+            sandbox,
+            max_module_bytes,
+            metrics,
+            default_max_attempts: crate::model::NewJob::DEFAULT_MAX_ATTEMPTS,
+        }
+    }
 }
 
 /// The largest JSON body (a bulk enqueue of many jobs).
@@ -48,7 +80,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         jobs::enqueue, jobs::enqueue_many, jobs::list, jobs::get, jobs::retry, jobs::cancel,
         jobs::delete,
         queues::list, queues::pause, queues::resume,
-        nodes::list,
+        nodes::list, metrics::scrape,
         auth::list,
     ),
     components(schemas(problem::Problem)),
@@ -202,6 +234,7 @@ pub fn router(state: ApiState) -> Router {
                 )
             }),
         )
+        .route("/metrics", auth::allow(Read, s, get(metrics::scrape)))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async { problem::Problem::not_found("no such endpoint; see /openapi.json") })
         .method_not_allowed_fallback(|| async {
@@ -214,6 +247,10 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::map_response(|response| async move {
             auth::challenge(response)
         }))
+        .layer(axum::middleware::map_response_with_state(
+            state.metrics.clone(),
+            problem::count_store_failures,
+        ))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(state)
 }
@@ -227,6 +264,15 @@ pub enum Listen {
 
 /// The default address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Off => f.write_str("none"),
+            Listen::On(addr) => write!(f, "{addr}"),
+        }
+    }
+}
 
 impl Listen {
     /// Parses `HOST:PORT` or `none`.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ApiState;
-use super::auth::{self, Caller};
+use super::auth::Caller;
 use super::problem::{ApiResult, Json, Path, Problem};
 use super::views::{ModuleView, UploadView};
 use crate::ops::OpError;
@@ -55,9 +55,14 @@ pub async fn upload(
         return Err(OpError::Module(ModuleError::TooLarge { size, max }).into());
     }
     let wasm = body?.to_vec();
-    let uploaded = crate::ops::upload(state.store.as_ref(), &state.sandbox, name, wasm).await?;
-    let target = format!("{} v{}", uploaded.module.name, uploaded.module.version);
-    auth::audit(&state, &caller, "module.upload", &target).await;
+    let uploaded = crate::ops::upload(
+        state.store.as_ref(),
+        &state.sandbox,
+        name,
+        wasm,
+        &caller.name,
+    )
+    .await?;
     let status = if uploaded.already_present {
         StatusCode::OK
     } else {

@@ -26,6 +26,27 @@ pub struct Problem {
     pub detail: String,
     /// A stable, machine-readable name of the problem.
     pub code: String,
+    /// Whether the store failed (counted in the metrics); not part of the document.
+    #[serde(skip)]
+    #[schema(ignore)]
+    store_failed: bool,
+}
+
+/// Marks a response whose request the store failed, for the metrics layer to count.
+#[derive(Debug, Clone, Copy)]
+struct StoreFailed;
+
+/// Counts the responses a store failure caused (`map_response_with_state` layer).
+pub async fn count_store_failures(
+    axum::extract::State(metrics): axum::extract::State<
+        std::sync::Arc<crate::metrics::NodeMetrics>,
+    >,
+    response: Response,
+) -> Response {
+    if response.extensions().get::<StoreFailed>().is_some() {
+        metrics.store_error("api");
+    }
+    response
 }
 
 impl Problem {
@@ -36,7 +57,14 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             code: code.to_string(),
+            store_failed: false,
         }
+    }
+
+    /// The same problem, its detail saying which part of the request it is about.
+    pub fn prefixed(mut self, part: &str) -> Problem {
+        self.detail = format!("{part}: {}", self.detail);
+        self
     }
 
     pub fn not_found(detail: impl Into<String>) -> Problem {
@@ -48,7 +76,11 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).expect("a problem always serializes");
-        (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response()
+        let mut response = (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response();
+        if self.store_failed {
+            response.extensions_mut().insert(StoreFailed);
+        }
+        response
     }
 }
 
@@ -65,7 +97,16 @@ impl From<OpError> for Problem {
         if status.is_server_error() {
             tracing::error!(%error, "an API request failed");
         }
-        Problem::new(status, error.code(), error.to_string())
+        let store_failed = matches!(
+            &error,
+            OpError::Store(
+                crate::store::StoreError::Unavailable(_) | crate::store::StoreError::Database(_)
+            )
+        );
+        Problem {
+            store_failed,
+            ..Problem::new(status, error.code(), error.to_string())
+        }
     }
 }
 
@@ -75,8 +116,14 @@ impl From<crate::store::StoreError> for Problem {
     }
 }
 
-/// A rejected body, path or query: 4xx with axum's explanation.
-fn rejected(status: StatusCode, code: &str, detail: String) -> Problem {
+/// A rejected body: its status (axum's) with the code that names it.
+fn body_rejected(status: StatusCode, detail: String) -> Problem {
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        _ => "bad_request",
+    };
     Problem::new(status, code, detail)
 }
 
@@ -89,37 +136,25 @@ impl From<JsonRejection> for Problem {
             JsonRejection::JsonDataError(_) => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::BAD_REQUEST,
         };
-        let code = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-            StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
-            _ => "bad_request",
-        };
-        rejected(status, code, rejection.body_text())
+        body_rejected(status, rejection.body_text())
     }
 }
 
 impl From<BytesRejection> for Problem {
     fn from(rejection: BytesRejection) -> Problem {
-        let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "body_too_large"
-        } else {
-            "bad_request"
-        };
-        rejected(status, code, rejection.body_text())
+        body_rejected(rejection.status(), rejection.body_text())
     }
 }
 
 impl From<PathRejection> for Problem {
     fn from(rejection: PathRejection) -> Problem {
-        rejected(StatusCode::BAD_REQUEST, "bad_path", rejection.body_text())
+        Problem::new(StatusCode::BAD_REQUEST, "bad_path", rejection.body_text())
     }
 }
 
 impl From<QueryRejection> for Problem {
     fn from(rejection: QueryRejection) -> Problem {
-        rejected(StatusCode::BAD_REQUEST, "bad_query", rejection.body_text())
+        Problem::new(StatusCode::BAD_REQUEST, "bad_query", rejection.body_text())
     }
 }
 

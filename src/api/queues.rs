@@ -6,10 +6,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ApiState;
-use super::auth::{self, Caller};
+use super::auth::Caller;
 use super::problem::{ApiResult, Json, Path, Problem};
 use super::views::QueueView;
-use crate::store::QueuePause;
 
 /// Every queue that has jobs or settings, with its job counts by state.
 #[utoipa::path(
@@ -75,19 +74,6 @@ async fn set_paused(
     name: String,
     paused: bool,
 ) -> ApiResult<Json<Paused>> {
-    crate::ops::queue_name(&name)?;
-    state
-        .store
-        .queue_pause(QueuePause {
-            name: name.clone(),
-            paused,
-        })
-        .await?;
-    let action = if paused {
-        "queue.pause"
-    } else {
-        "queue.resume"
-    };
-    auth::audit(&state, &caller, action, &name).await;
+    crate::ops::set_queue_paused(state.store.as_ref(), &name, paused, &caller.name).await?;
     Ok(Json(Paused { name, paused }))
 }

@@ -26,8 +26,9 @@ pub struct Args {
     /// Lower runs first.
     #[arg(long, default_value_t = 0)]
     priority: i16,
-    #[arg(long, default_value_t = NewJob::DEFAULT_MAX_ATTEMPTS)]
-    max_attempts: i32,
+    /// Attempts before the job is discarded (default 20; `jobs.max_attempts`).
+    #[arg(long)]
+    max_attempts: Option<i32>,
     /// Run no earlier than this long from now (like 3s, 5m).
     #[arg(long = "in", value_parser = super::parse_duration, conflicts_with = "at")]
     delay: Option<Duration>,
@@ -69,7 +70,9 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         args: Vec::new(),
         codec: Codec::Json,
         priority: args.priority,
-        max_attempts: args.max_attempts,
+        max_attempts: args
+            .max_attempts
+            .unwrap_or(context.settings.jobs.max_attempts),
         scheduled_at,
         limits,
     };

@@ -1,6 +1,7 @@
 //! `sluice job ID` shows a job and its attempts; `sluice job retry|cancel|delete ID` acts on it.
 
 use sluice::model::JobId;
+use sluice::ops::CLI_ACTOR;
 
 use super::Context;
 
@@ -27,24 +28,14 @@ enum Action {
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     let store = &context.app.store;
-    let audit = |action: &'static str, id: JobId| async move {
-        sluice::ops::audit(
-            store.as_ref(),
-            sluice::ops::CLI_ACTOR,
-            action,
-            &id.to_string(),
-        )
-        .await
-    };
     let id = match args.action {
         Some(Action::Retry { id }) => {
-            let id = store.job_retry(id).await?.id;
-            audit("job.retry", id).await?;
-            id
+            sluice::ops::retry_job(store.as_ref(), id, CLI_ACTOR)
+                .await?
+                .id
         }
         Some(Action::Cancel { id }) => {
-            let job = store.job_cancel(id).await?;
-            audit("job.cancel", id).await?;
+            let job = sluice::ops::cancel_job(store.as_ref(), id, CLI_ACTOR).await?;
             if job.state == sluice::model::JobState::Running && !context.json {
                 out!(
                     "cancel requested: {} interrupts the running attempt within a second",
@@ -54,8 +45,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             job.id
         }
         Some(Action::Delete { id }) => {
-            store.job_delete(id).await?;
-            audit("job.delete", id).await?;
+            sluice::ops::delete_job(store.as_ref(), id, CLI_ACTOR).await?;
             if context.json {
                 super::print_json(&serde_json::json!({ "id": id, "deleted": true }));
             } else {
@@ -123,7 +113,10 @@ async fn show(context: &Context, id: JobId) -> anyhow::Result<()> {
         );
     }
     if job.output.is_some() {
-        out!("  output {}", super::output_value(job.output.as_deref()));
+        out!(
+            "  output {}",
+            sluice::api::views::output_value(job.output.as_deref())
+        );
     }
     if detail.attempts.is_empty() {
         out!("  no attempts yet");

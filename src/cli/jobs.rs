@@ -45,7 +45,10 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
                 format!("{}.{}", job.module, job.function),
                 job.state.to_string(),
                 format!("{}/{}", job.attempt, job.max_attempts),
-                super::ellipsize(&super::output_value(job.output.as_deref()).to_string(), 40),
+                super::ellipsize(
+                    &sluice::api::views::output_value(job.output.as_deref()).to_string(),
+                    40,
+                ),
             ]
         })
         .collect();

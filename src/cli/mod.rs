@@ -10,6 +10,7 @@ macro_rules! out {
 
 mod audit;
 mod bench;
+mod config;
 mod enqueue;
 mod job;
 mod jobs;
@@ -22,10 +23,13 @@ mod serve;
 mod token;
 mod upload;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice::app::App;
+use sluice::settings::{Layers, Settings, Synchronous};
+use sluice::store::StoreOptions;
 
 #[derive(Parser)]
 #[command(
@@ -34,9 +38,13 @@ use sluice::app::App;
     about = "Background jobs, each attempt in its own WebAssembly sandbox"
 )]
 struct Cli {
-    /// The store: sqlite://PATH (embedded, the default) or postgres://USER@HOST/DB.
-    #[arg(long, global = true, env = "SLUICE_DATABASE_URL", default_value = sluice::store::DEFAULT_DATABASE_URL)]
-    database_url: String,
+    /// The config file. Default: sluice.toml in this directory, if there is one.
+    #[arg(long, global = true, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// The store: sqlite://PATH (embedded; default sqlite://sluice.db) or
+    /// postgres://USER@HOST/DB. Also `database_url` in the file, or SLUICE_DATABASE_URL.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
     /// Print data as JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -79,14 +87,20 @@ enum Command {
     Audit(audit::Args),
     /// Apply database migrations (also done by every other command).
     Migrate,
+    /// Print the effective settings and where each came from (default, file, env or flag).
+    Config,
     /// Measure bulk enqueue, drain throughput and enqueue-to-start latency on this store.
     Bench(bench::Args),
 }
 
-/// What every command gets: the opened store and how to print.
+/// What every command gets: the opened store, the settings and how to print.
 pub struct Context {
     pub app: App,
     pub json: bool,
+    /// The layers of settings, for a command to add its own flags over.
+    pub layers: Layers,
+    /// The settings without any command's own flags.
+    pub settings: Settings,
 }
 
 pub fn main() -> ExitCode {
@@ -112,10 +126,26 @@ pub fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    let app = App::open(&cli.database_url).await?;
+    let layers = Layers::load(cli.config.as_deref())?.flag(
+        "database_url",
+        "--database-url",
+        cli.database_url,
+    );
+    if let Command::Config = cli.command {
+        // Works with a database that is down: it is about settings only.
+        return config::run(&layers, cli.json);
+    }
+    let settings = layers.settings()?;
+    let options = StoreOptions {
+        pool_size: settings.database.pool_size,
+        sqlite_full_sync: settings.database.sqlite_synchronous == Synchronous::Full,
+    };
+    let app = App::open_with(&settings.database_url, &options).await?;
     let context = Context {
         app,
         json: cli.json,
+        layers,
+        settings,
     };
     match cli.command {
         Command::Upload(args) => upload::run(&context, args).await,
@@ -130,6 +160,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => token::run(&context, args).await,
         Command::Audit(args) => audit::run(&context, args).await,
         Command::Migrate => migrate::run(&context).await,
+        Command::Config => unreachable!("answered before the store is opened"),
         Command::Bench(args) => bench::run(&context, args).await,
     }
 }
@@ -192,11 +223,6 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     for row in rows {
         line(row.clone());
     }
-}
-
-/// A job's output as JSON (it is stored as JSON bytes), or null.
-pub fn output_value(output: Option<&[u8]>) -> serde_json::Value {
-    sluice::api::views::output_value(output)
 }
 
 /// A job as JSON: the API's view of it, which `sluice jobs --json` and `sluice job ID

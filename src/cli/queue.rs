@@ -1,7 +1,5 @@
 //! `sluice queue pause|resume NAME`: stop or restart claims from a queue on every node.
 
-use sluice::store::QueuePause;
-
 use super::Context;
 
 #[derive(clap::Args)]
@@ -23,24 +21,11 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         Action::Pause { name } => (name, true),
         Action::Resume { name } => (name, false),
     };
-    context
-        .app
-        .store
-        .queue_pause(QueuePause {
-            name: name.clone(),
-            paused,
-        })
-        .await?;
-    let action = if paused {
-        "queue.pause"
-    } else {
-        "queue.resume"
-    };
-    sluice::ops::audit(
+    sluice::ops::set_queue_paused(
         context.app.store.as_ref(),
-        sluice::ops::CLI_ACTOR,
-        action,
         &name,
+        paused,
+        sluice::ops::CLI_ACTOR,
     )
     .await?;
     if context.json {

@@ -10,35 +10,45 @@ use sluice::model::{AttemptClass, FailureKind};
 
 use super::Context;
 
+/// Every setting but `--queue` and `--exit-when-idle` may also come from the config file
+/// (`[node]`, `[queues]`, `[jobs]`, `[api]`) or a `SLUICE_*` variable; a flag wins over both.
 #[derive(clap::Args)]
 pub struct Args {
-    /// A queue to serve as NAME=CONCURRENCY; repeat for more. Default: default=16.
+    /// A queue to serve as NAME=CONCURRENCY; repeat for more. Replaces the file's [queues].
+    /// Default: default=16.
     #[arg(long = "queue", value_parser = QueueConfig::parse)]
     queues: Vec<QueueConfig>,
     /// Exit once no job of these queues is available, running or waiting to retry.
     #[arg(long)]
     exit_when_idle: bool,
-    /// How long a claim survives without a heartbeat; a dead node's jobs return after it.
-    #[arg(long, value_parser = super::parse_duration, default_value = "30s")]
-    lease: Duration,
-    /// How often to look for jobs when no notification arrives.
+    /// How long a claim survives without a heartbeat; a dead node's jobs return after it
+    /// (default 30s).
+    #[arg(long, value_parser = super::parse_duration)]
+    lease: Option<Duration>,
+    /// How often to look for jobs when no notification arrives (default 1s on PostgreSQL,
+    /// 200ms on SQLite).
     #[arg(long, value_parser = super::parse_duration)]
     poll: Option<Duration>,
-    /// How long running attempts may finish after SIGINT/SIGTERM before being handed back.
-    #[arg(long, value_parser = super::parse_duration, default_value = "10s")]
-    grace: Duration,
-    /// First retry delay; later ones double (with jitter) up to --backoff-max.
-    #[arg(long, value_parser = super::parse_duration, default_value = "1s")]
-    backoff_base: Duration,
-    #[arg(long, value_parser = super::parse_duration, default_value = "1h")]
-    backoff_max: Duration,
-    /// How often the leader stages due jobs and rescues expired leases.
-    #[arg(long, value_parser = super::parse_duration, default_value = "1s")]
-    maintenance_interval: Duration,
+    /// How long running attempts may finish after SIGINT/SIGTERM before being handed back
+    /// (default 10s).
+    #[arg(long, value_parser = super::parse_duration)]
+    grace: Option<Duration>,
+    /// First retry delay; later ones double (with jitter) up to --backoff-max (default 1s).
+    #[arg(long, value_parser = super::parse_duration)]
+    backoff_base: Option<Duration>,
+    /// The longest retry delay (default 1h).
+    #[arg(long, value_parser = super::parse_duration)]
+    backoff_max: Option<Duration>,
+    /// How often the leader stages due jobs and rescues expired leases (default 1s).
+    #[arg(long, value_parser = super::parse_duration)]
+    maintenance_interval: Option<Duration>,
+    /// Finished jobs older than this are pruned by the leader (default 7days).
+    #[arg(long, value_parser = super::parse_duration)]
+    retention: Option<Duration>,
     /// Attempts of one job lost with their node in a row (rescued after the lease expired)
-    /// after which the job is dead-lettered as `poisoned` instead of run again.
-    #[arg(long, default_value_t = EngineConfig::DEFAULT_POISON_LIMIT)]
-    poison_limit: i32,
+    /// after which the job is dead-lettered as `poisoned` instead of run again (default 3).
+    #[arg(long)]
+    poison_limit: Option<i32>,
     /// Bytes of memory all attempts of this node may hold together; attempts wait for room.
     /// Default: half of physical memory.
     #[arg(long)]
@@ -47,34 +57,64 @@ pub struct Args {
     #[arg(long)]
     node_id: Option<String>,
     /// Where this node caches compiled modules.
-    #[arg(long, env = "SLUICE_CACHE_DIR")]
+    #[arg(long)]
     cache_dir: Option<PathBuf>,
     #[command(flatten)]
     api: super::serve::ListenArgs,
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
+    let layers = args
+        .api
+        .over(context.layers.clone())
+        .duration_flag("node.lease", "--lease", args.lease)
+        .duration_flag("node.poll", "--poll", args.poll)
+        .duration_flag("node.grace", "--grace", args.grace)
+        .duration_flag("node.backoff_base", "--backoff-base", args.backoff_base)
+        .duration_flag("node.backoff_max", "--backoff-max", args.backoff_max)
+        .duration_flag(
+            "node.maintenance_interval",
+            "--maintenance-interval",
+            args.maintenance_interval,
+        )
+        .duration_flag("node.retention", "--retention", args.retention)
+        .flag("node.poison_limit", "--poison-limit", args.poison_limit)
+        .flag("node.memory_budget", "--memory-budget", args.memory_budget)
+        .flag("node.id", "--node-id", args.node_id)
+        .flag("node.cache_dir", "--cache-dir", args.cache_dir);
+    let settings = layers.settings()?;
+    let node = &settings.node;
     let queues = if args.queues.is_empty() {
-        vec![QueueConfig {
-            name: "default".into(),
-            concurrency: EngineConfig::DEFAULT_CONCURRENCY,
-        }]
+        settings
+            .queues
+            .iter()
+            .map(|(name, concurrency)| QueueConfig {
+                name: name.clone(),
+                concurrency: *concurrency,
+            })
+            .collect()
     } else {
         args.queues
     };
-    let node_id = args.node_id.unwrap_or_else(EngineConfig::generate_node_id);
+    let node_id = node
+        .id
+        .clone()
+        .unwrap_or_else(EngineConfig::generate_node_id);
     let mut config = EngineConfig::new(node_id, queues);
-    config.lease = args.lease;
-    config.grace_period = args.grace;
-    config.backoff_base = args.backoff_base;
-    config.backoff_max = args.backoff_max;
-    config.maintenance_interval = args.maintenance_interval;
+    config.lease = node.lease;
+    config.grace_period = node.grace;
+    config.backoff_base = node.backoff_base;
+    config.backoff_max = node.backoff_max;
+    config.maintenance_interval = node.maintenance_interval;
+    config.retention = node.retention;
+    config.poison_limit = node.poison_limit;
+    config.max_fetch = node.fetch_size;
+    config.max_completion_batch = node.completion_batch;
     config.exit_when_idle = args.exit_when_idle;
-    config.poison_limit = args.poison_limit;
     // Without cross-process notifications (SQLite), polling is how jobs enqueued by another
     // process are found: poll more often.
     config.poll_interval =
-        args.poll
+        node.poll
             .unwrap_or(if context.app.store.capabilities().cross_process_notify {
                 Duration::from_secs(1)
             } else {
@@ -84,15 +124,32 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+    let limits = sluice::sandbox::Limits {
+        fuel: settings.jobs.fuel,
+        timeout: settings.jobs.timeout,
+        memory_bytes: settings.jobs.memory,
+        ..Default::default()
+    };
     let sandbox = sluice::app::App::sandbox_for_node(
-        args.cache_dir,
         &config,
-        args.memory_budget,
-        Some(args.api.max_module_size),
+        sluice::app::NodeSandbox {
+            cache_dir: node.cache_dir.clone(),
+            memory_budget: node.memory_budget,
+            max_module_bytes: Some(settings.api.max_module_size),
+            default_limits: Some(limits),
+        },
     )?;
+    let exported = Arc::new(sluice::metrics::NodeMetrics::new());
     let stop_api = tokio_util::sync::CancellationToken::new();
-    let api = super::serve::start(context, &args.api, sandbox.clone(), stop_api.clone()).await?;
-    let metrics = Arc::new(Metrics::default());
+    let api = super::serve::start(
+        context,
+        &settings,
+        sandbox.clone(),
+        exported.clone(),
+        stop_api.clone(),
+    )
+    .await?;
+    let metrics = Arc::new(Metrics::exporting(exported));
     let progress = show_progress(metrics.clone());
     let ran = context
         .app

@@ -2,9 +2,12 @@
 //! Also how `sluice run` serves it beside the engine (`start`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use sluice::api::{ApiState, Listen};
+use sluice::metrics::NodeMetrics;
 use sluice::sandbox::Sandbox;
+use sluice::settings::{Layers, Settings};
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
@@ -14,31 +17,51 @@ pub struct Args {
     #[command(flatten)]
     pub listen: ListenArgs,
     /// Where this node caches compiled modules.
-    #[arg(long, env = "SLUICE_CACHE_DIR")]
+    #[arg(long)]
     cache_dir: Option<PathBuf>,
 }
 
-/// Where the API listens, shared by `serve` and `run`.
+/// Where the API listens, shared by `serve` and `run`; also `[api]` in the config file.
 #[derive(clap::Args)]
 pub struct ListenArgs {
-    /// The API's address (IP:PORT; port 0 picks a free one), or `none` for no API.
-    /// Beyond loopback only once the store has a token (`sluice token create`).
-    #[arg(long, env = "SLUICE_LISTEN", value_parser = Listen::parse, default_value = sluice::api::DEFAULT_LISTEN)]
-    pub listen: Listen,
-    /// The largest module an upload may carry, in bytes.
-    #[arg(long, default_value_t = sluice::sandbox::DEFAULT_MAX_MODULE_BYTES)]
-    pub max_module_size: usize,
+    /// The API's address (IP:PORT; port 0 picks a free one), or `none` for no API (default
+    /// 127.0.0.1:7700; also SLUICE_LISTEN). Beyond loopback only once the store has a token
+    /// (`sluice token create`).
+    #[arg(long, value_parser = Listen::parse)]
+    pub listen: Option<Listen>,
+    /// The largest module an upload may carry, in bytes (default 32 MiB).
+    #[arg(long)]
+    pub max_module_size: Option<usize>,
+}
+
+impl ListenArgs {
+    /// These flags over `layers`.
+    pub fn over(&self, layers: Layers) -> Layers {
+        layers
+            .flag("api.listen", "--listen", self.listen.map(|l| l.to_string()))
+            .flag(
+                "api.max_module_size",
+                "--max-module-size",
+                self.max_module_size,
+            )
+    }
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
-    if args.listen.listen == Listen::Off {
+    let settings = args
+        .listen
+        .over(context.layers.clone())
+        .flag("node.cache_dir", "--cache-dir", args.cache_dir)
+        .settings()?;
+    if listen_of(&settings) == Listen::Off {
         anyhow::bail!("`sluice serve` serves the API: give --listen an address, not none");
     }
-    let sandbox = sluice::app::App::sandbox_with(args.cache_dir, |config| {
-        config.max_module_bytes = args.listen.max_module_size;
+    let sandbox = sluice::app::App::sandbox_with(settings.node.cache_dir.clone(), |config| {
+        config.max_module_bytes = settings.api.max_module_size;
     })?;
     let stop = CancellationToken::new();
-    let server = start(context, &args.listen, sandbox, stop.clone()).await?;
+    let metrics = Arc::new(NodeMetrics::new());
+    let server = start(context, &settings, sandbox, metrics, stop.clone()).await?;
     super::run::shutdown_signal().await;
     stop.cancel();
     if let Some(server) = server {
@@ -47,24 +70,31 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn listen_of(settings: &Settings) -> Listen {
+    Listen::parse(&settings.api.listen).expect("checked with the settings")
+}
+
 /// Binds the API's address and serves it until `stop` is cancelled; `None` with `--listen
 /// none`. Binding happens before this returns, so a taken port fails the command at once.
 pub async fn start(
     context: &Context,
-    listen: &ListenArgs,
+    settings: &Settings,
     sandbox: Sandbox,
+    metrics: Arc<NodeMetrics>,
     stop: CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
-    let Listen::On(addr) = listen.listen else {
+    let Listen::On(addr) = listen_of(settings) else {
         return Ok(None);
     };
     let bound = sluice::api::bind(addr, context.app.store.as_ref()).await?;
     tracing::info!("API listening on http://{}", bound.addr);
-    let state = ApiState {
-        store: context.app.store.clone(),
+    let mut state = ApiState::new(
+        context.app.store.clone(),
         sandbox,
-        max_module_bytes: listen.max_module_size,
-    };
+        settings.api.max_module_size,
+        metrics,
+    );
+    state.default_max_attempts = settings.jobs.max_attempts;
     Ok(Some(tokio::spawn(sluice::api::serve(
         bound,
         state,

@@ -13,25 +13,36 @@ pub struct Args {
     #[arg(long)]
     name: Option<String>,
     /// Where this node caches compiled modules.
-    #[arg(long, env = "SLUICE_CACHE_DIR")]
+    #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// The largest module accepted, in bytes.
-    #[arg(long, default_value_t = sluice::sandbox::DEFAULT_MAX_MODULE_BYTES)]
-    max_module_size: usize,
+    /// The largest module accepted, in bytes (default 32 MiB; `api.max_module_size`).
+    #[arg(long)]
+    max_module_size: Option<usize>,
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
+    let settings = context
+        .layers
+        .clone()
+        .flag("node.cache_dir", "--cache-dir", args.cache_dir)
+        .flag(
+            "api.max_module_size",
+            "--max-module-size",
+            args.max_module_size,
+        )
+        .settings()?;
+    let max_module_size = settings.api.max_module_size;
     // Refuse an oversized file before reading it whole.
     let size = std::fs::metadata(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?
         .len();
-    if size > args.max_module_size as u64 {
+    if size > max_module_size as u64 {
         anyhow::bail!(
             "{} was not uploaded: {}",
             args.file.display(),
             sluice::sandbox::ModuleError::TooLarge {
                 size: size as usize,
-                max: args.max_module_size
+                max: max_module_size
             }
         );
     }
@@ -46,26 +57,24 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             .context("cannot derive a module name from the file name; pass --name")?
             .to_string(),
     };
-    let sandbox = sluice::app::App::sandbox_with(args.cache_dir, |config| {
-        config.max_module_bytes = args.max_module_size;
+    let sandbox = sluice::app::App::sandbox_with(settings.node.cache_dir, |config| {
+        config.max_module_bytes = max_module_size;
     })?;
-    let uploaded = sluice::ops::upload(context.app.store.as_ref(), &sandbox, name, wasm)
-        .await
-        .map_err(|error| match error {
-            sluice::ops::OpError::Module(_) => {
-                anyhow::anyhow!("{} was not uploaded: {error}", args.file.display())
-            }
-            other => other.into(),
-        })?;
-    let module = &uploaded.module;
-    let target = format!("{} v{}", module.name, module.version);
-    sluice::ops::audit(
+    let uploaded = sluice::ops::upload(
         context.app.store.as_ref(),
+        &sandbox,
+        name,
+        wasm,
         sluice::ops::CLI_ACTOR,
-        "module.upload",
-        &target,
     )
-    .await?;
+    .await
+    .map_err(|error| match error {
+        sluice::ops::OpError::Module(_) => {
+            anyhow::anyhow!("{} was not uploaded: {error}", args.file.display())
+        }
+        other => other.into(),
+    })?;
+    let module = &uploaded.module;
     if context.json {
         super::print_json(&serde_json::json!({
             "name": module.name,

@@ -110,11 +110,13 @@ async fn write_retrying(shared: &Shared, params: &JobFinishMany, patience: Durat
                 return true;
             }
             Err(error) if error.is_retryable() || refused_since.elapsed() < patience => {
+                shared.metrics.exported.store_error("job_finish");
                 tracing::warn!(%error, pending = count, "cannot write outcomes yet; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(error) => {
+                shared.metrics.exported.store_error("job_finish");
                 tracing::warn!(%error, pending = count, "the store refused outcomes");
                 return false;
             }

@@ -1,14 +1,18 @@
-//! Counters of a node's attempts by outcome, for logs now and the metrics endpoint later.
+//! Counters of a node's attempts by outcome, for its logs, its exit report and `sluice
+//! bench`; each attempt also goes to the exported metrics (`crate::metrics`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::model::AttemptClass;
+use crate::metrics::{AttemptSample, NodeMetrics};
+use crate::model::{AttemptClass, AttemptRecord, Job};
 
 #[derive(Default)]
 pub struct Metrics {
+    /// What `/metrics` shows: shared with the API that serves it.
+    pub exported: Arc<NodeMetrics>,
     by_outcome: Mutex<BTreeMap<&'static str, u64>>,
     /// Attempts whose outcome the store refused because the lease had moved on.
     pub fenced_out: AtomicU64,
@@ -25,7 +29,30 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn record(&self, outcome: AttemptClass) {
+    /// Counters that also feed `exported`.
+    pub fn exporting(exported: Arc<NodeMetrics>) -> Metrics {
+        Metrics {
+            exported,
+            ..Metrics::default()
+        }
+    }
+
+    /// Counts a finished attempt of `job`.
+    pub fn record(&self, job: &Job, record: &AttemptRecord) {
+        let outcome = record.outcome;
+        let queue_wait = (record.started_at - job.scheduled_at)
+            .to_std()
+            .unwrap_or_default();
+        self.exported.attempt(&AttemptSample {
+            queue: &job.queue,
+            module: &job.module,
+            function: &job.function,
+            class: outcome.as_str(),
+            duration: record.duration,
+            queue_wait,
+            fuel: record.fuel_consumed,
+            peak_memory_bytes: record.peak_memory_bytes,
+        });
         *self
             .by_outcome
             .lock()

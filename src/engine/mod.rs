@@ -182,6 +182,12 @@ pub async fn run_node(
     });
     let config = &shared.config;
     tracing::info!(node = %config.node_id, queues = ?config.queues, "node starting");
+    let sampled = Arc::downgrade(&shared);
+    shared.metrics.exported.add_sampler(move |sample| {
+        if let Some(shared) = sampled.upgrade() {
+            sample.attempts_in_flight += shared.in_flight.lock().unwrap().len() as u64;
+        }
+    });
 
     // Stops the producers; `finished` stops heartbeats and maintenance once attempts are done.
     let stop_fetching = CancellationToken::new();
@@ -195,6 +201,7 @@ pub async fn run_node(
     let maintenance = tokio::spawn(crate::maintenance::run(
         store.clone(),
         crate::maintenance::MaintenanceConfig::from_engine(config),
+        shared.metrics.exported.clone(),
         finished.clone(),
     ));
     if tokio::time::timeout(WARM_UP_LIMIT, shared.runner.warm_up())
@@ -277,8 +284,12 @@ async fn heartbeat(shared: Arc<Shared>, finished: CancellationToken) {
             jobs,
             lease: config.lease,
         };
-        if let Err(error) = shared.store.job_lease_extend(lease).await {
-            tracing::warn!(%error, "could not extend leases; retrying at the next beat");
+        match shared.store.job_lease_extend(lease).await {
+            Ok(renewed) => shared.metrics.exported.leases_renewed(renewed),
+            Err(error) => {
+                shared.metrics.exported.store_error("lease_extend");
+                tracing::warn!(%error, "could not extend leases; retrying at the next beat");
+            }
         }
         let beat = NodeHeartbeat {
             id: config.node_id.clone(),
@@ -288,6 +299,7 @@ async fn heartbeat(shared: Arc<Shared>, finished: CancellationToken) {
             running,
         };
         if let Err(error) = shared.store.node_heartbeat(beat).await {
+            shared.metrics.exported.store_error("node_heartbeat");
             tracing::warn!(%error, "could not record the node heartbeat");
         }
     }

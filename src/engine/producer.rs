@@ -106,6 +106,7 @@ impl Producer {
                             self.hold(jobs, &mut waiting);
                         }
                         Err(error) => {
+                            self.shared.metrics.exported.store_error("job_claim");
                             tracing::warn!(queue = %self.queue.name, %error, "fetch failed; retrying");
                             pause = Some(Box::pin(tokio::time::sleep(backoff)));
                             backoff = (backoff * 2).min(MAX_FETCH_BACKOFF);
@@ -301,6 +302,8 @@ impl Consumer {
                 () = self.shared.hand_back.cancelled() => break (None, started_at),
             }
         };
+        // A job handed back never started an attempt: its record is not counted.
+        let handed_back = matches!(result, None | Some(Ok(Ok(Err(_)))));
         let outcome = match result {
             Some(Err(Interrupted::Cancelled)) => {
                 span.in_scope(|| tracing::info!("attempt interrupted: the job was cancelled"));
@@ -349,6 +352,9 @@ impl Consumer {
             tracing::debug!(outcome = %outcome.record.outcome, "attempt finished");
         });
         // Waits when the completer is behind: backpressure on the whole queue.
+        if !handed_back {
+            self.shared.metrics.record(&job, &outcome.record);
+        }
         let _ = self.completions.send(outcome).await;
         if permit.take().is_some() {
             self.slot_freed.notify_one();
@@ -453,25 +459,25 @@ impl Consumer {
                 failure.trap_code.clone(),
             ),
         };
-        self.shared.metrics.record(outcome);
+        let record = AttemptRecord {
+            attempt: job.attempt,
+            node: self.shared.config.node_id.clone(),
+            module_version: run.module_version,
+            started_at,
+            finished_at: now,
+            outcome,
+            message,
+            trap_code,
+            fuel_consumed: report.fuel_consumed,
+            duration: report.wall_time,
+            peak_memory_bytes: report.peak_memory_bytes,
+            logs: report.logs,
+        };
         JobOutcome {
             id: job.id,
             attempt: job.attempt,
             resolution,
-            record: AttemptRecord {
-                attempt: job.attempt,
-                node: self.shared.config.node_id.clone(),
-                module_version: run.module_version,
-                started_at,
-                finished_at: now,
-                outcome,
-                message,
-                trap_code,
-                fuel_consumed: report.fuel_consumed,
-                duration: report.wall_time,
-                peak_memory_bytes: report.peak_memory_bytes,
-                logs: report.logs,
-            },
+            record,
         }
     }
 }

@@ -8,6 +8,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EngineConfig;
+use crate::metrics::NodeMetrics;
 use crate::store::{JobPrune, LeaderElect, Store};
 
 #[derive(Debug, Clone)]
@@ -39,7 +40,12 @@ impl MaintenanceConfig {
 /// Pruning is cheap to delay; it runs once every this many rounds.
 const PRUNE_EVERY: u32 = 60;
 
-pub async fn run(store: Arc<dyn Store>, config: MaintenanceConfig, stop: CancellationToken) {
+pub async fn run(
+    store: Arc<dyn Store>,
+    config: MaintenanceConfig,
+    metrics: Arc<NodeMetrics>,
+    stop: CancellationToken,
+) {
     let mut ticks = tokio::time::interval(config.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leader = false;
@@ -56,6 +62,7 @@ pub async fn run(store: Arc<dyn Store>, config: MaintenanceConfig, stop: Cancell
         let elected = match store.leader_elect(elect).await {
             Ok(elected) => elected,
             Err(error) => {
+                metrics.store_error("leader_elect");
                 tracing::warn!(%error, "leader election failed");
                 false
             }
@@ -70,14 +77,20 @@ pub async fn run(store: Arc<dyn Store>, config: MaintenanceConfig, stop: Cancell
         match store.job_stage().await {
             Ok(0) => {}
             Ok(staged) => tracing::debug!(staged, "staged due jobs"),
-            Err(error) => tracing::warn!(%error, "staging failed"),
+            Err(error) => {
+                metrics.store_error("job_stage");
+                tracing::warn!(%error, "staging failed");
+            }
         }
         match store.job_rescue(config.rescue).await {
             Ok(rescued) if rescued.is_empty() => {}
             Ok(rescued) => {
                 tracing::warn!(count = rescued.len(), jobs = ?rescued, "rescued jobs whose lease expired")
             }
-            Err(error) => tracing::warn!(%error, "rescue failed"),
+            Err(error) => {
+                metrics.store_error("job_rescue");
+                tracing::warn!(%error, "rescue failed");
+            }
         }
         round = round.wrapping_add(1);
         if round % PRUNE_EVERY == 1 {
@@ -89,7 +102,10 @@ pub async fn run(store: Arc<dyn Store>, config: MaintenanceConfig, stop: Cancell
                     tracing::info!(pruned, "pruned finished jobs");
                     reclaim_space(store.as_ref()).await;
                 }
-                Err(error) => tracing::warn!(%error, "pruning failed"),
+                Err(error) => {
+                    metrics.store_error("job_prune");
+                    tracing::warn!(%error, "pruning failed");
+                }
             }
         }
     }

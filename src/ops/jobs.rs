@@ -21,11 +21,9 @@ pub async fn enqueue_many(store: &dyn Store, jobs: Vec<NewJob>) -> OpResult<Vec<
     for job in &jobs {
         check_options(job)?;
         let key = (job.module.clone(), job.module_version, job.function.clone());
-        if checked.contains(&key) {
-            continue;
+        if checked.insert(key) {
+            check_call(store, job).await?;
         }
-        check_call(store, job).await?;
-        checked.insert(key);
     }
     if jobs.is_empty() {
         return Ok(Vec::new());

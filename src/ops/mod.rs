@@ -1,13 +1,15 @@
 //! The operations the CLI and the HTTP API share: each validates its input once, here, with
 //! one wording, so the two faces of Sluice cannot drift apart.
 
+mod actions;
 mod jobs;
 mod modules;
 mod tokens;
 
+pub use self::actions::{cancel_job, delete_job, retry_job, set_queue_paused};
 pub use self::jobs::{enqueue, enqueue_many, json_args, parse_state, queue_name};
 pub use self::modules::{upload, valid_module_name};
-pub use self::tokens::{CLI_ACTOR, TOKEN_PREFIX, audit, authenticate, create_token, revoke_token};
+pub use self::tokens::{CLI_ACTOR, TOKEN_PREFIX, authenticate, create_token, revoke_token};
 
 use crate::sandbox::ModuleError;
 use crate::store::StoreError;

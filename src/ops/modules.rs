@@ -21,12 +21,13 @@ pub fn valid_module_name(name: &str) -> OpResult<()> {
 }
 
 /// Validates `wasm` as a Sluice job module and stores it as `name`'s next version (or
-/// returns the version that already holds these bytes).
+/// returns the version that already holds these bytes), recording that `actor` did.
 pub async fn upload(
     store: &dyn Store,
     sandbox: &Sandbox,
     name: String,
     wasm: Vec<u8>,
+    actor: &str,
 ) -> OpResult<Uploaded> {
     valid_module_name(&name)?;
     let functions = sandbox.validate(&wasm).await?;
@@ -36,5 +37,8 @@ pub async fn upload(
         wasm,
         functions,
     };
-    Ok(store.module_upload(upload).await?)
+    let uploaded = store.module_upload(upload).await?;
+    let target = format!("{} v{}", uploaded.module.name, uploaded.module.version);
+    super::tokens::record_action(store, actor, "module.upload", &target).await;
+    Ok(uploaded)
 }

@@ -42,7 +42,7 @@ pub async fn create_token(
             hash: token_hash(&text),
         })
         .await?;
-    audit(store, actor, "token.create", &format!("{name} ({role})")).await?;
+    record_action(store, actor, "token.create", &format!("{name} ({role})")).await;
     Ok((text, info))
 }
 
@@ -51,7 +51,8 @@ pub async fn revoke_token(store: &dyn Store, name: &str, actor: &str) -> OpResul
     if !store.token_revoke(name).await? {
         return Err(OpError::Invalid(format!("no token named `{name}`")));
     }
-    audit(store, actor, "token.revoke", name).await
+    record_action(store, actor, "token.revoke", name).await;
+    Ok(())
 }
 
 /// The token a caller presented, if it is one.
@@ -62,16 +63,17 @@ pub async fn authenticate(store: &dyn Store, text: &str) -> OpResult<Option<Toke
     Ok(store.token_by_hash(&token_hash(text)).await?)
 }
 
-/// Records that `actor` did `action` to `target`.
-pub async fn audit(store: &dyn Store, actor: &str, action: &str, target: &str) -> OpResult<()> {
-    store
-        .audit_record(AuditRecord {
-            actor: actor.to_string(),
-            action: action.to_string(),
-            target: target.to_string(),
-        })
-        .await?;
-    Ok(())
+/// Records that `actor` did `action` to `target`. The action has happened by then, so a log
+/// that cannot be written is reported, not turned into the action's failure.
+pub(super) async fn record_action(store: &dyn Store, actor: &str, action: &str, target: &str) {
+    let record = AuditRecord {
+        actor: actor.to_string(),
+        action: action.to_string(),
+        target: target.to_string(),
+    };
+    if let Err(error) = store.audit_record(record).await {
+        tracing::error!(%error, actor, action, target, "cannot record an action in the audit log");
+    }
 }
 
 fn token_hash(text: &str) -> String {

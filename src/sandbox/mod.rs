@@ -125,6 +125,15 @@ pub enum SandboxError {
     Module(#[from] ModuleError),
 }
 
+/// A moment's use of a sandbox's fixed resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxUsage {
+    pub instance_slots: u64,
+    pub instance_slots_in_use: u64,
+    pub memory_budget_bytes: u64,
+    pub memory_budget_used_bytes: u64,
+}
+
 /// One process-wide wasm engine and everything compiled for it.
 #[derive(Clone)]
 pub struct Sandbox {
@@ -231,6 +240,22 @@ impl Sandbox {
     /// The node's memory budget, as attempts hold it now.
     pub fn memory_budget(&self) -> &MemoryBudget {
         &self.inner.budget
+    }
+
+    /// How much of its instance pool and memory budget the sandbox uses now.
+    pub fn usage(&self) -> SandboxUsage {
+        let budget = &self.inner.budget;
+        let in_use = self
+            .inner
+            .engine
+            .pooling_allocator_metrics()
+            .map_or(0, |pool| pool.component_instances());
+        SandboxUsage {
+            instance_slots: self.inner.config.max_instances as u64,
+            instance_slots_in_use: in_use,
+            memory_budget_bytes: budget.total_bytes(),
+            memory_budget_used_bytes: budget.total_bytes() - budget.available_bytes(),
+        }
     }
 
     /// Runs one attempt of `function` in a fresh instance of `module`, once the node's memory

@@ -457,12 +457,40 @@ pub trait Store: Send + Sync + 'static {
 
 /// Opens the store a URL names, creating a SQLite file if missing, and migrates it.
 pub async fn connect(url: &str) -> StoreResult<Arc<dyn Store>> {
+    connect_with(url, &StoreOptions::default()).await
+}
+
+/// How a store connects, beyond its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Connections to PostgreSQL; on SQLite, twice the reader connections (beside its one
+    /// writer).
+    pub pool_size: u32,
+    /// SQLite only: `synchronous = FULL` (survives power loss) instead of `NORMAL`
+    /// (survives a crash of the process; the last commits may be lost on power loss).
+    pub sqlite_full_sync: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            pool_size: DEFAULT_POOL_SIZE,
+            sqlite_full_sync: false,
+        }
+    }
+}
+
+/// Connections in a store's pool unless told otherwise.
+pub const DEFAULT_POOL_SIZE: u32 = 16;
+
+/// Connects with `options` and applies pending migrations.
+pub async fn connect_with(url: &str, options: &StoreOptions) -> StoreResult<Arc<dyn Store>> {
     let store: Arc<dyn Store> = if let Some(path) = url.strip_prefix("sqlite://") {
-        Arc::new(SqliteStore::open(path).await?)
+        Arc::new(SqliteStore::open_with(path, options).await?)
     } else if url.starts_with("sqlite:") {
         return Err(StoreError::UnsupportedUrl(url.to_string()));
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Arc::new(PostgresStore::connect(url).await?)
+        Arc::new(PostgresStore::connect_with(url, options).await?)
     } else {
         return Err(StoreError::UnsupportedUrl(url.to_string()));
     };

@@ -37,6 +37,7 @@ both_stores!(
     jobs_go_in_and_out_through_the_api,
     bad_requests_are_problems_and_store_nothing,
     tokens_decide_who_may_do_what,
+    metrics_count_a_known_run,
 );
 
 /// The committed `openapi.json` is what the code generates. To update it after changing
@@ -150,6 +151,17 @@ impl Node {
             .header("content-type", content_type)
             .body(body);
         response(request.send().await.unwrap()).await
+    }
+
+    /// The body of a GET that must succeed, as text, with its content type.
+    async fn text(&self, path: &str) -> (String, String) {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        (content_type, response.text().await.unwrap())
     }
 
     async fn delete(&self, path: &str) -> (StatusCode, Value) {
@@ -698,6 +710,16 @@ async fn tokens_decide_who_may_do_what(sluice: Sluice) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // The document and the health check stay open.
     assert_eq!(node.get("/openapi.json").await.0, StatusCode::OK);
+    // A scraper needs a token too; any role will do.
+    let scrape = |token: Option<&str>| {
+        let mut request = node.http.get(node.url("/metrics"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(scrape(None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(scrape(Some(&viewer)).await, StatusCode::OK);
 
     let upload = |token: String| {
         let node = &node;
@@ -804,4 +826,120 @@ async fn tokens_decide_who_may_do_what(sluice: Sluice) {
     drop(node);
     let wide = Node::start(&sluice, &["serve", "--listen", "0.0.0.0:0"]);
     assert!(wide.base.contains("0.0.0.0:"), "{}", wide.base);
+}
+
+/// The value of the sample `name{labels}` in a scrape, if it is there.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        Some(value.parse().unwrap())
+    })
+}
+
+async fn metrics_count_a_known_run(sluice: Sluice) {
+    let node = Node::start(&sluice, &["run", "--queue", "default=4"]);
+    let (status, _) = node
+        .post_raw("/v1/modules/hello", "application/wasm", hello_wasm())
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (_, one) = node
+            .post("/v1/jobs", json!({"module": "hello", "function": "noop"}))
+            .await;
+        ids.push(one["id"].as_i64().unwrap());
+    }
+    let calls = json!({"jobs": [
+        {"module": "hello", "function": "noop"},
+        {"module": "hello", "function": "noop"},
+        {"module": "hello", "function": "fail", "max_attempts": 1},
+    ]});
+    let (status, bulk) = node.post("/v1/jobs/bulk", calls).await;
+    assert_eq!(status, StatusCode::CREATED, "{bulk}");
+    ids.extend(
+        bulk["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_i64().unwrap()),
+    );
+    for id in ids {
+        node.wait_for_job(id, "finished", |job| job["finalized_at"].is_string())
+            .await;
+    }
+
+    // The last outcome's job leaves the node's in-flight set just after its write commits.
+    let started = Instant::now();
+    let (content_type, scrape) = loop {
+        let (content_type, scrape) = node.text("/metrics").await;
+        if sample(&scrape, "sluice_attempts_in_flight") == Some(0.0) {
+            break (content_type, scrape);
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{scrape}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(scrape.trim_end().ends_with("# EOF"), "{scrape}");
+    let call = |function: &str| format!(r#"queue="default",module="hello",function="{function}""#);
+    let noop = call("noop");
+    let fail = call("fail");
+    let expected = [
+        (
+            format!(r#"sluice_attempts_total{{{noop},class="completed"}}"#),
+            5.0,
+        ),
+        (
+            format!(r#"sluice_attempts_total{{{fail},class="guest_error"}}"#),
+            1.0,
+        ),
+        (
+            format!("sluice_attempt_duration_seconds_count{{{noop}}}"),
+            5.0,
+        ),
+        (format!("sluice_attempt_fuel_count{{{fail}}}"), 1.0),
+        (
+            format!("sluice_attempt_peak_memory_bytes_count{{{noop}}}"),
+            5.0,
+        ),
+        (
+            r#"sluice_queue_wait_seconds_count{queue="default"}"#.to_string(),
+            6.0,
+        ),
+        (
+            r#"sluice_enqueued_jobs_total{queue="default"}"#.to_string(),
+            6.0,
+        ),
+        (
+            r#"sluice_queue_jobs{queue="default",state="completed"}"#.to_string(),
+            5.0,
+        ),
+        (
+            r#"sluice_queue_jobs{queue="default",state="discarded"}"#.to_string(),
+            1.0,
+        ),
+        (
+            r#"sluice_queue_jobs{queue="default",state="available"}"#.to_string(),
+            0.0,
+        ),
+        ("sluice_instance_slots_in_use".to_string(), 0.0),
+        ("sluice_memory_budget_used_bytes".to_string(), 0.0),
+    ];
+    for (series, value) in expected {
+        assert_eq!(
+            sample(&scrape, &series),
+            Some(value),
+            "{series} in\n{scrape}"
+        );
+    }
+    assert!(sample(&scrape, "sluice_instance_slots").unwrap() >= 4.0);
+    assert!(sample(&scrape, "sluice_memory_budget_bytes").unwrap() > 0.0);
+    assert!(sample(&scrape, "sluice_lease_renewals_total").is_some());
+    // The fuel a noop burns lands in a bucket well under the largest.
+    let fuel_sum = sample(&scrape, &format!("sluice_attempt_fuel_sum{{{noop}}}")).unwrap();
+    assert!(fuel_sum > 0.0);
+    // Bounded label sets: no job ids anywhere.
+    assert!(!scrape.contains("id=\""), "{scrape}");
 }

@@ -81,7 +81,7 @@ fn large_jobs_wait_for_the_memory_budget_and_spend_no_attempt(sluice: Sluice) {
     // A budget below one attempt's start is refused.
     let error = sluice.fails(&["run", "--exit-when-idle", "--memory-budget", "1000"]);
     assert!(
-        error.contains("--memory-budget must be at least"),
+        error.contains("--memory-budget (node.memory_budget) must be at least"),
         "{error}"
     );
 }
@@ -626,4 +626,87 @@ async fn bench_reports_enqueue_drain_and_latency() {
     let queues = sluice.json(&["queues"]);
     assert_eq!(queues[0]["counts"]["completed"], 305);
     assert!(queues[0]["name"].as_str().unwrap().starts_with("bench-"));
+}
+
+/// `sluice.toml`, then `SLUICE_*` variables, then flags: each over the one before, each value
+/// reported with where it came from, and a bad file refused with its path, key and reason
+/// before anything is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_layer_file_env_and_flags() {
+    let sluice = Sluice::sqlite().await;
+    let file = temp_dir("settings").join("sluice.toml");
+    std::fs::write(
+        &file,
+        "[jobs]\nmax_attempts = 7\n\n[node]\nlease = \"12s\"\n\n[queues]\nmail = 3\n",
+    )
+    .unwrap();
+    let config = file.to_str().unwrap();
+    let setting = |explained: &serde_json::Value, key: &str| {
+        explained
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"] == key)
+            .cloned()
+            .unwrap_or_else(|| panic!("no setting {key} in {explained}"))
+    };
+
+    let explained = sluice.json(&["--config", config, "config"]);
+    let attempts = setting(&explained, "jobs.max_attempts");
+    assert_eq!(attempts["value"], 7);
+    assert_eq!(attempts["source"], format!("file {config}"));
+    assert_eq!(setting(&explained, "node.lease")["value"], "12s");
+    assert_eq!(setting(&explained, "node.grace")["source"], "default");
+    assert_eq!(
+        setting(&explained, "database_url")["source"],
+        "env SLUICE_DATABASE_URL"
+    );
+    // The file's queues replace the default queue.
+    assert_eq!(setting(&explained, "queues.mail")["value"], 3);
+    assert!(!explained.to_string().contains("queues.default"));
+
+    let output = sluice
+        .command(&["--config", config, "config", "--json"])
+        .env("SLUICE_JOBS__MAX_ATTEMPTS", "5")
+        .output()
+        .unwrap();
+    let explained: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let attempts = setting(&explained, "jobs.max_attempts");
+    assert_eq!(attempts["value"], 5);
+    assert_eq!(attempts["source"], "env SLUICE_JOBS__MAX_ATTEMPTS");
+
+    // What the settings say is what a command does; a flag wins.
+    sluice.ok(&["upload", guests::HELLO]);
+    let from_file = sluice.enqueue(&["--config", config, "hello", "noop"]);
+    assert_eq!(sluice.job(from_file)["max_attempts"], 7);
+    let from_flag = sluice.enqueue(&["--config", config, "hello", "noop", "--max-attempts", "2"]);
+    assert_eq!(sluice.job(from_flag)["max_attempts"], 2);
+
+    // Refused with the file, the key and the reason; nothing stored.
+    let stored = sluice.count("available");
+    for (text, key, reason) in [
+        ("[node]\nleese = \"1s\"\n", "node.leese", "unknown field"),
+        (
+            "[node]\nlease = \"soon\"\n",
+            "node.lease",
+            "expected a duration",
+        ),
+        ("[queues]\nmail = 0\n", "queues.mail", "at least 1"),
+        (
+            "[jobs]\nmax_attempts = \"x\"\n",
+            "jobs.max_attempts",
+            "expected i32",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let error = sluice.fails(&["--config", config, "enqueue", "hello", "noop"]);
+        assert!(error.contains(key), "{error}");
+        assert!(error.contains(reason), "{error}");
+    }
+    let error = sluice.fails(&["--config", "/nonexistent/sluice.toml", "jobs"]);
+    assert!(
+        error.contains("/nonexistent/sluice.toml does not exist"),
+        "{error}"
+    );
+    assert_eq!(sluice.count("available"), stored);
 }

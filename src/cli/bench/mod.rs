@@ -111,10 +111,11 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         _ => args.concurrency,
     };
     let sandbox = sluice::app::App::sandbox_for_node(
-        args.cache_dir.clone(),
         &node_config("bench", concurrency),
-        None,
-        None,
+        sluice::app::NodeSandbox {
+            cache_dir: args.cache_dir.clone(),
+            ..Default::default()
+        },
     )?;
     upload(context, &sandbox, &args.module, MODULE, "hello").await?;
     // A queue of its own, so the figures count only the benchmark's jobs.

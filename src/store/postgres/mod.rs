@@ -36,8 +36,13 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
+        PostgresStore::connect_with(url, &StoreOptions::default()).await
+    }
+
+    /// Connects with a pool of `options.pool_size` connections.
+    pub async fn connect_with(url: &str, options: &StoreOptions) -> StoreResult<PostgresStore> {
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(options.pool_size.max(1))
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await

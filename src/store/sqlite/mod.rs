@@ -72,6 +72,11 @@ impl SqliteStore {
     /// Opens (creating if missing) the database file at `path`; `:memory:` is refused since
     /// each pooled connection would see its own empty database.
     pub async fn open(path: &str) -> StoreResult<SqliteStore> {
+        SqliteStore::open_with(path, &StoreOptions::default()).await
+    }
+
+    /// Opens the database file at `path` with `options`.
+    pub async fn open_with(path: &str, store: &StoreOptions) -> StoreResult<SqliteStore> {
         if path.is_empty() || path.contains(":memory:") {
             return Err(StoreError::UnsupportedUrl(format!(
                 "sqlite://{path} (use a file path)"
@@ -81,7 +86,11 @@ impl SqliteStore {
             .map_err(|e| StoreError::UnsupportedUrl(format!("sqlite://{path}: {e}")))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(if store.sqlite_full_sync {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
         // sqlx's worker thread hands rows over through a bounded channel and stops when it is
@@ -99,7 +108,7 @@ impl SqliteStore {
             .await
             .map_err(unavailable)?;
         let readers = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections((store.pool_size / 2).max(1))
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.read_only(true))
             .await
