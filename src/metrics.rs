@@ -96,6 +96,7 @@ pub struct NodeMetrics {
     lease_renewals: Counter,
     store_errors: Family<OperationLabels, Counter>,
     queue_jobs: Family<QueueStateLabels, Gauge>,
+    queue_concurrency: Family<QueueLabels, Gauge>,
     in_flight: Gauge,
     instance_slots: Gauge,
     instance_slots_in_use: Gauge,
@@ -201,6 +202,12 @@ impl NodeMetrics {
             "Jobs in the store by queue and state (counted at most every 10 seconds)",
             queue_jobs.clone(),
         );
+        let queue_concurrency = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "queue_concurrency",
+            "How many of a queue's jobs this node runs at once, as in force now",
+            queue_concurrency.clone(),
+        );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let gauge = Gauge::default();
             registry.register(name, help, gauge.clone());
@@ -242,6 +249,7 @@ impl NodeMetrics {
             lease_renewals,
             store_errors,
             queue_jobs,
+            queue_concurrency,
             in_flight,
             instance_slots,
             instance_slots_in_use,
@@ -299,6 +307,15 @@ impl NodeMetrics {
 
     pub fn leases_renewed(&self, count: u64) {
         self.lease_renewals.inc_by(count);
+    }
+
+    /// The concurrency in force on this node for `queue`.
+    pub fn set_queue_concurrency(&self, queue: &str, concurrency: u32) {
+        self.queue_concurrency
+            .get_or_create(&QueueLabels {
+                queue: queue.to_string(),
+            })
+            .set(i64::from(concurrency));
     }
 
     /// Counts a failed call to the store; `operation` is one of a fixed few names.

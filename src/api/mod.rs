@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use utoipa::OpenApi;
 
 use crate::metrics::NodeMetrics;
@@ -79,7 +79,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         modules::upload, modules::list, modules::get,
         jobs::enqueue, jobs::enqueue_many, jobs::list, jobs::get, jobs::retry, jobs::cancel,
         jobs::delete,
-        queues::list, queues::pause, queues::resume,
+        queues::list, queues::pause, queues::resume, queues::set_concurrency,
         nodes::list, metrics::scrape,
         auth::list,
     ),
@@ -88,7 +88,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
     tags(
         (name = "modules", description = "Job modules: WebAssembly components and their versions"),
         (name = "jobs", description = "Enqueue, find and act on jobs"),
-        (name = "queues", description = "Queues, their counts, pause and resume"),
+        (name = "queues", description = "Queues, their counts, pause, resume and concurrency"),
         (name = "nodes", description = "The nodes that run jobs"),
         (name = "audit", description = "Who did what, when"),
     )
@@ -222,6 +222,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/queues/{name}/resume",
             auth::allow(Operate, s, post(queues::resume)),
+        )
+        .route(
+            "/v1/queues/{name}/concurrency",
+            auth::allow(Operate, s, put(queues::set_concurrency)),
         )
         .route("/v1/nodes", auth::allow(Read, s, get(nodes::list)))
         .route("/v1/audit", auth::allow(Admin, s, get(auth::list)))

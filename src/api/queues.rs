@@ -1,8 +1,8 @@
-//! `/v1/queues`: queues with their counts by state; pause and resume.
+//! `/v1/queues`: queues with their counts by state; pause, resume and concurrency.
 
 use axum::Extension;
 use axum::extract::State;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ApiState;
@@ -76,4 +76,38 @@ async fn set_paused(
 ) -> ApiResult<Json<Paused>> {
     crate::ops::set_queue_paused(state.store.as_ref(), &name, paused, &caller.name).await?;
     Ok(Json(Paused { name, paused }))
+}
+
+/// A queue's per-node concurrency, as set or cleared.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    /// How many of the queue's jobs each node runs at once (clamped to each node's ceiling:
+    /// the slots its pool was sized for); null gives each node back its own setting.
+    pub concurrency: Option<u32>,
+}
+
+/// Set how many of this queue's jobs each node runs at once; running nodes follow within
+/// a few seconds.
+#[utoipa::path(
+    put, path = "/v1/queues/{name}/concurrency", tag = "queues",
+    params(("name" = String, Path, description = "The queue's name")),
+    request_body = Concurrency,
+    responses(
+        (status = 200, body = Concurrency),
+        (status = 400, description = "A malformed path or body", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON (`content-type: application/json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a queue name, or not a concurrency", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn set_concurrency(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Json(body): Json<Concurrency>,
+) -> ApiResult<Json<Concurrency>> {
+    crate::ops::set_queue_concurrency(state.store.as_ref(), &name, body.concurrency, &caller.name)
+        .await?;
+    Ok(Json(body))
 }

@@ -225,6 +225,8 @@ pub struct UploadView {
 pub struct QueueView {
     pub name: String,
     pub paused: bool,
+    /// The per-node concurrency set at run time; null: each node's own setting.
+    pub concurrency: Option<u32>,
     /// Jobs by state (every state present, zero included).
     pub counts: std::collections::BTreeMap<String, u64>,
 }
@@ -234,6 +236,7 @@ impl From<&QueueSummary> for QueueView {
         QueueView {
             name: q.name.clone(),
             paused: q.paused,
+            concurrency: q.concurrency,
             counts: JobState::ALL
                 .iter()
                 .map(|state| (state.as_str().to_string(), q.count(*state)))

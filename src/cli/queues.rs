@@ -14,18 +14,26 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
                     .iter()
                     .map(|s| (s.as_str().to_string(), q.count(*s).into()))
                     .collect();
-                serde_json::json!({ "name": q.name, "paused": q.paused, "counts": counts })
+                serde_json::json!({
+                    "name": q.name,
+                    "paused": q.paused,
+                    "concurrency": q.concurrency,
+                    "counts": counts,
+                })
             })
             .collect();
         super::print_json(&serde_json::Value::Array(value));
         return Ok(());
     }
-    let mut headers = vec!["QUEUE", "PAUSED"];
+    let mut headers = vec!["QUEUE", "PAUSED", "CONCURRENCY"];
     headers.extend(JobState::ALL.iter().map(|s| s.as_str()));
     let rows: Vec<Vec<String>> = queues
         .iter()
         .map(|q| {
-            let mut row = vec![q.name.clone(), q.paused.to_string()];
+            let concurrency = q
+                .concurrency
+                .map_or_else(|| "node's own".to_string(), |n| n.to_string());
+            let mut row = vec![q.name.clone(), q.paused.to_string(), concurrency];
             row.extend(JobState::ALL.iter().map(|s| q.count(*s).to_string()));
             row
         })

@@ -12,6 +12,7 @@ mod lanes;
 mod metrics;
 mod producer;
 mod retry;
+mod slots;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,7 +24,8 @@ use tokio_util::task::TaskTracker;
 
 pub use self::metrics::Metrics;
 pub use self::retry::RetryPolicy;
-use crate::config::EngineConfig;
+use self::slots::Slots;
+use crate::config::{EngineConfig, QueueConfig};
 use crate::model::{AttemptReport, Job, JobId};
 use crate::store::{NodeHeartbeat, Store};
 
@@ -210,13 +212,25 @@ pub async fn run_node(
     {
         tracing::info!(limit = ?WARM_UP_LIMIT, "still warming up: claiming work meanwhile");
     }
-    let producers: Vec<_> = config
+    // A queue may be raised at run time up to every slot the pool was sized for.
+    let ceiling = config.queues.iter().map(|q| q.concurrency).sum::<u32>();
+    let queue_slots: Vec<(QueueConfig, Arc<Slots>)> = config
         .queues
         .iter()
-        .map(|queue| {
+        .map(|queue| (queue.clone(), Slots::new(queue.concurrency, ceiling)))
+        .collect();
+    let follower = tokio::spawn(follow_queue_settings(
+        shared.clone(),
+        queue_slots.clone(),
+        finished.clone(),
+    ));
+    let producers: Vec<_> = queue_slots
+        .into_iter()
+        .map(|(queue, slots)| {
             tokio::spawn(producer::supervise(
                 shared.clone(),
-                queue.clone(),
+                queue,
+                slots,
                 completions.clone(),
                 stop_fetching.clone(),
             ))
@@ -249,6 +263,7 @@ pub async fn run_node(
     finished.cancel();
     let _ = heartbeat.await;
     let _ = canceller.await;
+    let _ = follower.await;
     let _ = maintenance.await;
     if let Err(error) = store.node_remove(&config.node_id).await {
         tracing::warn!(%error, "could not deregister the node");
@@ -301,6 +316,53 @@ async fn heartbeat(shared: Arc<Shared>, finished: CancellationToken) {
         if let Err(error) = shared.store.node_heartbeat(beat).await {
             shared.metrics.exported.store_error("node_heartbeat");
             tracing::warn!(%error, "could not record the node heartbeat");
+        }
+    }
+}
+
+/// How often a node reads the queues' run-time settings (their concurrency).
+const QUEUE_SETTINGS_POLL: Duration = Duration::from_secs(2);
+
+/// Applies each queue's concurrency as set in the store (or the node's own when cleared),
+/// clamped to the node's ceiling, until the node finishes.
+async fn follow_queue_settings(
+    shared: Arc<Shared>,
+    queues: Vec<(QueueConfig, Arc<Slots>)>,
+    finished: CancellationToken,
+) {
+    let exported = &shared.metrics.exported;
+    for (queue, slots) in &queues {
+        exported.set_queue_concurrency(&queue.name, slots.limit());
+    }
+    let mut ticks = tokio::time::interval(QUEUE_SETTINGS_POLL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = finished.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let settings = match shared.store.queue_settings().await {
+            Ok(settings) => settings,
+            Err(error) => {
+                shared.metrics.exported.store_error("queue_settings");
+                tracing::debug!(%error, "cannot read the queues' settings now");
+                continue;
+            }
+        };
+        for (queue, slots) in &queues {
+            let wanted = settings
+                .iter()
+                .find(|set| set.name == queue.name)
+                .and_then(|set| set.concurrency)
+                .unwrap_or(queue.concurrency);
+            let before = slots.limit();
+            if wanted != before {
+                let now = slots.set_limit(wanted);
+                if now != before {
+                    exported.set_queue_concurrency(&queue.name, now);
+                    tracing::info!(queue = %queue.name, concurrency = now, wanted, "queue concurrency changed");
+                }
+            }
         }
     }
 }

@@ -8,11 +8,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::crash_point::{self, CrashPoint};
+use super::slots::{Slot, Slots};
 use super::{InFlight, RunResult, Shared};
 use crate::config::QueueConfig;
 use crate::model::{AttemptClass, AttemptOutcome, AttemptRecord, Failure, FailureKind, Job};
@@ -29,10 +30,10 @@ pub(crate) const DEADLINE_SLACK: Duration = Duration::from_secs(1);
 pub(crate) async fn supervise(
     shared: Arc<Shared>,
     queue: QueueConfig,
+    slots: Arc<Slots>,
     completions: mpsc::Sender<JobOutcome>,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(queue.concurrency as usize));
     let slot_freed = Arc::new(Notify::new());
     loop {
         let producer = Producer {
@@ -55,8 +56,8 @@ struct Producer {
     shared: Arc<Shared>,
     queue: QueueConfig,
     completions: mpsc::Sender<JobOutcome>,
-    /// One permit per job this queue may run at once.
-    slots: Arc<Semaphore>,
+    /// One per job this queue may run at once.
+    slots: Arc<Slots>,
     /// Signalled by each consumer as it gives its slot back.
     slot_freed: Arc<Notify>,
 }
@@ -67,7 +68,6 @@ type Claim = Pin<Box<dyn Future<Output = (u32, StoreResult<Vec<Job>>)> + Send>>;
 impl Producer {
     async fn run(self, stop: CancellationToken) {
         let config = &self.shared.config;
-        let concurrency = self.queue.concurrency;
         // Claimed jobs wait here for a slot and the next claim runs while attempts do: a
         // slot that frees up starts its next job at once instead of idling for a claim
         // round-trip.
@@ -86,9 +86,8 @@ impl Producer {
                 // Hold what the slots will start within about one window: a round of slots
                 // for slow jobs, hundreds of short jobs when they stream through.
                 let (capacity, min_demand) =
-                    claim_ahead(pace.per_window(), concurrency, config.max_fetch);
-                let busy = concurrency - self.slots.available_permits() as u32;
-                let held = busy + waiting.len() as u32;
+                    claim_ahead(pace.per_window(), self.slots.limit(), config.max_fetch);
+                let held = self.slots.in_use() + waiting.len() as u32;
                 let room = capacity.saturating_sub(held).min(config.max_fetch);
                 if room > 0 && (room >= min_demand || held == 0) {
                     claim = Some(self.claim(room));
@@ -174,7 +173,7 @@ impl Producer {
     fn start_waiting_jobs(&self, waiting: &mut VecDeque<Job>) -> u32 {
         let mut started = 0;
         while !waiting.is_empty() {
-            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            let Some(permit) = self.slots.try_take() else {
                 break;
             };
             started += 1;
@@ -262,7 +261,7 @@ struct Consumer {
 }
 
 impl Consumer {
-    async fn run(self, job: Job, permit: OwnedSemaphorePermit) {
+    async fn run(self, job: Job, permit: Slot) {
         let config = &self.shared.config;
         let span = tracing::info_span!(
             "attempt",
@@ -379,7 +378,7 @@ impl Consumer {
         job: &Job,
         span: &tracing::Span,
         cancel: &CancellationToken,
-        permit: &mut Option<OwnedSemaphorePermit>,
+        permit: &mut Option<Slot>,
     ) -> (Ended, chrono::DateTime<Utc>) {
         let mut started_at = Utc::now();
         let runner = self.shared.runner.clone();

@@ -2,7 +2,7 @@
 //! did it, so the CLI and the API cannot differ in what they log.
 
 use crate::model::{Job, JobId};
-use crate::store::{QueuePause, Store};
+use crate::store::{QueueConcurrency, QueuePause, Store};
 
 use super::OpResult;
 use super::tokens::record_action;
@@ -48,5 +48,39 @@ pub async fn set_queue_paused(
         "queue.resume"
     };
     record_action(store, actor, action, name).await;
+    Ok(())
+}
+
+/// The highest per-node concurrency a queue may be given (a node clamps it further, to the
+/// slots its instance pool was sized for).
+pub const MAX_QUEUE_CONCURRENCY: u32 = 10_000;
+
+/// Sets how many of a queue's jobs each node runs at once, or with `None` gives each node
+/// back its own setting. Running nodes follow within a few seconds.
+pub async fn set_queue_concurrency(
+    store: &dyn Store,
+    name: &str,
+    concurrency: Option<u32>,
+    actor: &str,
+) -> OpResult<()> {
+    super::queue_name(name)?;
+    if let Some(n) = concurrency
+        && !(1..=MAX_QUEUE_CONCURRENCY).contains(&n)
+    {
+        return Err(super::OpError::Invalid(format!(
+            "a queue's concurrency must be 1 to {MAX_QUEUE_CONCURRENCY}, not {n}"
+        )));
+    }
+    store
+        .queue_set_concurrency(QueueConcurrency {
+            name: name.to_string(),
+            concurrency,
+        })
+        .await?;
+    let target = match concurrency {
+        Some(n) => format!("{name}={n}"),
+        None => format!("{name}=node default"),
+    };
+    record_action(store, actor, "queue.concurrency", &target).await;
     Ok(())
 }

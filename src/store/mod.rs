@@ -282,7 +282,26 @@ pub struct JobDetail {
 pub struct QueueSummary {
     pub name: String,
     pub paused: bool,
+    /// The per-node concurrency set for the queue at run time, if any.
+    pub concurrency: Option<u32>,
     pub counts: Vec<(JobState, u64)>,
+}
+
+/// What is set for a queue at run time, the same for every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    pub name: String,
+    pub paused: bool,
+    /// How many of its jobs each node runs at once, replacing the node's own setting (up
+    /// to the node's ceiling); `None`: each node's own.
+    pub concurrency: Option<u32>,
+}
+
+/// Sets (or, with `None`, clears) a queue's per-node concurrency.
+#[derive(Debug, Clone)]
+pub struct QueueConcurrency {
+    pub name: String,
+    pub concurrency: Option<u32>,
 }
 
 impl QueueSummary {
@@ -431,6 +450,10 @@ pub trait Store: Send + Sync + 'static {
     // queues
     async fn queue_list(&self) -> StoreResult<Vec<QueueSummary>>;
     async fn queue_pause(&self, params: QueuePause) -> StoreResult<()>;
+    /// What is set for each queue that has settings (a small table, read by every node
+    /// every few seconds).
+    async fn queue_settings(&self) -> StoreResult<Vec<QueueSettings>>;
+    async fn queue_set_concurrency(&self, params: QueueConcurrency) -> StoreResult<()>;
 
     // nodes and leadership
     async fn node_heartbeat(&self, params: NodeHeartbeat) -> StoreResult<()>;
@@ -635,17 +658,18 @@ pub(crate) fn lease_expired_record(
 
 /// Builds queue summaries from pause flags and (queue, state, count) rows.
 pub(crate) fn summarize_queues(
-    flags: Vec<(String, bool)>,
+    settings: Vec<QueueSettings>,
     counts: Vec<(String, String, u64)>,
 ) -> Vec<QueueSummary> {
-    let mut queues: std::collections::BTreeMap<String, QueueSummary> = flags
+    let mut queues: std::collections::BTreeMap<String, QueueSummary> = settings
         .into_iter()
-        .map(|(name, paused)| {
+        .map(|set| {
             (
-                name.clone(),
+                set.name.clone(),
                 QueueSummary {
-                    name,
-                    paused,
+                    name: set.name,
+                    paused: set.paused,
+                    concurrency: set.concurrency,
                     counts: Vec::new(),
                 },
             )
@@ -655,6 +679,7 @@ pub(crate) fn summarize_queues(
         let summary = queues.entry(queue.clone()).or_insert_with(|| QueueSummary {
             name: queue,
             paused: false,
+            concurrency: None,
             counts: Vec::new(),
         });
         if let Some(state) = JobState::parse(&state) {

@@ -38,6 +38,7 @@ both_stores!(
     bad_requests_are_problems_and_store_nothing,
     tokens_decide_who_may_do_what,
     metrics_count_a_known_run,
+    a_running_node_follows_a_queues_concurrency,
 );
 
 /// The committed `openapi.json` is what the code generates. To update it after changing
@@ -942,4 +943,108 @@ async fn metrics_count_a_known_run(sluice: Sluice) {
     assert!(fuel_sum > 0.0);
     // Bounded label sets: no job ids anywhere.
     assert!(!scrape.contains("id=\""), "{scrape}");
+}
+
+/// Polls the node's metrics until `series` reads `value` (at most 30 s).
+async fn wait_for_sample(node: &Node, series: &str, value: f64) {
+    let started = Instant::now();
+    loop {
+        let (_, scrape) = node.text("/metrics").await;
+        if sample(&scrape, series) == Some(value) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{series} never read {value}:\n{scrape}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The most attempts of `ids` that ran at the same moment, from their recorded history.
+async fn most_at_once(node: &Node, ids: &[i64]) -> usize {
+    let mut edges = Vec::new();
+    for id in ids {
+        let job = node
+            .wait_for_job(*id, "completed", |job| job["state"] == "completed")
+            .await;
+        for attempt in job["attempts"].as_array().unwrap() {
+            let at = |key: &str| crate::support::binary::time(&attempt[key]);
+            // An end sorts before a start at the same instant: touching is not overlapping.
+            edges.push((at("started_at"), 1));
+            edges.push((at("finished_at"), -1));
+        }
+    }
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+async fn a_running_node_follows_a_queues_concurrency(sluice: Sluice) {
+    let node = Node::start(&sluice, &["run", "--queue", "default=4"]);
+    let (status, _) = node
+        .post_raw("/v1/modules/hello", "application/wasm", hello_wasm())
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let series = r#"sluice_queue_concurrency{queue="default"}"#;
+    wait_for_sample(&node, series, 4.0).await;
+    let set = |concurrency: Value| {
+        let node = &node;
+        async move {
+            let request = node
+                .http
+                .put(node.url("/v1/queues/default/concurrency"))
+                .json(&json!({ "concurrency": concurrency }));
+            response(request.send().await.unwrap()).await
+        }
+    };
+    let sleepers = |count: usize, ms: u64| {
+        let node = &node;
+        async move {
+            let calls: Vec<Value> = (0..count)
+                .map(|_| json!({"module": "hello", "function": "sleep", "args": {"ms": ms}}))
+                .collect();
+            let (status, bulk) = node.post("/v1/jobs/bulk", json!({ "jobs": calls })).await;
+            assert_eq!(status, StatusCode::CREATED, "{bulk}");
+            bulk["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| id.as_i64().unwrap())
+                .collect::<Vec<i64>>()
+        }
+    };
+
+    // Lowered to one: the jobs run one at a time.
+    let (status, body) = set(json!(1)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_for_sample(&node, series, 1.0).await;
+    let (_, queues) = node.get("/v1/queues").await;
+    assert_eq!(queues[0]["concurrency"], 1, "{queues}");
+    let ids = sleepers(4, 150).await;
+    assert_eq!(most_at_once(&node, &ids).await, 1);
+
+    // Raised past the node's ceiling (the 4 slots its pool was sized for): clamped there.
+    set(json!(100)).await;
+    wait_for_sample(&node, series, 4.0).await;
+    let ids = sleepers(8, 300).await;
+    assert_eq!(most_at_once(&node, &ids).await, 4);
+
+    // Cleared: the node's own setting again. A concurrency of 0 is refused.
+    set(json!(2)).await;
+    wait_for_sample(&node, series, 2.0).await;
+    set(Value::Null).await;
+    wait_for_sample(&node, series, 4.0).await;
+    let (status, problem) = set(json!(0)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("1 to 10000"),
+        "{problem}"
+    );
+    let (_, audit) = node.get("/v1/audit").await;
+    assert!(audit.to_string().contains("default=100"), "{audit}");
 }

@@ -10,8 +10,8 @@ use sluice::model::{
 };
 use sluice::store::{
     CancelRequests, JobCount, JobFetch, JobFinishMany, JobList, JobOutcome, JobPrune, JobRescue,
-    LeaderElect, LeaseExtend, ModuleGet, ModuleUpload, NodeHeartbeat, QueuePause, Resolution,
-    SqliteStore, Store, StoreError,
+    LeaderElect, LeaseExtend, ModuleGet, ModuleUpload, NodeHeartbeat, QueueConcurrency, QueuePause,
+    Resolution, SqliteStore, Store, StoreError,
 };
 
 use crate::support::{fresh_postgres_database, temp_dir};
@@ -77,6 +77,7 @@ conformance!(
     tokens_are_found_by_hash_and_revoked,
     the_audit_log_pages_newest_first,
     listing_filters_by_function_args_and_id_range,
+    queue_settings_keep_pause_and_concurrency_apart,
 );
 
 const NODE: &str = "node-a";
@@ -1027,6 +1028,50 @@ async fn list_count_and_queue_summaries(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(!store.queue_list().await.unwrap()[2].paused);
+}
+
+async fn queue_settings_keep_pause_and_concurrency_apart(store: Arc<dyn Store>) {
+    assert!(store.queue_settings().await.unwrap().is_empty());
+    let set = |name: &str, concurrency: Option<u32>| QueueConcurrency {
+        name: name.into(),
+        concurrency,
+    };
+    store
+        .queue_set_concurrency(set("mail", Some(3)))
+        .await
+        .unwrap();
+    store
+        .queue_pause(QueuePause {
+            name: "mail".into(),
+            paused: true,
+        })
+        .await
+        .unwrap();
+    store
+        .queue_set_concurrency(set("reports", Some(1)))
+        .await
+        .unwrap();
+    let settings = store.queue_settings().await.unwrap();
+    let mut found: Vec<_> = settings
+        .iter()
+        .map(|q| (q.name.as_str(), q.paused, q.concurrency))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [("mail", true, Some(3)), ("reports", false, Some(1))]
+    );
+    // Clearing the concurrency leaves the pause; the summaries show both.
+    store
+        .queue_set_concurrency(set("mail", None))
+        .await
+        .unwrap();
+    let queues = store.queue_list().await.unwrap();
+    let found: Vec<_> = queues
+        .iter()
+        .map(|q| (q.name.as_str(), q.paused, q.concurrency))
+        .collect();
+    assert_eq!(found, [("mail", true, None), ("reports", false, Some(1))]);
 }
 
 async fn modules_are_versioned_and_deduplicated(store: Arc<dyn Store>) {

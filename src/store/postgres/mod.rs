@@ -861,13 +861,7 @@ impl Store for PostgresStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        let paused = sqlx::query("SELECT name, paused FROM sluice_queues")
-            .fetch_all(&self.pool)
-            .await?;
-        let flags = paused
-            .iter()
-            .map(|row| Ok((row.try_get("name")?, row.try_get("paused")?)))
-            .collect::<StoreResult<Vec<_>>>()?;
+        let settings = self.queue_settings().await?;
         let rows = counts
             .iter()
             .map(|row| {
@@ -878,7 +872,7 @@ impl Store for PostgresStore {
                 ))
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        Ok(summarize_queues(flags, rows))
+        Ok(summarize_queues(settings, rows))
     }
 
     #[tracing::instrument(name = "store.queue_pause", level = "debug", skip_all)]
@@ -889,6 +883,39 @@ impl Store for PostgresStore {
         )
         .bind(&params.name)
         .bind(params.paused)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "store.queue_settings", level = "debug", skip_all)]
+    async fn queue_settings(&self) -> StoreResult<Vec<QueueSettings>> {
+        let rows = sqlx::query("SELECT name, paused, concurrency FROM sluice_queues")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let concurrency: Option<i32> = row.try_get("concurrency")?;
+                Ok(QueueSettings {
+                    name: row.try_get("name")?,
+                    paused: row.try_get("paused")?,
+                    concurrency: concurrency.and_then(|n| u32::try_from(n).ok()),
+                })
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(name = "store.queue_set_concurrency", level = "debug", skip_all)]
+    async fn queue_set_concurrency(&self, params: QueueConcurrency) -> StoreResult<()> {
+        let concurrency = params
+            .concurrency
+            .map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+        sqlx::query(
+            "INSERT INTO sluice_queues (name, paused, concurrency) VALUES ($1, false, $2)
+             ON CONFLICT (name) DO UPDATE SET concurrency = $2, updated_at = now()",
+        )
+        .bind(&params.name)
+        .bind(concurrency)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -136,6 +136,15 @@ impl SqliteStore {
     }
 }
 
+fn queue_settings_from_row(row: &SqliteRow) -> StoreResult<QueueSettings> {
+    let concurrency: Option<i64> = row.try_get("concurrency")?;
+    Ok(QueueSettings {
+        name: row.try_get("name")?,
+        paused: row.try_get("paused")?,
+        concurrency: concurrency.and_then(|n| u32::try_from(n).ok()),
+    })
+}
+
 fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
     let codec: String = row.try_get("codec")?;
     let state: String = row.try_get("state")?;
@@ -835,13 +844,7 @@ impl Store for SqliteStore {
         )
         .fetch_all(&self.readers)
         .await?;
-        let paused = sqlx::query("SELECT name, paused FROM sluice_queues")
-            .fetch_all(&self.readers)
-            .await?;
-        let flags = paused
-            .iter()
-            .map(|row| Ok((row.try_get("name")?, row.try_get("paused")?)))
-            .collect::<StoreResult<Vec<_>>>()?;
+        let settings = self.queue_settings().await?;
         let rows = counts
             .iter()
             .map(|row| {
@@ -852,7 +855,7 @@ impl Store for SqliteStore {
                 ))
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        Ok(summarize_queues(flags, rows))
+        Ok(summarize_queues(settings, rows))
     }
 
     #[tracing::instrument(name = "store.queue_pause", level = "debug", skip_all)]
@@ -863,6 +866,28 @@ impl Store for SqliteStore {
         )
         .bind(&params.name)
         .bind(params.paused)
+        .bind(now_micros())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "store.queue_settings", level = "debug", skip_all)]
+    async fn queue_settings(&self) -> StoreResult<Vec<QueueSettings>> {
+        let rows = sqlx::query("SELECT name, paused, concurrency FROM sluice_queues")
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(queue_settings_from_row).collect()
+    }
+
+    #[tracing::instrument(name = "store.queue_set_concurrency", level = "debug", skip_all)]
+    async fn queue_set_concurrency(&self, params: QueueConcurrency) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sluice_queues (name, paused, concurrency, updated_at) VALUES (?1, 0, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET concurrency = ?2, updated_at = ?3",
+        )
+        .bind(&params.name)
+        .bind(params.concurrency.map(i64::from))
         .bind(now_micros())
         .execute(&self.writer)
         .await?;
