@@ -385,6 +385,16 @@ pub struct NewJob {
     /// Runs no earlier than this; `None` means now.
     pub scheduled_at: Option<DateTime<Utc>>,
     pub limits: LimitOverrides,
+    /// A key no other job may hold until it expires: enqueueing again with it returns the
+    /// job that holds it (an idempotency key).
+    pub unique: Option<UniqueKey>,
+}
+
+/// A job's unique key and until when it holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniqueKey {
+    pub key: String,
+    pub expires_at: DateTime<Utc>,
 }
 
 impl NewJob {
@@ -404,6 +414,7 @@ impl NewJob {
             max_attempts: NewJob::DEFAULT_MAX_ATTEMPTS,
             scheduled_at: None,
             limits: LimitOverrides::default(),
+            unique: None,
         }
     }
 }

@@ -112,6 +112,9 @@ pub struct JobSettings {
     pub timeout: Duration,
     /// An attempt's largest linear memory, in bytes.
     pub memory: u64,
+    /// How long a job holds the idempotency key it was enqueued with.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_period: Duration,
 }
 
 impl Default for Settings {
@@ -151,6 +154,7 @@ impl Default for Settings {
                 fuel: limits.fuel,
                 timeout: limits.timeout,
                 memory: limits.memory_bytes,
+                idempotency_period: crate::ops::DEFAULT_IDEMPOTENCY_PERIOD,
             },
         }
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 
 use super::ApiState;
@@ -28,8 +28,12 @@ pub const MAX_PAGE: u32 = 1000;
 #[utoipa::path(
     post, path = "/v1/jobs", tag = "jobs",
     request_body = EnqueueRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "The same as the body's `idempotency_key` (give one or the other, or both alike)"),
+    ),
     responses(
-        (status = 201, body = EnqueuedOne),
+        (status = 201, description = "A new job", body = EnqueuedOne),
+        (status = 200, description = "The job that holds the idempotency key", body = EnqueuedOne),
         (status = 404, description = "No such module (or version)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown function, bad args or options", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "A malformed path, query or body", body = Problem, content_type = "application/problem+json"),
@@ -40,14 +44,43 @@ pub const MAX_PAGE: u32 = 1000;
 )]
 pub async fn enqueue(
     State(state): State<ApiState>,
-    Json(request): Json<EnqueueRequest>,
+    headers: HeaderMap,
+    Json(mut request): Json<EnqueueRequest>,
 ) -> ApiResult<(StatusCode, Json<EnqueuedOne>)> {
-    let job = new_job(request, state.default_max_attempts)?;
+    if let Some(header) = headers.get(IDEMPOTENCY_KEY) {
+        let header = header.to_str().map_err(|_| {
+            OpError::Invalid("the Idempotency-Key header is not printable text".into())
+        })?;
+        match &request.idempotency_key {
+            Some(body) if body != header => {
+                return Err(OpError::Invalid(
+                    "the Idempotency-Key header and the body's idempotency_key differ".into(),
+                )
+                .into());
+            }
+            _ => request.idempotency_key = Some(header.to_string()),
+        }
+    }
+    let job = new_job(request, &state)?;
     let queue = job.queue.clone();
-    let id = crate::ops::enqueue(state.store.as_ref(), job).await?;
-    state.metrics.enqueued(&queue, 1);
-    Ok((StatusCode::CREATED, Json(EnqueuedOne { id })))
+    let enqueued = crate::ops::enqueue(state.store.as_ref(), job).await?;
+    let status = if enqueued.existing {
+        StatusCode::OK
+    } else {
+        state.metrics.enqueued(&queue, 1);
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(EnqueuedOne {
+            id: enqueued.id,
+            existing: enqueued.existing,
+        }),
+    ))
 }
+
+/// The header of an idempotent request (the IETF HTTPAPI draft's name).
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Enqueue many calls: all are stored, or none.
 #[utoipa::path(
@@ -77,23 +110,35 @@ pub async fn enqueue_many(
     let mut jobs = Vec::with_capacity(request.jobs.len());
     for (index, call) in request.jobs.into_iter().enumerate() {
         jobs.push(
-            new_job(call, state.default_max_attempts)
-                .map_err(|problem| problem.prefixed(&format!("job {index}")))?,
+            new_job(call, &state).map_err(|problem| problem.prefixed(&format!("job {index}")))?,
         );
     }
-    let mut by_queue = std::collections::BTreeMap::<String, u64>::new();
-    for job in &jobs {
-        *by_queue.entry(job.queue.clone()).or_default() += 1;
+    let queues: Vec<String> = jobs.iter().map(|job| job.queue.clone()).collect();
+    let enqueued = crate::ops::enqueue_many(state.store.as_ref(), jobs).await?;
+    let mut by_queue = std::collections::BTreeMap::<&str, u64>::new();
+    for (queue, job) in queues.iter().zip(&enqueued) {
+        if !job.existing {
+            *by_queue.entry(queue).or_default() += 1;
+        }
     }
-    let ids = crate::ops::enqueue_many(state.store.as_ref(), jobs).await?;
     for (queue, count) in by_queue {
-        state.metrics.enqueued(&queue, count);
+        state.metrics.enqueued(queue, count);
     }
-    Ok((StatusCode::CREATED, Json(Enqueued { ids })))
+    Ok((
+        StatusCode::CREATED,
+        Json(Enqueued {
+            ids: enqueued.iter().map(|job| job.id).collect(),
+            existing: enqueued
+                .iter()
+                .filter(|job| job.existing)
+                .map(|job| job.id)
+                .collect(),
+        }),
+    ))
 }
 
 /// The job the request describes, or why it cannot be one.
-fn new_job(request: EnqueueRequest, default_max_attempts: i32) -> Result<NewJob, Problem> {
+fn new_job(request: EnqueueRequest, state: &ApiState) -> Result<NewJob, Problem> {
     let codec = request.codec.unwrap_or(Codec::Json);
     let args = match codec {
         Codec::Json => serde_json::to_vec(&request.args).expect("a JSON value always serializes"),
@@ -133,13 +178,18 @@ fn new_job(request: EnqueueRequest, default_max_attempts: i32) -> Result<NewJob,
         args,
         codec,
         priority: request.priority.unwrap_or(0),
-        max_attempts: request.max_attempts.unwrap_or(default_max_attempts),
+        max_attempts: request.max_attempts.unwrap_or(state.default_max_attempts),
         scheduled_at,
         limits: LimitOverrides {
             fuel: request.fuel,
             memory_bytes: request.memory,
             timeout: request.timeout_ms.map(Duration::from_millis),
         },
+        unique: request
+            .idempotency_key
+            .as_deref()
+            .map(|key| crate::ops::idempotency_key(key, state.idempotency_period))
+            .transpose()?,
     })
 }
 

@@ -37,6 +37,8 @@ pub struct ApiState {
     pub metrics: Arc<NodeMetrics>,
     /// Attempts of an enqueued job that names no `max_attempts`.
     pub default_max_attempts: i32,
+    /// How long a job holds the idempotency key it was enqueued with.
+    pub idempotency_period: std::time::Duration,
 }
 
 impl ApiState {
@@ -61,6 +63,7 @@ impl ApiState {
             max_module_bytes,
             metrics,
             default_max_attempts: crate::model::NewJob::DEFAULT_MAX_ATTEMPTS,
+            idempotency_period: crate::ops::DEFAULT_IDEMPOTENCY_PERIOD,
         }
     }
 }

@@ -305,6 +305,9 @@ pub struct EnqueueRequest {
     pub timeout_ms: Option<u64>,
     /// Memory cap of each attempt, in bytes.
     pub memory: Option<u64>,
+    /// An idempotency key: while a job holds it (24 hours by default), enqueueing with it
+    /// again returns that job instead of a new one. 1 to 255 printable characters.
+    pub idempotency_key: Option<String>,
 }
 
 /// Many calls to enqueue, stored together or not at all.
@@ -318,12 +321,17 @@ pub struct BulkEnqueueRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Enqueued {
     pub ids: Vec<i64>,
+    /// Those of `ids` that already existed: their call named an idempotency key a job held.
+    pub existing: Vec<i64>,
 }
 
 /// A job that was enqueued.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EnqueuedOne {
     pub id: i64,
+    /// The job already existed: it held the idempotency key named (the answer is then 200,
+    /// not 201).
+    pub existing: bool,
 }
 
 /// Filters and paging of a job listing.

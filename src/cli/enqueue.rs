@@ -47,6 +47,10 @@ pub struct Args {
     /// Memory cap of each attempt, in bytes.
     #[arg(long)]
     memory: Option<u64>,
+    /// While a job holds this key (`jobs.idempotency_period`, 24h by default), enqueueing
+    /// with it again prints that job's id instead of making another.
+    #[arg(long, conflicts_with = "batch")]
+    idempotency_key: Option<String>,
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
@@ -75,6 +79,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             .unwrap_or(context.settings.jobs.max_attempts),
         scheduled_at,
         limits,
+        unique: None,
     };
 
     if let Some(batch) = &args.batch {
@@ -91,11 +96,20 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
 
     let mut job = template;
     job.args = sluice::ops::json_args(args.args.as_deref().unwrap_or("null"))?;
-    let id = sluice::ops::enqueue(store, job).await?;
+    job.unique = args
+        .idempotency_key
+        .as_deref()
+        .map(|key| sluice::ops::idempotency_key(key, context.settings.jobs.idempotency_period))
+        .transpose()?;
+    let enqueued = sluice::ops::enqueue(store, job).await?;
     if context.json {
-        super::print_json(&serde_json::json!({ "id": id }));
+        super::print_json(&serde_json::json!({ "id": enqueued.id, "existing": enqueued.existing }));
     } else {
-        out!("{id}");
+        if enqueued.existing {
+            // Not on stdout, which scripts read the id from.
+            eprintln!("job {} already holds this idempotency key", enqueued.id);
+        }
+        out!("{}", enqueued.id);
     }
     Ok(())
 }

@@ -95,6 +95,7 @@ pub async fn start(
         metrics,
     );
     state.default_max_attempts = settings.jobs.max_attempts;
+    state.idempotency_period = settings.jobs.idempotency_period;
     Ok(Some(tokio::spawn(sluice::api::serve(
         bound,
         state,

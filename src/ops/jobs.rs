@@ -3,20 +3,21 @@
 
 use std::collections::HashSet;
 
-use crate::model::{JobId, JobState, NewJob};
-use crate::store::{ModuleGet, Store};
+use crate::model::{JobState, NewJob, UniqueKey};
+use crate::store::{Enqueued, ModuleGet, Store};
 
 use super::{OpError, OpResult};
 
-/// Checks one job and stores it; returns its id.
-pub async fn enqueue(store: &dyn Store, job: NewJob) -> OpResult<JobId> {
-    let mut ids = enqueue_many(store, vec![job]).await?;
-    Ok(ids.remove(0))
+/// Checks one job and stores it; returns its id (or that of the job holding its key).
+pub async fn enqueue(store: &dyn Store, job: NewJob) -> OpResult<Enqueued> {
+    let mut enqueued = enqueue_many(store, vec![job]).await?;
+    Ok(enqueued.remove(0))
 }
 
 /// Checks every job (each module and function looked up once) and stores them all in one
-/// statement, or none. Returns their ids in order.
-pub async fn enqueue_many(store: &dyn Store, jobs: Vec<NewJob>) -> OpResult<Vec<JobId>> {
+/// transaction, or none. Returns their ids in order, each saying whether the job already
+/// existed (it held the unique key the call named).
+pub async fn enqueue_many(store: &dyn Store, jobs: Vec<NewJob>) -> OpResult<Vec<Enqueued>> {
     let mut checked = HashSet::new();
     for job in &jobs {
         check_options(job)?;
@@ -28,7 +29,32 @@ pub async fn enqueue_many(store: &dyn Store, jobs: Vec<NewJob>) -> OpResult<Vec<
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(store.job_insert_many(jobs).await?)
+    Ok(store.job_enqueue(jobs).await?)
+}
+
+/// How long an idempotency key is held unless told otherwise.
+pub const DEFAULT_IDEMPOTENCY_PERIOD: std::time::Duration =
+    std::time::Duration::from_secs(24 * 3600);
+
+/// An idempotency key, checked, held for `period` from now.
+pub fn idempotency_key(key: &str, period: std::time::Duration) -> OpResult<UniqueKey> {
+    if key.is_empty() || key.chars().count() > 255 || key.chars().any(char::is_control) {
+        return Err(OpError::Invalid(format!(
+            "`{}` is not an idempotency key: use 1 to 255 printable characters",
+            key.escape_debug()
+        )));
+    }
+    let period = chrono::Duration::from_std(period)
+        .map_err(|_| OpError::Invalid("the idempotency period is too long".into()))?;
+    let expires_at = chrono::Utc::now()
+        .checked_add_signed(period)
+        .ok_or_else(|| OpError::Invalid("the idempotency period is too long".into()))?;
+    Ok(UniqueKey {
+        // A namespace of its own, so that the flow-control issue's unique keys (built from
+        // a job's call) can never collide with a key a client chose.
+        key: format!("idempotency:{key}"),
+        expires_at,
+    })
 }
 
 /// Whether `name` can name a queue: 1 to 128 characters, none of them control characters.

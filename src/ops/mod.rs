@@ -10,7 +10,10 @@ pub use self::actions::{
     MAX_QUEUE_CONCURRENCY, cancel_job, delete_job, retry_job, set_queue_concurrency,
     set_queue_paused,
 };
-pub use self::jobs::{enqueue, enqueue_many, json_args, parse_state, queue_name};
+pub use self::jobs::{
+    DEFAULT_IDEMPOTENCY_PERIOD, enqueue, enqueue_many, idempotency_key, json_args, parse_state,
+    queue_name,
+};
 pub use self::modules::{upload, valid_module_name};
 pub use self::tokens::{CLI_ACTOR, TOKEN_PREFIX, authenticate, create_token, revoke_token};
 

@@ -277,6 +277,63 @@ pub struct JobDetail {
     pub attempts: Vec<AttemptRecord>,
 }
 
+/// One job of an enqueue: inserted, or found holding the unique key it named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: JobId,
+    /// The job already existed: it held the unique key this one named.
+    pub existing: bool,
+}
+
+/// Matches an insert's results to the jobs asked for. `keys` are the jobs' unique keys in
+/// order; `inserted` the (id, key) of the rows inserted, whose ids rise in the jobs' order
+/// (a job whose key was taken inserted no row); `holders` the ids of the jobs that already
+/// held keys.
+pub(crate) fn match_enqueued(
+    keys: &[Option<&str>],
+    mut inserted: Vec<(JobId, Option<String>)>,
+    holders: &std::collections::HashMap<String, JobId>,
+) -> StoreResult<Vec<Enqueued>> {
+    inserted.sort_unstable_by_key(|(id, _)| *id);
+    let mut inserted = inserted.into_iter().peekable();
+    let mut in_batch = std::collections::HashMap::<&str, JobId>::new();
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let next_is_this = inserted
+            .peek()
+            .is_some_and(|(_, got)| got.as_deref() == *key);
+        let enqueued = match key {
+            _ if next_is_this && key.is_none_or(|key| !in_batch.contains_key(key)) => {
+                let (id, _) = inserted.next().expect("peeked");
+                if let Some(key) = key {
+                    in_batch.insert(key, id);
+                }
+                Enqueued {
+                    id,
+                    existing: false,
+                }
+            }
+            Some(key) => {
+                let id = in_batch
+                    .get(key)
+                    .or_else(|| holders.get(*key))
+                    .copied()
+                    .ok_or_else(|| {
+                        StoreError::Database(format!("no job holds the unique key {key}"))
+                    })?;
+                Enqueued { id, existing: true }
+            }
+            None => {
+                return Err(StoreError::Database(
+                    "an insert returned fewer rows than it was given".into(),
+                ));
+            }
+        };
+        out.push(enqueued);
+    }
+    Ok(out)
+}
+
 /// A queue and how many of its jobs are in each state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSummary {
@@ -405,8 +462,14 @@ pub trait Store: Send + Sync + 'static {
 
     // jobs
     async fn job_insert(&self, job: NewJob) -> StoreResult<Job>;
-    /// Inserts all jobs in one statement; returns their ids in order.
-    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<JobId>>;
+    /// Inserts all jobs in one transaction, or none; returns for each, in order, its id, or
+    /// the id of the job already holding its unique key.
+    async fn job_enqueue(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Enqueued>>;
+    /// [`Store::job_enqueue`], the ids only.
+    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<JobId>> {
+        let enqueued = self.job_enqueue(jobs).await?;
+        Ok(enqueued.into_iter().map(|job| job.id).collect())
+    }
     /// Claims up to `limit` available jobs of a queue for a node, in run order; a paused
     /// queue yields none.
     async fn job_fetch(&self, params: JobFetch) -> StoreResult<Vec<Job>>;

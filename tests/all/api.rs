@@ -39,6 +39,7 @@ both_stores!(
     tokens_decide_who_may_do_what,
     metrics_count_a_known_run,
     a_running_node_follows_a_queues_concurrency,
+    an_idempotency_key_returns_the_same_job,
 );
 
 /// The committed `openapi.json` is what the code generates. To update it after changing
@@ -1047,4 +1048,67 @@ async fn a_running_node_follows_a_queues_concurrency(sluice: Sluice) {
     );
     let (_, audit) = node.get("/v1/audit").await;
     assert!(audit.to_string().contains("default=100"), "{audit}");
+}
+
+async fn an_idempotency_key_returns_the_same_job(sluice: Sluice) {
+    let node = Node::start(&sluice, &["serve"]);
+    let (status, _) = node
+        .post_raw("/v1/modules/hello", "application/wasm", hello_wasm())
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let call = json!({"module": "hello", "function": "noop", "idempotency_key": "order-17"});
+    let (status, first) = node.post("/v1/jobs", call.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(first["existing"], false);
+    let (status, again) = node.post("/v1/jobs", call).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(
+        (&again["id"], &again["existing"]),
+        (&first["id"], &json!(true))
+    );
+
+    // The header names the same key; one that contradicts the body is refused.
+    let with_header = |key: &str, body: Value| {
+        let node = &node;
+        let request = node
+            .http
+            .post(node.url("/v1/jobs"))
+            .header("idempotency-key", key)
+            .json(&body);
+        async move { response(request.send().await.unwrap()).await }
+    };
+    let plain = json!({"module": "hello", "function": "noop"});
+    let (status, by_header) = with_header("order-17", plain.clone()).await;
+    assert_eq!((status, &by_header["id"]), (StatusCode::OK, &first["id"]));
+    let (status, problem) = with_header(
+        "order-18",
+        json!({"module": "hello", "function": "noop", "idempotency_key": "order-19"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("differ"),
+        "{problem}"
+    );
+    let (status, problem) = with_header("", plain.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(node.job_count().await, 1);
+
+    // In bulk: the held key and a new one given twice.
+    let calls = json!({"jobs": [
+        {"module": "hello", "function": "noop", "idempotency_key": "order-17"},
+        {"module": "hello", "function": "noop", "idempotency_key": "order-20"},
+        {"module": "hello", "function": "noop", "idempotency_key": "order-20"},
+    ]});
+    let (status, bulk) = node.post("/v1/jobs/bulk", calls).await;
+    assert_eq!(status, StatusCode::CREATED, "{bulk}");
+    let ids = bulk["ids"].as_array().unwrap();
+    assert_eq!(ids[0], first["id"]);
+    assert_eq!(ids[1], ids[2]);
+    assert_eq!(bulk["existing"], json!([ids[0], ids[2]]));
+    assert_eq!(node.job_count().await, 2);
+
+    // The CLI takes the same key and finds the same job.
+    let cli = sluice.json(&["enqueue", "hello", "noop", "--idempotency-key", "order-17"]);
+    assert_eq!((&cli["id"], &cli["existing"]), (&first["id"], &json!(true)));
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sluice::model::{
     AttemptClass, AttemptRecord, FailureKind, JobFunction, JobState, LimitOverrides, NewJob,
+    UniqueKey,
 };
 use sluice::store::{
     CancelRequests, JobCount, JobFetch, JobFinishMany, JobList, JobOutcome, JobPrune, JobRescue,
@@ -78,6 +79,7 @@ conformance!(
     the_audit_log_pages_newest_first,
     listing_filters_by_function_args_and_id_range,
     queue_settings_keep_pause_and_concurrency_apart,
+    a_unique_key_returns_its_holder_until_it_expires,
 );
 
 const NODE: &str = "node-a";
@@ -1072,6 +1074,56 @@ async fn queue_settings_keep_pause_and_concurrency_apart(store: Arc<dyn Store>) 
         .map(|q| (q.name.as_str(), q.paused, q.concurrency))
         .collect();
     assert_eq!(found, [("mail", true, None), ("reports", false, Some(1))]);
+}
+
+async fn a_unique_key_returns_its_holder_until_it_expires(store: Arc<dyn Store>) {
+    let keyed = |key: &str, expires_in: chrono::Duration| {
+        let mut job = job("greet");
+        job.unique = Some(UniqueKey {
+            key: key.into(),
+            expires_at: Utc::now() + expires_in,
+        });
+        job
+    };
+    let hour = chrono::Duration::hours(1);
+    let first = store.job_enqueue(vec![keyed("a", hour)]).await.unwrap()[0];
+    assert!(!first.existing);
+    let again = store.job_enqueue(vec![keyed("a", hour)]).await.unwrap()[0];
+    assert_eq!((again.id, again.existing), (first.id, true));
+
+    // In one batch: a new key twice, a job without one, and the held key.
+    let batch = store
+        .job_enqueue(vec![
+            keyed("b", hour),
+            job("greet"),
+            keyed("b", hour),
+            keyed("a", hour),
+        ])
+        .await
+        .unwrap();
+    let found: Vec<bool> = batch.iter().map(|e| e.existing).collect();
+    assert_eq!(found, [false, false, true, true]);
+    assert!(batch[0].id < batch[1].id);
+    assert_eq!(batch[2].id, batch[0].id);
+    assert_eq!(batch[3].id, first.id);
+    let all = JobCount {
+        state: None,
+        queue: None,
+        module: None,
+    };
+    assert_eq!(store.job_count(all).await.unwrap(), 3);
+
+    // An expired key is free: the next enqueue with it makes a new job.
+    let stale = store
+        .job_enqueue(vec![keyed("c", -chrono::Duration::seconds(1))])
+        .await
+        .unwrap()[0];
+    let fresh = store.job_enqueue(vec![keyed("c", hour)]).await.unwrap()[0];
+    assert!(!fresh.existing);
+    assert_ne!(fresh.id, stale.id);
+    // A deleted job gives its key up too.
+    store.job_delete(fresh.id).await.unwrap();
+    assert!(!store.job_enqueue(vec![keyed("c", hour)]).await.unwrap()[0].existing);
 }
 
 async fn modules_are_versioned_and_deduplicated(store: Arc<dyn Store>) {

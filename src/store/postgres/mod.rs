@@ -384,48 +384,101 @@ impl Store for PostgresStore {
         Ok(self.job_get(id).await?.job)
     }
 
-    #[tracing::instrument(name = "store.job_insert_many", level = "debug", skip_all)]
-    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<JobId>> {
+    #[tracing::instrument(name = "store.job_enqueue", level = "debug", skip_all)]
+    async fn job_enqueue(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Enqueued>> {
         for job in &jobs {
             check_new_job(job, self.max_args_bytes)?;
         }
+        let keys: Vec<Option<String>> = jobs
+            .iter()
+            .map(|job| job.unique.as_ref().map(|unique| unique.key.clone()))
+            .collect();
+        let keyed: Vec<String> = keys.iter().flatten().cloned().collect();
         let mut columns = InsertColumns::default();
         for job in jobs {
             columns.push(job);
         }
+        // Without keys, no conflict is possible: no arbiter index to check per row.
+        let on_conflict = if keyed.is_empty() {
+            ""
+        } else {
+            "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
+        };
         // One statement for the whole batch; the insert trigger notifies each queue once.
-        let mut ids: Vec<JobId> = sqlx::query_scalar(
+        let insert = format!(
             "INSERT INTO sluice_jobs (queue, module, module_version, function, args, codec, state,
-                 priority, max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit)
+                 priority, max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit,
+                 unique_key, unique_expires_at)
              SELECT queue, module, module_version, function, args, codec,
                     CASE WHEN scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
-                    priority, max_attempts, COALESCE(scheduled_at, now()), fuel_limit, timeout_ms, memory_limit
+                    priority, max_attempts, COALESCE(scheduled_at, now()), fuel_limit, timeout_ms,
+                    memory_limit, unique_key, unique_expires_at
              FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bytea[], $6::text[],
-                         $7::smallint[], $8::int[], $9::timestamptz[], $10::bigint[], $11::bigint[], $12::bigint[])
+                         $7::smallint[], $8::int[], $9::timestamptz[], $10::bigint[], $11::bigint[],
+                         $12::bigint[], $13::text[], $14::timestamptz[])
                   WITH ORDINALITY AS x(queue, module, module_version, function, args, codec, priority,
-                                       max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit, ord)
+                                       max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit,
+                                       unique_key, unique_expires_at, ord)
              ORDER BY ord
-             RETURNING id",
-        )
-        .bind(columns.queue)
-        .bind(columns.module)
-        .bind(columns.module_version)
-        .bind(columns.function)
-        .bind(columns.args)
-        .bind(columns.codec)
-        .bind(columns.priority)
-        .bind(columns.max_attempts)
-        .bind(columns.scheduled_at)
-        .bind(columns.fuel_limit)
-        .bind(columns.timeout_ms)
-        .bind(columns.memory_limit)
-        .fetch_all(&self.pool)
-        .await?;
-        if ids.len() >= ANALYZE_AFTER_BULK {
-            self.refresh_statistics(ids.len()).await;
+             {on_conflict}
+             RETURNING id, unique_key"
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(insert))
+            .bind(columns.queue)
+            .bind(columns.module)
+            .bind(columns.module_version)
+            .bind(columns.function)
+            .bind(columns.args)
+            .bind(columns.codec)
+            .bind(columns.priority)
+            .bind(columns.max_attempts)
+            .bind(columns.scheduled_at)
+            .bind(columns.fuel_limit)
+            .bind(columns.timeout_ms)
+            .bind(columns.memory_limit)
+            .bind(columns.unique_key)
+            .bind(columns.unique_expires_at);
+        let returned = |rows: Vec<PgRow>| {
+            rows.iter()
+                .map(|row| Ok((row.try_get("id")?, row.try_get("unique_key")?)))
+                .collect::<StoreResult<Vec<(JobId, Option<String>)>>>()
+        };
+        let mut holders = std::collections::HashMap::new();
+        let inserted = if keyed.is_empty() {
+            // One statement, committed on its own: no transaction's extra round trips.
+            returned(query.fetch_all(&self.pool).await?)?
+        } else {
+            let mut tx = self.pool.begin().await?;
+            // An expired key is free again.
+            sqlx::query(
+                "UPDATE sluice_jobs SET unique_key = NULL, unique_expires_at = NULL
+                 WHERE unique_key = ANY($1) AND unique_expires_at <= now()",
+            )
+            .bind(&keyed)
+            .execute(&mut *tx)
+            .await?;
+            let inserted = returned(query.fetch_all(&mut *tx).await?)?;
+            if inserted.len() < keys.len() {
+                let rows = sqlx::query(
+                    "SELECT id, unique_key FROM sluice_jobs WHERE unique_key = ANY($1)",
+                )
+                .bind(&keyed)
+                .fetch_all(&mut *tx)
+                .await?;
+                for row in &rows {
+                    holders.insert(row.try_get::<String, _>("unique_key")?, row.try_get("id")?);
+                }
+            }
+            tx.commit().await?;
+            inserted
+        };
+        let count = inserted.len();
+        let keys: Vec<Option<&str>> = keys.iter().map(Option::as_deref).collect();
+        let enqueued = match_enqueued(&keys, inserted, &holders)?;
+        if count >= ANALYZE_AFTER_BULK {
+            self.refresh_statistics(count).await;
         }
-        ids.sort_unstable();
-        Ok(ids)
+        Ok(enqueued)
     }
 
     #[tracing::instrument(name = "store.job_fetch", level = "debug", skip_all)]
@@ -1013,6 +1066,8 @@ struct InsertColumns {
     fuel_limit: Vec<Option<i64>>,
     timeout_ms: Vec<Option<i64>>,
     memory_limit: Vec<Option<i64>>,
+    unique_key: Vec<Option<String>>,
+    unique_expires_at: Vec<Option<DateTime<Utc>>>,
 }
 
 impl InsertColumns {
@@ -1031,6 +1086,11 @@ impl InsertColumns {
             .push(job.limits.timeout.map(|t| t.as_millis() as i64));
         self.memory_limit
             .push(job.limits.memory_bytes.map(|v| v as i64));
+        let (key, expires_at) = job.unique.map_or((None, None), |unique| {
+            (Some(unique.key), Some(unique.expires_at))
+        });
+        self.unique_key.push(key);
+        self.unique_expires_at.push(expires_at);
     }
 }
 

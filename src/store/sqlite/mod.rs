@@ -22,7 +22,7 @@ mod tokens;
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Bound parameters per row of a multi-row insert; SQLite allows 32,766 per statement.
-const INSERT_COLUMNS: usize = 15;
+const INSERT_COLUMNS: usize = 17;
 const ROWS_PER_INSERT: usize = 32_766 / INSERT_COLUMNS;
 
 /// Rows sqlx's worker thread may hand over before the caller reads them: more than a claim
@@ -378,18 +378,38 @@ impl Store for SqliteStore {
         Ok(self.job_get(id).await?.job)
     }
 
-    #[tracing::instrument(name = "store.job_insert_many", level = "debug", skip_all)]
-    async fn job_insert_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<JobId>> {
+    #[tracing::instrument(name = "store.job_enqueue", level = "debug", skip_all)]
+    async fn job_enqueue(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Enqueued>> {
         for job in &jobs {
             check_new_job(job, self.max_args_bytes)?;
         }
         let now = Utc::now();
-        let mut ids = Vec::with_capacity(jobs.len());
+        let keys: Vec<Option<&str>> = jobs
+            .iter()
+            .map(|job| job.unique.as_ref().map(|unique| unique.key.as_str()))
+            .collect();
+        let keyed: Vec<&str> = keys.iter().flatten().copied().collect();
+        let mut inserted = Vec::with_capacity(jobs.len());
+        let mut holders = std::collections::HashMap::new();
         let mut tx = self.writer.begin().await?;
+        for chunk in keyed.chunks(ROWS_PER_INSERT) {
+            // An expired key is free again.
+            let mut release = QueryBuilder::<Sqlite>::new(
+                "UPDATE sluice_jobs SET unique_key = NULL, unique_expires_at = NULL WHERE unique_expires_at <= ",
+            );
+            release.push_bind(micros(now)).push(" AND unique_key IN (");
+            let mut list = release.separated(", ");
+            for key in chunk {
+                list.push_bind(*key);
+            }
+            release.push(")");
+            release.build().execute(&mut *tx).await?;
+        }
         for chunk in jobs.chunks(ROWS_PER_INSERT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO sluice_jobs (queue, module, module_version, function, args, codec, state, \
-                 priority, max_attempts, inserted_at, scheduled_at, fuel_limit, timeout_ms, memory_limit, attempt) ",
+                 priority, max_attempts, inserted_at, scheduled_at, fuel_limit, timeout_ms, memory_limit, attempt, \
+                 unique_key, unique_expires_at) ",
             );
             insert.push_values(chunk, |mut row, job| {
                 row.push_bind(&job.queue)
@@ -406,24 +426,48 @@ impl Store for SqliteStore {
                     .push_bind(job.limits.fuel.map(|v| v as i64))
                     .push_bind(job.limits.timeout.map(|t| t.as_millis() as i64))
                     .push_bind(job.limits.memory_bytes.map(|v| v as i64))
-                    .push_bind(0);
+                    .push_bind(0)
+                    .push_bind(job.unique.as_ref().map(|unique| unique.key.as_str()))
+                    .push_bind(job.unique.as_ref().map(|unique| micros(unique.expires_at)));
             });
-            insert.push(" RETURNING id");
-            let mut chunk_ids: Vec<JobId> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
-            // Rows get ids in insertion order; RETURNING's order is not promised.
-            chunk_ids.sort_unstable();
-            ids.extend(chunk_ids);
+            if !keyed.is_empty() {
+                insert.push(" ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING");
+            }
+            insert.push(" RETURNING id, unique_key");
+            let rows = insert.build().fetch_all(&mut *tx).await?;
+            for row in &rows {
+                inserted.push((row.try_get("id")?, row.try_get("unique_key")?));
+            }
+        }
+        if inserted.len() < jobs.len() {
+            for chunk in keyed.chunks(ROWS_PER_INSERT) {
+                let mut find = QueryBuilder::<Sqlite>::new(
+                    "SELECT id, unique_key FROM sluice_jobs WHERE unique_key IN (",
+                );
+                let mut list = find.separated(", ");
+                for key in chunk {
+                    list.push_bind(*key);
+                }
+                find.push(")");
+                for row in &find.build().fetch_all(&mut *tx).await? {
+                    holders.insert(row.try_get::<String, _>("unique_key")?, row.try_get("id")?);
+                }
+            }
         }
         tx.commit().await?;
+        let enqueued = match_enqueued(&keys, inserted, &holders)?;
         let mut queues: Vec<String> = jobs
             .iter()
-            .filter(|job| initial_state(job, now) == JobState::Available)
-            .map(|job| job.queue.clone())
+            .zip(&enqueued)
+            .filter(|(job, enqueued)| {
+                !enqueued.existing && initial_state(job, now) == JobState::Available
+            })
+            .map(|(job, _)| job.queue.clone())
             .collect();
         queues.sort_unstable();
         queues.dedup();
         self.wake(queues);
-        Ok(ids)
+        Ok(enqueued)
     }
 
     #[tracing::instrument(name = "store.job_fetch", level = "debug", skip_all)]
