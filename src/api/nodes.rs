@@ -6,7 +6,8 @@ use super::ApiState;
 use super::problem::{ApiResult, Json, Problem};
 use super::views::NodeView;
 
-/// Every registered node, with its queues and its last heartbeat.
+/// Every registered node, with its queues, its last heartbeat and its health (a node killed
+/// without stopping is shown `dead` for an hour, then forgotten by the leader).
 #[utoipa::path(
     get, path = "/v1/nodes", tag = "nodes",
     responses(
@@ -16,5 +17,8 @@ use super::views::NodeView;
 )]
 pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<NodeView>>> {
     let nodes = state.store.node_list().await?;
-    Ok(Json(nodes.iter().map(NodeView::from).collect()))
+    let now = chrono::Utc::now();
+    Ok(Json(
+        nodes.iter().map(|node| NodeView::at(node, now)).collect(),
+    ))
 }

@@ -256,10 +256,20 @@ pub struct NodeView {
     pub queues: Vec<String>,
     /// Attempts running on it at its last heartbeat.
     pub running: u32,
+    /// The Sluice version it runs.
+    pub version: String,
+    /// Its lease, in milliseconds: it beats three times per lease.
+    pub lease_ms: u64,
+    /// It is the leader (stages due jobs, rescues expired leases, prunes).
+    pub leader: bool,
+    /// `up`; `late` (missed a beat, its jobs still its own); `dead` (no beat for a lease:
+    /// its jobs are rescued; forgotten an hour later).
+    pub health: String,
 }
 
-impl From<&NodeInfo> for NodeView {
-    fn from(n: &NodeInfo) -> NodeView {
+impl NodeView {
+    /// The node as seen at `now`.
+    pub fn at(n: &NodeInfo, now: DateTime<Utc>) -> NodeView {
         NodeView {
             id: n.id.clone(),
             host: n.host.clone(),
@@ -268,6 +278,10 @@ impl From<&NodeInfo> for NodeView {
             heartbeat_at: n.heartbeat_at,
             queues: n.queues.clone(),
             running: n.running,
+            version: n.version.clone(),
+            lease_ms: u64::try_from(n.lease.as_millis()).unwrap_or(u64::MAX),
+            leader: n.leader,
+            health: n.health(now).as_str().to_string(),
         }
     }
 }

@@ -312,6 +312,8 @@ async fn heartbeat(shared: Arc<Shared>, finished: CancellationToken) {
             pid: std::process::id(),
             queues: config.queues.iter().map(|q| q.name.clone()).collect(),
             running,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            lease: config.lease,
         };
         if let Err(error) = shared.store.node_heartbeat(beat).await {
             shared.metrics.exported.store_error("node_heartbeat");

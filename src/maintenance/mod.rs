@@ -107,10 +107,25 @@ pub async fn run(
                     tracing::warn!(%error, "pruning failed");
                 }
             }
+            forget_dead_nodes(store.as_ref(), &metrics).await;
         }
     }
     if leader && let Err(error) = store.leader_resign(&config.node_id).await {
         tracing::warn!(%error, "could not resign leadership");
+    }
+}
+
+/// Removes nodes dead for longer than `DEAD_NODES_KEPT` from the registry (a node that stops
+/// cleanly removes itself; one that was killed stays, shown as dead, until then).
+async fn forget_dead_nodes(store: &dyn Store, metrics: &NodeMetrics) {
+    let kept = chrono::Duration::from_std(crate::store::DEAD_NODES_KEPT).unwrap_or_default();
+    match store.node_prune(Utc::now() - kept).await {
+        Ok(0) => {}
+        Ok(forgotten) => tracing::info!(forgotten, "forgot nodes dead for over an hour"),
+        Err(error) => {
+            metrics.store_error("node_prune");
+            tracing::warn!(%error, "could not forget dead nodes");
+        }
     }
 }
 

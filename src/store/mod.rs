@@ -383,6 +383,10 @@ pub struct NodeHeartbeat {
     pub pid: u32,
     pub queues: Vec<String>,
     pub running: u32,
+    /// The Sluice version the node runs.
+    pub version: String,
+    /// The node's lease: it beats three times per lease.
+    pub lease: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -394,6 +398,49 @@ pub struct NodeInfo {
     pub heartbeat_at: DateTime<Utc>,
     pub queues: Vec<String>,
     pub running: u32,
+    pub version: String,
+    pub lease: Duration,
+    /// It holds the leader's term now.
+    pub leader: bool,
+}
+
+/// How a node looks from its heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeHealth {
+    /// Beat within the last two beat intervals.
+    Up,
+    /// Missed a beat, but its lease has not run out: its jobs are still its own.
+    Late,
+    /// No beat for a whole lease: its jobs are being rescued. The leader forgets it after
+    /// [`DEAD_NODES_KEPT`].
+    Dead,
+}
+
+impl NodeHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeHealth::Up => "up",
+            NodeHealth::Late => "late",
+            NodeHealth::Dead => "dead",
+        }
+    }
+}
+
+/// How long a dead node stays in the registry, for the record.
+pub const DEAD_NODES_KEPT: Duration = Duration::from_secs(3600);
+
+impl NodeInfo {
+    /// Its health at `now`, from the age of its last heartbeat against its lease.
+    pub fn health(&self, now: DateTime<Utc>) -> NodeHealth {
+        let age = (now - self.heartbeat_at).to_std().unwrap_or_default();
+        if age > self.lease {
+            NodeHealth::Dead
+        } else if age > self.lease * 2 / 3 {
+            NodeHealth::Late
+        } else {
+            NodeHealth::Up
+        }
+    }
 }
 
 /// An API token as stored: its name and role (its text is never stored).
@@ -522,6 +569,8 @@ pub trait Store: Send + Sync + 'static {
     async fn node_heartbeat(&self, params: NodeHeartbeat) -> StoreResult<()>;
     async fn node_list(&self) -> StoreResult<Vec<NodeInfo>>;
     async fn node_remove(&self, id: &str) -> StoreResult<()>;
+    /// Forgets nodes whose last heartbeat is older than `heartbeat_before`; returns how many.
+    async fn node_prune(&self, heartbeat_before: DateTime<Utc>) -> StoreResult<u64>;
     /// Becomes or stays leader if no other node holds an unexpired term; returns whether
     /// this node is the leader now.
     async fn leader_elect(&self, params: LeaderElect) -> StoreResult<bool>;

@@ -40,6 +40,7 @@ both_stores!(
     metrics_count_a_known_run,
     a_running_node_follows_a_queues_concurrency,
     an_idempotency_key_returns_the_same_job,
+    a_killed_node_is_shown_dead,
 );
 
 /// The committed `openapi.json` is what the code generates. To update it after changing
@@ -1111,4 +1112,54 @@ async fn an_idempotency_key_returns_the_same_job(sluice: Sluice) {
     // The CLI takes the same key and finds the same job.
     let cli = sluice.json(&["enqueue", "hello", "noop", "--idempotency-key", "order-17"]);
     assert_eq!((&cli["id"], &cli["existing"]), (&first["id"], &json!(true)));
+}
+
+async fn a_killed_node_is_shown_dead(sluice: Sluice) {
+    let api = Node::start(&sluice, &["serve"]);
+    let worker = Node::start(&sluice, &["run", "--lease", "900ms", "--node-id", "doomed"]);
+    let health = || async {
+        let (status, nodes) = api.get("/v1/nodes").await;
+        assert_eq!(status, StatusCode::OK);
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|node| node["id"] == "doomed")
+            .cloned()
+    };
+    let started = Instant::now();
+    let node = loop {
+        if let Some(node) = health().await
+            && node["health"] == "up"
+        {
+            break node;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the node never beat"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(node["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(node["lease_ms"], 900);
+    // Alone, it is the leader.
+    let started = Instant::now();
+    while health().await.unwrap()["leader"] != true {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the node never led"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    drop(worker); // kill -9: no chance to deregister
+    let started = Instant::now();
+    loop {
+        let node = health().await.expect("a killed node stays in the registry");
+        if node["health"] == "dead" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{node}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

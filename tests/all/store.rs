@@ -11,8 +11,8 @@ use sluice::model::{
 };
 use sluice::store::{
     CancelRequests, JobCount, JobFetch, JobFinishMany, JobList, JobOutcome, JobPrune, JobRescue,
-    LeaderElect, LeaseExtend, ModuleGet, ModuleUpload, NodeHeartbeat, QueueConcurrency, QueuePause,
-    Resolution, SqliteStore, Store, StoreError,
+    LeaderElect, LeaseExtend, ModuleGet, ModuleUpload, NodeHealth, NodeHeartbeat, QueueConcurrency,
+    QueuePause, Resolution, SqliteStore, Store, StoreError,
 };
 
 use crate::support::{fresh_postgres_database, temp_dir};
@@ -1303,6 +1303,8 @@ async fn nodes_heartbeat(store: Arc<dyn Store>) {
         pid: 42,
         queues: vec!["default".into()],
         running,
+        version: "9.9.9".into(),
+        lease: Duration::from_secs(30),
     };
     store.node_heartbeat(beat(0)).await.unwrap();
     let first = store.node_list().await.unwrap();
@@ -1315,6 +1317,35 @@ async fn nodes_heartbeat(store: Arc<dyn Store>) {
     );
     assert_eq!(nodes[0].started_at, first[0].started_at);
     assert!(nodes[0].heartbeat_at >= first[0].heartbeat_at);
+    assert_eq!(
+        (nodes[0].version.as_str(), nodes[0].lease),
+        ("9.9.9", Duration::from_secs(30))
+    );
+    assert!(!nodes[0].leader);
+    let beat_at = nodes[0].heartbeat_at;
+    let health = |after_secs| nodes[0].health(beat_at + chrono::Duration::seconds(after_secs));
+    assert_eq!(
+        [health(1), health(25), health(31)],
+        [NodeHealth::Up, NodeHealth::Late, NodeHealth::Dead]
+    );
+    // The leader is marked as such while its term runs.
+    let elect = LeaderElect {
+        node: "n1".into(),
+        term: LEASE,
+    };
+    assert!(store.leader_elect(elect).await.unwrap());
+    assert!(store.node_list().await.unwrap()[0].leader);
+    // Pruning forgets only nodes whose heartbeat is older than the cut.
+    let before_beat = beat_at - chrono::Duration::seconds(1);
+    assert_eq!(store.node_prune(before_beat).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .node_prune(Utc::now() + chrono::Duration::seconds(1))
+            .await
+            .unwrap(),
+        1
+    );
+    store.node_heartbeat(beat(0)).await.unwrap();
     store.node_remove("n1").await.unwrap();
     assert!(store.node_list().await.unwrap().is_empty());
 }

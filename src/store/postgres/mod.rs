@@ -977,14 +977,18 @@ impl Store for PostgresStore {
     #[tracing::instrument(name = "store.node_heartbeat", level = "debug", skip_all)]
     async fn node_heartbeat(&self, params: NodeHeartbeat) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sluice_nodes (id, host, pid, queues, running) VALUES ($1, $2, $3, $4::jsonb, $5)
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), queues = $4::jsonb, running = $5",
+            "INSERT INTO sluice_nodes (id, host, pid, queues, running, version, lease_ms)
+             VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), queues = $4::jsonb, running = $5,
+                 version = $6, lease_ms = $7",
         )
         .bind(&params.id)
         .bind(&params.host)
         .bind(params.pid as i32)
         .bind(serde_json::to_string(&params.queues).expect("queue names serialize"))
         .bind(params.running as i32)
+        .bind(&params.version)
+        .bind(i64::try_from(params.lease.as_millis()).unwrap_or(i64::MAX))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -993,8 +997,11 @@ impl Store for PostgresStore {
     #[tracing::instrument(name = "store.node_list", level = "debug", skip_all)]
     async fn node_list(&self) -> StoreResult<Vec<NodeInfo>> {
         let rows = sqlx::query(
-            "SELECT id, host, pid, started_at, heartbeat_at, queues::text AS queues, running
-             FROM sluice_nodes ORDER BY started_at",
+            "SELECT id, host, pid, started_at, heartbeat_at, queues::text AS queues, running,
+                    version, lease_ms,
+                    EXISTS (SELECT 1 FROM sluice_leader l
+                            WHERE l.node_id = n.id AND l.expires_at > now()) AS leader
+             FROM sluice_nodes n ORDER BY started_at",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -1009,6 +1016,9 @@ impl Store for PostgresStore {
                     heartbeat_at: row.try_get("heartbeat_at")?,
                     queues: serde_json::from_str(&queues).unwrap_or_default(),
                     running: row.try_get::<i32, _>("running")? as u32,
+                    version: row.try_get("version")?,
+                    lease: Duration::from_millis(row.try_get::<i64, _>("lease_ms")?.max(0) as u64),
+                    leader: row.try_get("leader")?,
                 })
             })
             .collect()
@@ -1021,6 +1031,15 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    #[tracing::instrument(name = "store.node_prune", level = "debug", skip_all)]
+    async fn node_prune(&self, heartbeat_before: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM sluice_nodes WHERE heartbeat_at < $1")
+            .bind(heartbeat_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     #[tracing::instrument(name = "store.leader_elect", level = "debug", skip_all)]

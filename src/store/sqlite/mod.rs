@@ -942,9 +942,11 @@ impl Store for SqliteStore {
     async fn node_heartbeat(&self, params: NodeHeartbeat) -> StoreResult<()> {
         let now = now_micros();
         sqlx::query(
-            "INSERT INTO sluice_nodes (id, host, pid, started_at, heartbeat_at, queues, running)
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = ?4, queues = ?5, running = ?6",
+            "INSERT INTO sluice_nodes (id, host, pid, started_at, heartbeat_at, queues, running,
+                 version, lease_ms)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = ?4, queues = ?5, running = ?6,
+                 version = ?7, lease_ms = ?8",
         )
         .bind(&params.id)
         .bind(&params.host)
@@ -952,6 +954,8 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(serde_json::to_string(&params.queues).expect("queue names serialize"))
         .bind(params.running as i64)
+        .bind(&params.version)
+        .bind(i64::try_from(params.lease.as_millis()).unwrap_or(i64::MAX))
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -959,9 +963,14 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(name = "store.node_list", level = "debug", skip_all)]
     async fn node_list(&self) -> StoreResult<Vec<NodeInfo>> {
-        let rows = sqlx::query("SELECT * FROM sluice_nodes ORDER BY started_at")
-            .fetch_all(&self.readers)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT n.*, EXISTS (SELECT 1 FROM sluice_leader l
+                                 WHERE l.node_id = n.id AND l.expires_at > ?1) AS leader
+             FROM sluice_nodes n ORDER BY started_at",
+        )
+        .bind(now_micros())
+        .fetch_all(&self.readers)
+        .await?;
         rows.iter()
             .map(|row| {
                 let queues: String = row.try_get("queues")?;
@@ -973,6 +982,9 @@ impl Store for SqliteStore {
                     heartbeat_at: from_micros(row.try_get("heartbeat_at")?),
                     queues: serde_json::from_str(&queues).unwrap_or_default(),
                     running: row.try_get::<i64, _>("running")? as u32,
+                    version: row.try_get("version")?,
+                    lease: Duration::from_millis(row.try_get::<i64, _>("lease_ms")?.max(0) as u64),
+                    leader: row.try_get("leader")?,
                 })
             })
             .collect()
@@ -985,6 +997,15 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(())
+    }
+
+    #[tracing::instrument(name = "store.node_prune", level = "debug", skip_all)]
+    async fn node_prune(&self, heartbeat_before: DateTime<Utc>) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM sluice_nodes WHERE heartbeat_at < ?1")
+            .bind(micros(heartbeat_before))
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     #[tracing::instrument(name = "store.leader_elect", level = "debug", skip_all)]
