@@ -12,11 +12,11 @@ use super::ApiState;
 use super::auth::Caller;
 use super::problem::{ApiResult, Json, Path, Problem, Query};
 use super::views::{
-    AttemptView, BulkEnqueueRequest, EnqueueRequest, Enqueued, EnqueuedOne, JobDetailView,
-    JobFilter, JobPage, JobView,
+    AttemptView, BulkActionRequest, BulkActionView, BulkEnqueueRequest, EnqueueRequest, Enqueued,
+    EnqueuedOne, JobDetailView, JobFilter, JobPage, JobView, RefusedJob,
 };
 use crate::model::{Codec, LimitOverrides, NewJob};
-use crate::ops::OpError;
+use crate::ops::{JobAction, MAX_BULK_ACTION, OpError};
 use crate::store::JobList;
 
 /// The most jobs one bulk request may enqueue.
@@ -208,25 +208,8 @@ pub async fn list(
     State(state): State<ApiState>,
     Query(filter): Query<JobFilter>,
 ) -> ApiResult<Json<JobPage>> {
-    let limit = filter.limit.unwrap_or(50);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(OpError::Invalid(format!("limit must be between 1 and {MAX_PAGE}")).into());
-    }
-    let state_filter = filter
-        .state
-        .as_deref()
-        .map(crate::ops::parse_state)
-        .transpose()?;
-    let list = JobList {
-        state: state_filter,
-        queue: filter.queue,
-        module: filter.module,
-        function: filter.function,
-        args_contains: filter.args.filter(|text| !text.is_empty()),
-        limit,
-        before_id: filter.before,
-        after_id: filter.after,
-    };
+    let list = listing(filter, 50)?;
+    let limit = list.limit;
     let jobs = state.store.job_list(list).await?;
     let next_before = (jobs.len() == limit as usize)
         .then(|| jobs.last().map(|job| job.id))
@@ -321,4 +304,135 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     crate::ops::delete_job(state.store.as_ref(), id, &caller.name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The store's listing for `filter`, `default_limit` jobs unless it names a limit.
+fn listing(filter: JobFilter, default_limit: u32) -> Result<JobList, Problem> {
+    let limit = filter.limit.unwrap_or(default_limit);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(OpError::Invalid(format!("limit must be between 1 and {MAX_PAGE}")).into());
+    }
+    let state = filter
+        .state
+        .as_deref()
+        .map(crate::ops::parse_state)
+        .transpose()?;
+    Ok(JobList {
+        state,
+        queue: filter.queue,
+        module: filter.module,
+        function: filter.function,
+        args_contains: filter.args.filter(|text| !text.is_empty()),
+        limit,
+        before_id: filter.before,
+        after_id: filter.after,
+    })
+}
+
+/// Run the jobs again now (each finished one gets one more attempt).
+#[utoipa::path(
+    post, path = "/v1/jobs/retry", tag = "jobs",
+    request_body = BulkActionRequest,
+    responses(
+        (status = 200, description = "Done to each job it fits; the others are listed with why", body = BulkActionView),
+        (status = 422, description = "Neither or both of ids and filter, or too many jobs", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path, query or body", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON (`content-type: application/json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn retry_many(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Json(request): Json<BulkActionRequest>,
+) -> ApiResult<Json<BulkActionView>> {
+    act_on_many(&state, &caller, JobAction::Retry, request).await
+}
+
+/// Stop the jobs (running attempts are interrupted by their nodes).
+#[utoipa::path(
+    post, path = "/v1/jobs/cancel", tag = "jobs",
+    request_body = BulkActionRequest,
+    responses(
+        (status = 200, description = "Done to each job it fits; the others are listed with why", body = BulkActionView),
+        (status = 422, description = "Neither or both of ids and filter, or too many jobs", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path, query or body", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON (`content-type: application/json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel_many(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Json(request): Json<BulkActionRequest>,
+) -> ApiResult<Json<BulkActionView>> {
+    act_on_many(&state, &caller, JobAction::Cancel, request).await
+}
+
+/// Delete the jobs and their history (running ones are refused).
+#[utoipa::path(
+    post, path = "/v1/jobs/delete", tag = "jobs",
+    request_body = BulkActionRequest,
+    responses(
+        (status = 200, description = "Done to each job it fits; the others are listed with why", body = BulkActionView),
+        (status = 422, description = "Neither or both of ids and filter, or too many jobs", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path, query or body", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON (`content-type: application/json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_many(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Json(request): Json<BulkActionRequest>,
+) -> ApiResult<Json<BulkActionView>> {
+    act_on_many(&state, &caller, JobAction::Delete, request).await
+}
+
+async fn act_on_many(
+    state: &ApiState,
+    caller: &Caller,
+    action: JobAction,
+    request: BulkActionRequest,
+) -> ApiResult<Json<BulkActionView>> {
+    let (ids, more) = match (request.ids, request.filter) {
+        (Some(ids), None) => (ids, false),
+        (None, Some(filter)) => {
+            let list = listing(filter, MAX_BULK_ACTION as u32)?;
+            let limit = list.limit as usize;
+            // One more than asked: whether the filter matched more than its limit.
+            let mut jobs = state
+                .store
+                .job_list(JobList {
+                    limit: list.limit + 1,
+                    ..list
+                })
+                .await?;
+            let more = jobs.len() > limit;
+            jobs.truncate(limit);
+            (jobs.iter().map(|job| job.id).collect(), more)
+        }
+        _ => {
+            return Err(
+                OpError::Invalid("give the jobs as ids or as a filter, not both".into()).into(),
+            );
+        }
+    };
+    let results = crate::ops::act_on_jobs(state.store.as_ref(), action, &ids, &caller.name).await?;
+    let mut view = BulkActionView {
+        done: Vec::new(),
+        refused: Vec::new(),
+        more,
+    };
+    for (id, result) in results {
+        match result {
+            Ok(()) => view.done.push(id),
+            Err(error) => view.refused.push(RefusedJob {
+                id,
+                code: error.code().to_string(),
+                detail: error.to_string(),
+            }),
+        }
+    }
+    Ok(Json(view))
 }

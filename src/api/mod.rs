@@ -81,7 +81,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
     paths(
         modules::upload, modules::list, modules::get,
         jobs::enqueue, jobs::enqueue_many, jobs::list, jobs::get, jobs::retry, jobs::cancel,
-        jobs::delete,
+        jobs::delete, jobs::retry_many, jobs::cancel_many, jobs::delete_many,
         queues::list, queues::pause, queues::resume, queues::set_concurrency,
         nodes::list, metrics::scrape,
         auth::list,
@@ -200,6 +200,18 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/jobs/bulk",
             auth::allow(Operate, s, post(jobs::enqueue_many)),
+        )
+        .route(
+            "/v1/jobs/retry",
+            auth::allow(Operate, s, post(jobs::retry_many)),
+        )
+        .route(
+            "/v1/jobs/cancel",
+            auth::allow(Operate, s, post(jobs::cancel_many)),
+        )
+        .route(
+            "/v1/jobs/delete",
+            auth::allow(Operate, s, post(jobs::delete_many)),
         )
         .route(
             "/v1/jobs/{id}",

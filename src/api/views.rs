@@ -349,7 +349,7 @@ pub struct EnqueuedOne {
 }
 
 /// Filters and paging of a job listing.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Default, Deserialize, IntoParams, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct JobFilter {
@@ -367,4 +367,33 @@ pub struct JobFilter {
     pub after: Option<i64>,
     /// At most this many (1 to 1000; 50 by default).
     pub limit: Option<u32>,
+}
+
+/// The jobs a bulk action is for: listed by id, or every job a filter matches (newest first,
+/// up to the filter's `limit`, 1000 at most and by default).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkActionRequest {
+    pub ids: Option<Vec<i64>>,
+    pub filter: Option<JobFilter>,
+}
+
+/// A job a bulk action could not be done to, and why.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefusedJob {
+    pub id: i64,
+    /// The problem code a single action would have answered (`invalid_transition`, ...).
+    pub code: String,
+    pub detail: String,
+}
+
+/// What a bulk action did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkActionView {
+    /// The jobs it was done to.
+    pub done: Vec<i64>,
+    /// The jobs it did not fit, each with the reason.
+    pub refused: Vec<RefusedJob>,
+    /// The filter matched more jobs than its limit: send it again for the rest.
+    pub more: bool,
 }

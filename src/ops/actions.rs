@@ -28,6 +28,48 @@ pub async fn delete_job(store: &dyn Store, id: JobId, actor: &str) -> OpResult<(
     Ok(())
 }
 
+/// What a bulk action does to each job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobAction {
+    Retry,
+    Cancel,
+    Delete,
+}
+
+/// The most jobs one bulk action takes.
+pub const MAX_BULK_ACTION: usize = 1000;
+
+/// Does `action` to each job in turn, as the single actions do (each audited); returns each
+/// job's result. A job the action does not fit (a running job to delete, a finished one to
+/// cancel) is refused alone; the others go ahead.
+pub async fn act_on_jobs(
+    store: &dyn Store,
+    action: JobAction,
+    ids: &[JobId],
+    actor: &str,
+) -> OpResult<Vec<(JobId, OpResult<()>)>> {
+    if ids.len() > MAX_BULK_ACTION {
+        return Err(super::OpError::Invalid(format!(
+            "a bulk action takes at most {MAX_BULK_ACTION} jobs; this one has {}",
+            ids.len()
+        )));
+    }
+    let mut results = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let result = match action {
+            JobAction::Retry => retry_job(store, id, actor).await.map(drop),
+            JobAction::Cancel => cancel_job(store, id, actor).await.map(drop),
+            JobAction::Delete => delete_job(store, id, actor).await,
+        };
+        // The store gone is the whole request's failure, not one job's.
+        if let Err(super::OpError::Store(crate::store::StoreError::Unavailable(_))) = &result {
+            return Err(result.expect_err("matched an error"));
+        }
+        results.push((id, result));
+    }
+    Ok(results)
+}
+
 /// Pauses (no more claims) or resumes a queue.
 pub async fn set_queue_paused(
     store: &dyn Store,

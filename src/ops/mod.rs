@@ -7,8 +7,8 @@ mod modules;
 mod tokens;
 
 pub use self::actions::{
-    MAX_QUEUE_CONCURRENCY, cancel_job, delete_job, retry_job, set_queue_concurrency,
-    set_queue_paused,
+    JobAction, MAX_BULK_ACTION, MAX_QUEUE_CONCURRENCY, act_on_jobs, cancel_job, delete_job,
+    retry_job, set_queue_concurrency, set_queue_paused,
 };
 pub use self::jobs::{
     DEFAULT_IDEMPOTENCY_PERIOD, enqueue, enqueue_many, idempotency_key, json_args, parse_state,

@@ -41,6 +41,7 @@ both_stores!(
     a_running_node_follows_a_queues_concurrency,
     an_idempotency_key_returns_the_same_job,
     a_killed_node_is_shown_dead,
+    bulk_actions_take_ids_or_a_bounded_filter,
 );
 
 /// The committed `openapi.json` is what the code generates. To update it after changing
@@ -1162,4 +1163,124 @@ async fn a_killed_node_is_shown_dead(sluice: Sluice) {
         assert!(started.elapsed() < Duration::from_secs(30), "{node}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn bulk_actions_take_ids_or_a_bounded_filter(sluice: Sluice) {
+    let node = Node::start(&sluice, &["run", "--queue", "default=4"]);
+    let (status, _) = node
+        .post_raw("/v1/modules/hello", "application/wasm", hello_wasm())
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let enqueue = |function: &str, queue: &str, count: usize| {
+        let node = &node;
+        let calls: Vec<Value> = (0..count)
+            .map(|_| json!({"module": "hello", "function": function, "queue": queue, "max_attempts": 1}))
+            .collect();
+        async move {
+            let (status, bulk) = node.post("/v1/jobs/bulk", json!({ "jobs": calls })).await;
+            assert_eq!(status, StatusCode::CREATED, "{bulk}");
+            bulk["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| id.as_i64().unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    let failing = enqueue("fail", "default", 3).await;
+    for id in &failing {
+        node.wait_for_job(*id, "discarded", |job| job["state"] == "discarded")
+            .await;
+    }
+    // No node serves `parked`: its jobs stay available.
+    let parked = enqueue("noop", "parked", 3).await;
+
+    // A filter takes at most its limit, and says when it matched more.
+    let cancel = json!({"filter": {"queue": "parked", "limit": 2}});
+    let (status, first) = node.post("/v1/jobs/cancel", cancel.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["done"], json!([parked[2], parked[1]]));
+    assert_eq!(first["more"], true);
+    let (_, rest) = node
+        .post(
+            "/v1/jobs/cancel",
+            json!({"filter": {"queue": "parked", "state": "available"}}),
+        )
+        .await;
+    assert_eq!(rest["done"], json!([parked[0]]));
+    assert_eq!(rest["more"], false);
+
+    // Retry every discarded job of one function: each runs again (and fails again).
+    let (_, retried) = node
+        .post(
+            "/v1/jobs/retry",
+            json!({"filter": {"state": "discarded", "function": "fail"}}),
+        )
+        .await;
+    let mut done: Vec<i64> = retried["done"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_i64().unwrap())
+        .collect();
+    done.sort();
+    assert_eq!(done, failing);
+    for id in &failing {
+        // The job and its attempts are read apart: wait for both to show the second run.
+        node.wait_for_job(*id, "failed twice", |job| {
+            job["state"] == "discarded" && job["attempts"].as_array().unwrap().len() == 2
+        })
+        .await;
+    }
+
+    // By ids: each job it fits; a missing one is refused alone, with the single action's code.
+    let (status, deleted) = node
+        .post(
+            "/v1/jobs/delete",
+            json!({"ids": [parked[0], 987654321, parked[1]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(deleted["done"], json!([parked[0], parked[1]]));
+    assert_eq!(deleted["refused"][0]["id"], 987654321);
+    assert_eq!(deleted["refused"][0]["code"], "job_not_found");
+    let (status, _) = node.get(&format!("/v1/jobs/{}", parked[0])).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, cancelled) = node
+        .post("/v1/jobs/cancel", json!({"ids": [failing[0]]}))
+        .await;
+    assert_eq!(
+        cancelled["refused"][0]["code"], "invalid_transition",
+        "{cancelled}"
+    );
+
+    // Neither, both, too many, a bad filter: refused whole, nothing done.
+    let too_many: Vec<i64> = (1..=1001).collect();
+    for body in [
+        json!({}),
+        json!({"ids": [parked[2]], "filter": {"queue": "parked"}}),
+        json!({"ids": too_many}),
+        json!({"filter": {"state": "nonsense"}}),
+        json!({"filter": {"limit": 0}}),
+    ] {
+        let (status, problem) = node.post("/v1/jobs/delete", body.clone()).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {problem}"
+        );
+    }
+    assert_eq!(
+        node.get(&format!("/v1/jobs/{}", parked[2])).await.0,
+        StatusCode::OK
+    );
+    let (_, audit) = node.get("/v1/audit").await;
+    let cancels = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["action"] == "job.cancel")
+        .count();
+    // Each job done is recorded; the one refused is not.
+    assert_eq!(cancels, 3, "{audit}");
 }
