@@ -1,15 +1,31 @@
 //! Sluice: background jobs, each attempt in its own WebAssembly sandbox.
+//!
+//! With the default `node` feature, everything a node is; with only `client`, what an
+//! application needs to enqueue jobs (`client`, `model`, `store`).
 
+#[cfg(feature = "node")]
 pub mod api;
+#[cfg(feature = "node")]
 pub mod app;
+#[cfg(feature = "client")]
+pub mod client;
+#[cfg(feature = "node")]
 pub mod config;
+#[cfg(feature = "node")]
 pub mod engine;
+#[cfg(feature = "node")]
 pub mod maintenance;
+#[cfg(feature = "node")]
 pub mod metrics;
 pub mod model;
+#[cfg(feature = "node")]
 pub mod ops;
+#[cfg(feature = "node")]
 pub mod os;
+#[cfg(feature = "node")]
 pub mod runner;
+#[cfg(feature = "node")]
 pub mod sandbox;
+#[cfg(feature = "node")]
 pub mod settings;
 pub mod store;

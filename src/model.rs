@@ -397,6 +397,28 @@ pub struct UniqueKey {
     pub expires_at: DateTime<Utc>,
 }
 
+impl UniqueKey {
+    /// An idempotency key a client chose, held for `period` from now.
+    pub fn idempotency(key: &str, period: std::time::Duration) -> Result<UniqueKey, String> {
+        if key.is_empty() || key.chars().count() > 255 || key.chars().any(char::is_control) {
+            return Err(format!(
+                "`{}` is not an idempotency key: use 1 to 255 printable characters",
+                key.escape_debug()
+            ));
+        }
+        let expires_at = chrono::Duration::from_std(period)
+            .ok()
+            .and_then(|period| Utc::now().checked_add_signed(period))
+            .ok_or_else(|| "the idempotency period is too long".to_string())?;
+        Ok(UniqueKey {
+            // A namespace of its own, so that unique keys built from a job's call (the
+            // flow-control issue's unique jobs) never collide with one a client chose.
+            key: format!("idempotency:{key}"),
+            expires_at,
+        })
+    }
+}
+
 impl NewJob {
     pub const DEFAULT_QUEUE: &'static str = "default";
     pub const DEFAULT_MAX_ATTEMPTS: i32 = 20;
@@ -567,6 +589,50 @@ impl ModuleInfo {
     pub fn exports(&self, function: &str) -> bool {
         self.functions.iter().any(|f| f.name == function)
     }
+
+    /// Whether a job can call `function` of this module version.
+    pub fn check_exports(&self, function: &str) -> Result<(), UnknownFunction> {
+        if self.exports(function) {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.functions.iter().map(|f| f.name.as_str()).collect();
+        Err(UnknownFunction {
+            module: self.name.clone(),
+            version: self.version,
+            function: function.to_string(),
+            exports: names.join(", "),
+        })
+    }
+}
+
+/// A call of a function the module does not export, refused before anything is stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("module {module} v{version} exports no function `{function}`; it exports: {exports}")]
+pub struct UnknownFunction {
+    pub module: String,
+    pub version: i32,
+    pub function: String,
+    pub exports: String,
+}
+
+/// Whether `name` can name a queue: 1 to 128 characters, none of them control characters.
+pub fn check_queue_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+        return Err(format!(
+            "`{}` is not a queue name: use 1 to 128 printable characters",
+            name.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a job's options: what the store would refuse, and queue names it cannot run.
+pub fn check_options(job: &NewJob) -> Result<(), String> {
+    if job.max_attempts < 1 {
+        return Err("--max-attempts must be at least 1".into());
+    }
+    check_queue_name(&job.queue)?;
+    job.limits.validate()
 }
 
 #[cfg(test)]

@@ -38,34 +38,12 @@ pub const DEFAULT_IDEMPOTENCY_PERIOD: std::time::Duration =
 
 /// An idempotency key, checked, held for `period` from now.
 pub fn idempotency_key(key: &str, period: std::time::Duration) -> OpResult<UniqueKey> {
-    if key.is_empty() || key.chars().count() > 255 || key.chars().any(char::is_control) {
-        return Err(OpError::Invalid(format!(
-            "`{}` is not an idempotency key: use 1 to 255 printable characters",
-            key.escape_debug()
-        )));
-    }
-    let period = chrono::Duration::from_std(period)
-        .map_err(|_| OpError::Invalid("the idempotency period is too long".into()))?;
-    let expires_at = chrono::Utc::now()
-        .checked_add_signed(period)
-        .ok_or_else(|| OpError::Invalid("the idempotency period is too long".into()))?;
-    Ok(UniqueKey {
-        // A namespace of its own, so that the flow-control issue's unique keys (built from
-        // a job's call) can never collide with a key a client chose.
-        key: format!("idempotency:{key}"),
-        expires_at,
-    })
+    UniqueKey::idempotency(key, period).map_err(OpError::Invalid)
 }
 
 /// Whether `name` can name a queue: 1 to 128 characters, none of them control characters.
 pub fn queue_name(name: &str) -> OpResult<()> {
-    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
-        return Err(OpError::Invalid(format!(
-            "`{}` is not a queue name: use 1 to 128 printable characters",
-            name.escape_debug()
-        )));
-    }
-    Ok(())
+    crate::model::check_queue_name(name).map_err(OpError::Invalid)
 }
 
 /// A job state by name.
@@ -87,11 +65,7 @@ pub fn json_args(text: &str) -> OpResult<Vec<u8>> {
 }
 
 fn check_options(job: &NewJob) -> OpResult<()> {
-    if job.max_attempts < 1 {
-        return Err(OpError::Invalid("--max-attempts must be at least 1".into()));
-    }
-    queue_name(&job.queue)?;
-    job.limits.validate().map_err(OpError::Invalid)
+    crate::model::check_options(job).map_err(OpError::Invalid)
 }
 
 async fn check_call(store: &dyn Store, job: &NewJob) -> OpResult<()> {
@@ -101,14 +75,5 @@ async fn check_call(store: &dyn Store, job: &NewJob) -> OpResult<()> {
             version: job.module_version,
         })
         .await?;
-    if module.exports(&job.function) {
-        return Ok(());
-    }
-    let names: Vec<&str> = module.functions.iter().map(|f| f.name.as_str()).collect();
-    Err(OpError::UnknownFunction {
-        module: module.name,
-        version: module.version,
-        function: job.function.clone(),
-        exports: names.join(", "),
-    })
+    Ok(module.check_exports(&job.function)?)
 }

@@ -24,13 +24,8 @@ use crate::store::StoreError;
 /// prints it, the API puts it in the problem document's `detail`); `code` is stable.
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
-    #[error("module {module} v{version} exports no function `{function}`; it exports: {exports}")]
-    UnknownFunction {
-        module: String,
-        version: i32,
-        function: String,
-        exports: String,
-    },
+    #[error(transparent)]
+    UnknownFunction(#[from] crate::model::UnknownFunction),
     #[error("the args are not valid JSON: {0}")]
     BadArgs(String),
     #[error("`{0}` is not a valid module name: use letters, digits, `_` and `-`")]
@@ -65,7 +60,7 @@ impl OpError {
     /// A stable, machine-readable name of the error (the problem document's `code`).
     pub fn code(&self) -> &'static str {
         match self {
-            OpError::UnknownFunction { .. } => "unknown_function",
+            OpError::UnknownFunction(_) => "unknown_function",
             OpError::BadArgs(_) => "bad_args",
             OpError::BadModuleName(_) => "bad_module_name",
             OpError::Invalid(_) => "invalid_input",

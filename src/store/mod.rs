@@ -19,6 +19,15 @@ use crate::model::{
 
 pub use self::postgres::PostgresStore;
 pub use self::sqlite::SqliteStore;
+/// The sqlx Sluice is built with, so an application's transactions are of the same kind.
+pub use sqlx;
+pub use sqlx::{PgConnection, SqliteConnection};
+
+/// Enqueueing in an application's own transaction (`sluice::client` checks the calls).
+pub mod transactional {
+    pub use super::postgres::{enqueue_in as enqueue_postgres, module_in as module_postgres};
+    pub use super::sqlite::{enqueue_in as enqueue_sqlite, module_in as module_sqlite};
+}
 
 /// The database used when none is given: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://sluice.db";

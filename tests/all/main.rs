@@ -2,6 +2,7 @@
 
 mod api;
 mod cli;
+mod client;
 mod fuzz;
 mod guests;
 mod runner;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use tokio::sync::broadcast;
 
 use super::*;
@@ -389,92 +389,17 @@ impl Store for PostgresStore {
         for job in &jobs {
             check_new_job(job, self.max_args_bytes)?;
         }
-        let keys: Vec<Option<String>> = jobs
-            .iter()
-            .map(|job| job.unique.as_ref().map(|unique| unique.key.clone()))
-            .collect();
-        let keyed: Vec<String> = keys.iter().flatten().cloned().collect();
-        let mut columns = InsertColumns::default();
-        for job in jobs {
-            columns.push(job);
-        }
-        // Without keys, no conflict is possible: no arbiter index to check per row.
-        let on_conflict = if keyed.is_empty() {
-            ""
-        } else {
-            "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
-        };
-        // One statement for the whole batch; the insert trigger notifies each queue once.
-        let insert = format!(
-            "INSERT INTO sluice_jobs (queue, module, module_version, function, args, codec, state,
-                 priority, max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit,
-                 unique_key, unique_expires_at)
-             SELECT queue, module, module_version, function, args, codec,
-                    CASE WHEN scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
-                    priority, max_attempts, COALESCE(scheduled_at, now()), fuel_limit, timeout_ms,
-                    memory_limit, unique_key, unique_expires_at
-             FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bytea[], $6::text[],
-                         $7::smallint[], $8::int[], $9::timestamptz[], $10::bigint[], $11::bigint[],
-                         $12::bigint[], $13::text[], $14::timestamptz[])
-                  WITH ORDINALITY AS x(queue, module, module_version, function, args, codec, priority,
-                                       max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit,
-                                       unique_key, unique_expires_at, ord)
-             ORDER BY ord
-             {on_conflict}
-             RETURNING id, unique_key"
-        );
-        let query = sqlx::query(sqlx::AssertSqlSafe(insert))
-            .bind(columns.queue)
-            .bind(columns.module)
-            .bind(columns.module_version)
-            .bind(columns.function)
-            .bind(columns.args)
-            .bind(columns.codec)
-            .bind(columns.priority)
-            .bind(columns.max_attempts)
-            .bind(columns.scheduled_at)
-            .bind(columns.fuel_limit)
-            .bind(columns.timeout_ms)
-            .bind(columns.memory_limit)
-            .bind(columns.unique_key)
-            .bind(columns.unique_expires_at);
-        let returned = |rows: Vec<PgRow>| {
-            rows.iter()
-                .map(|row| Ok((row.try_get("id")?, row.try_get("unique_key")?)))
-                .collect::<StoreResult<Vec<(JobId, Option<String>)>>>()
-        };
-        let mut holders = std::collections::HashMap::new();
-        let inserted = if keyed.is_empty() {
-            // One statement, committed on its own: no transaction's extra round trips.
-            returned(query.fetch_all(&self.pool).await?)?
-        } else {
+        let count = jobs.len();
+        let enqueued = if jobs.iter().any(|job| job.unique.is_some()) {
+            // Releasing expired keys, inserting and finding the holders: all or nothing.
             let mut tx = self.pool.begin().await?;
-            // An expired key is free again.
-            sqlx::query(
-                "UPDATE sluice_jobs SET unique_key = NULL, unique_expires_at = NULL
-                 WHERE unique_key = ANY($1) AND unique_expires_at <= now()",
-            )
-            .bind(&keyed)
-            .execute(&mut *tx)
-            .await?;
-            let inserted = returned(query.fetch_all(&mut *tx).await?)?;
-            if inserted.len() < keys.len() {
-                let rows = sqlx::query(
-                    "SELECT id, unique_key FROM sluice_jobs WHERE unique_key = ANY($1)",
-                )
-                .bind(&keyed)
-                .fetch_all(&mut *tx)
-                .await?;
-                for row in &rows {
-                    holders.insert(row.try_get::<String, _>("unique_key")?, row.try_get("id")?);
-                }
-            }
+            let enqueued = insert_jobs(&mut tx, jobs).await?;
             tx.commit().await?;
-            inserted
+            enqueued
+        } else {
+            // One statement, committed on its own: no transaction's extra round trips.
+            insert_jobs(&mut *self.pool.acquire().await?, jobs).await?
         };
-        let count = inserted.len();
-        let keys: Vec<Option<&str>> = keys.iter().map(Option::as_deref).collect();
-        let enqueued = match_enqueued(&keys, inserted, &holders)?;
         if count >= ANALYZE_AFTER_BULK {
             self.refresh_statistics(count).await;
         }
@@ -1111,6 +1036,118 @@ impl InsertColumns {
         self.unique_key.push(key);
         self.unique_expires_at.push(expires_at);
     }
+}
+
+/// Enqueues `jobs` in the caller's own transaction (River's `InsertTx`): they exist if and
+/// only if it commits, and nodes are woken as it commits (NOTIFY is transactional). Checks
+/// the args' size as the store does; the caller checks the calls (`sluice::client`).
+pub async fn enqueue_in(conn: &mut PgConnection, jobs: Vec<NewJob>) -> StoreResult<Vec<Enqueued>> {
+    for job in &jobs {
+        check_new_job(job, DEFAULT_MAX_ARGS_BYTES)?;
+    }
+    insert_jobs(conn, jobs).await
+}
+
+/// The latest version of a module (or the version asked for), read on `conn`.
+pub async fn module_in(conn: &mut PgConnection, params: ModuleGet) -> StoreResult<ModuleInfo> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {MODULE_COLUMNS} FROM sluice_modules
+         WHERE name = $1 AND ($2::int IS NULL OR version = $2) ORDER BY version DESC LIMIT 1"
+    )))
+    .bind(&params.name)
+    .bind(params.version)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match (row, params.version) {
+        (Some(row), _) => module_from_row(&row),
+        (None, Some(version)) => Err(StoreError::ModuleVersionNotFound {
+            name: params.name,
+            version,
+        }),
+        (None, None) => Err(StoreError::ModuleNotFound(params.name)),
+    }
+}
+
+/// Inserts the jobs in one statement on `conn`; with unique keys, `conn` must be in a
+/// transaction (an expired key is released, and the holders of taken keys found, with it).
+async fn insert_jobs(conn: &mut PgConnection, jobs: Vec<NewJob>) -> StoreResult<Vec<Enqueued>> {
+    let keys: Vec<Option<String>> = jobs
+        .iter()
+        .map(|job| job.unique.as_ref().map(|unique| unique.key.clone()))
+        .collect();
+    let keyed: Vec<String> = keys.iter().flatten().cloned().collect();
+    let mut columns = InsertColumns::default();
+    for job in jobs {
+        columns.push(job);
+    }
+    // Without keys, no conflict is possible: no arbiter index to check per row.
+    let on_conflict = if keyed.is_empty() {
+        ""
+    } else {
+        "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
+    };
+    // One statement for the whole batch; the insert trigger notifies each queue once.
+    let insert = format!(
+        "INSERT INTO sluice_jobs (queue, module, module_version, function, args, codec, state,
+             priority, max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit,
+             unique_key, unique_expires_at)
+         SELECT queue, module, module_version, function, args, codec,
+                CASE WHEN scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
+                priority, max_attempts, COALESCE(scheduled_at, now()), fuel_limit, timeout_ms,
+                memory_limit, unique_key, unique_expires_at
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bytea[], $6::text[],
+                     $7::smallint[], $8::int[], $9::timestamptz[], $10::bigint[], $11::bigint[],
+                     $12::bigint[], $13::text[], $14::timestamptz[])
+              WITH ORDINALITY AS x(queue, module, module_version, function, args, codec, priority,
+                                   max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit,
+                                   unique_key, unique_expires_at, ord)
+         ORDER BY ord
+         {on_conflict}
+         RETURNING id, unique_key"
+    );
+    if !keyed.is_empty() {
+        // An expired key is free again.
+        sqlx::query(
+            "UPDATE sluice_jobs SET unique_key = NULL, unique_expires_at = NULL
+             WHERE unique_key = ANY($1) AND unique_expires_at <= now()",
+        )
+        .bind(&keyed)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let rows = sqlx::query(sqlx::AssertSqlSafe(insert))
+        .bind(columns.queue)
+        .bind(columns.module)
+        .bind(columns.module_version)
+        .bind(columns.function)
+        .bind(columns.args)
+        .bind(columns.codec)
+        .bind(columns.priority)
+        .bind(columns.max_attempts)
+        .bind(columns.scheduled_at)
+        .bind(columns.fuel_limit)
+        .bind(columns.timeout_ms)
+        .bind(columns.memory_limit)
+        .bind(columns.unique_key)
+        .bind(columns.unique_expires_at)
+        .fetch_all(&mut *conn)
+        .await?;
+    let inserted = rows
+        .iter()
+        .map(|row| Ok((row.try_get("id")?, row.try_get("unique_key")?)))
+        .collect::<StoreResult<Vec<(JobId, Option<String>)>>>()?;
+    let mut holders = std::collections::HashMap::new();
+    if inserted.len() < keys.len() {
+        let rows = sqlx::query("SELECT id, unique_key FROM sluice_jobs WHERE unique_key = ANY($1)")
+            .bind(&keyed)
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in &rows {
+            holders.insert(row.try_get::<String, _>("unique_key")?, row.try_get("id")?);
+        }
+    }
+    let keys: Vec<Option<&str>> = keys.iter().map(Option::as_deref).collect();
+    match_enqueued(&keys, inserted, &holders)
 }
 
 /// Outcomes as column arrays, for one `unnest` update.

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::broadcast;
 
 use super::*;
@@ -134,6 +134,118 @@ impl SqliteStore {
             let _ = self.inserted.send(queue);
         }
     }
+}
+
+/// Enqueues `jobs` in the caller's own transaction: they exist if and only if it commits.
+/// Nodes find them at their next poll (SQLite has no notifications across processes). The
+/// caller checks the calls (`sluice::client`).
+pub async fn enqueue_in(
+    conn: &mut SqliteConnection,
+    jobs: Vec<NewJob>,
+) -> StoreResult<Vec<Enqueued>> {
+    for job in &jobs {
+        check_new_job(job, DEFAULT_MAX_ARGS_BYTES)?;
+    }
+    insert_jobs(conn, &jobs, Utc::now()).await
+}
+
+/// The latest version of a module (or the version asked for), read on `conn`.
+pub async fn module_in(conn: &mut SqliteConnection, params: ModuleGet) -> StoreResult<ModuleInfo> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {MODULE_COLUMNS} FROM sluice_modules
+         WHERE name = ?1 AND (?2 IS NULL OR version = ?2) ORDER BY version DESC LIMIT 1"
+    )))
+    .bind(&params.name)
+    .bind(params.version)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match (row, params.version) {
+        (Some(row), _) => module_from_row(&row),
+        (None, Some(version)) => Err(StoreError::ModuleVersionNotFound {
+            name: params.name,
+            version,
+        }),
+        (None, None) => Err(StoreError::ModuleNotFound(params.name)),
+    }
+}
+
+/// Inserts the jobs on `conn`, which is in a transaction: expired keys are released and the
+/// holders of taken keys found with the insert.
+async fn insert_jobs(
+    conn: &mut SqliteConnection,
+    jobs: &[NewJob],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<Enqueued>> {
+    let keys: Vec<Option<&str>> = jobs
+        .iter()
+        .map(|job| job.unique.as_ref().map(|unique| unique.key.as_str()))
+        .collect();
+    let keyed: Vec<&str> = keys.iter().flatten().copied().collect();
+    let mut inserted = Vec::with_capacity(jobs.len());
+    let mut holders = std::collections::HashMap::new();
+    for chunk in keyed.chunks(ROWS_PER_INSERT) {
+        // An expired key is free again.
+        let mut release = QueryBuilder::<Sqlite>::new(
+            "UPDATE sluice_jobs SET unique_key = NULL, unique_expires_at = NULL WHERE unique_expires_at <= ",
+        );
+        release.push_bind(micros(now)).push(" AND unique_key IN (");
+        let mut list = release.separated(", ");
+        for key in chunk {
+            list.push_bind(*key);
+        }
+        release.push(")");
+        release.build().execute(&mut *conn).await?;
+    }
+    for chunk in jobs.chunks(ROWS_PER_INSERT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO sluice_jobs (queue, module, module_version, function, args, codec, state, \
+                 priority, max_attempts, inserted_at, scheduled_at, fuel_limit, timeout_ms, memory_limit, attempt, \
+                 unique_key, unique_expires_at) ",
+        );
+        insert.push_values(chunk, |mut row, job| {
+            row.push_bind(&job.queue)
+                .push_bind(&job.module)
+                .push_bind(job.module_version)
+                .push_bind(&job.function)
+                .push_bind(&job.args)
+                .push_bind(job.codec.as_str())
+                .push_bind(initial_state(job, now).as_str())
+                .push_bind(job.priority)
+                .push_bind(job.max_attempts)
+                .push_bind(micros(now))
+                .push_bind(micros(job.scheduled_at.unwrap_or(now)))
+                .push_bind(job.limits.fuel.map(|v| v as i64))
+                .push_bind(job.limits.timeout.map(|t| t.as_millis() as i64))
+                .push_bind(job.limits.memory_bytes.map(|v| v as i64))
+                .push_bind(0)
+                .push_bind(job.unique.as_ref().map(|unique| unique.key.as_str()))
+                .push_bind(job.unique.as_ref().map(|unique| micros(unique.expires_at)));
+        });
+        if !keyed.is_empty() {
+            insert.push(" ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING");
+        }
+        insert.push(" RETURNING id, unique_key");
+        let rows = insert.build().fetch_all(&mut *conn).await?;
+        for row in &rows {
+            inserted.push((row.try_get("id")?, row.try_get("unique_key")?));
+        }
+    }
+    if inserted.len() < jobs.len() {
+        for chunk in keyed.chunks(ROWS_PER_INSERT) {
+            let mut find = QueryBuilder::<Sqlite>::new(
+                "SELECT id, unique_key FROM sluice_jobs WHERE unique_key IN (",
+            );
+            let mut list = find.separated(", ");
+            for key in chunk {
+                list.push_bind(*key);
+            }
+            find.push(")");
+            for row in &find.build().fetch_all(&mut *conn).await? {
+                holders.insert(row.try_get::<String, _>("unique_key")?, row.try_get("id")?);
+            }
+        }
+    }
+    match_enqueued(&keys, inserted, &holders)
 }
 
 fn queue_settings_from_row(row: &SqliteRow) -> StoreResult<QueueSettings> {
@@ -384,78 +496,9 @@ impl Store for SqliteStore {
             check_new_job(job, self.max_args_bytes)?;
         }
         let now = Utc::now();
-        let keys: Vec<Option<&str>> = jobs
-            .iter()
-            .map(|job| job.unique.as_ref().map(|unique| unique.key.as_str()))
-            .collect();
-        let keyed: Vec<&str> = keys.iter().flatten().copied().collect();
-        let mut inserted = Vec::with_capacity(jobs.len());
-        let mut holders = std::collections::HashMap::new();
         let mut tx = self.writer.begin().await?;
-        for chunk in keyed.chunks(ROWS_PER_INSERT) {
-            // An expired key is free again.
-            let mut release = QueryBuilder::<Sqlite>::new(
-                "UPDATE sluice_jobs SET unique_key = NULL, unique_expires_at = NULL WHERE unique_expires_at <= ",
-            );
-            release.push_bind(micros(now)).push(" AND unique_key IN (");
-            let mut list = release.separated(", ");
-            for key in chunk {
-                list.push_bind(*key);
-            }
-            release.push(")");
-            release.build().execute(&mut *tx).await?;
-        }
-        for chunk in jobs.chunks(ROWS_PER_INSERT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO sluice_jobs (queue, module, module_version, function, args, codec, state, \
-                 priority, max_attempts, inserted_at, scheduled_at, fuel_limit, timeout_ms, memory_limit, attempt, \
-                 unique_key, unique_expires_at) ",
-            );
-            insert.push_values(chunk, |mut row, job| {
-                row.push_bind(&job.queue)
-                    .push_bind(&job.module)
-                    .push_bind(job.module_version)
-                    .push_bind(&job.function)
-                    .push_bind(&job.args)
-                    .push_bind(job.codec.as_str())
-                    .push_bind(initial_state(job, now).as_str())
-                    .push_bind(job.priority)
-                    .push_bind(job.max_attempts)
-                    .push_bind(micros(now))
-                    .push_bind(micros(job.scheduled_at.unwrap_or(now)))
-                    .push_bind(job.limits.fuel.map(|v| v as i64))
-                    .push_bind(job.limits.timeout.map(|t| t.as_millis() as i64))
-                    .push_bind(job.limits.memory_bytes.map(|v| v as i64))
-                    .push_bind(0)
-                    .push_bind(job.unique.as_ref().map(|unique| unique.key.as_str()))
-                    .push_bind(job.unique.as_ref().map(|unique| micros(unique.expires_at)));
-            });
-            if !keyed.is_empty() {
-                insert.push(" ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING");
-            }
-            insert.push(" RETURNING id, unique_key");
-            let rows = insert.build().fetch_all(&mut *tx).await?;
-            for row in &rows {
-                inserted.push((row.try_get("id")?, row.try_get("unique_key")?));
-            }
-        }
-        if inserted.len() < jobs.len() {
-            for chunk in keyed.chunks(ROWS_PER_INSERT) {
-                let mut find = QueryBuilder::<Sqlite>::new(
-                    "SELECT id, unique_key FROM sluice_jobs WHERE unique_key IN (",
-                );
-                let mut list = find.separated(", ");
-                for key in chunk {
-                    list.push_bind(*key);
-                }
-                find.push(")");
-                for row in &find.build().fetch_all(&mut *tx).await? {
-                    holders.insert(row.try_get::<String, _>("unique_key")?, row.try_get("id")?);
-                }
-            }
-        }
+        let enqueued = insert_jobs(&mut tx, &jobs, now).await?;
         tx.commit().await?;
-        let enqueued = match_enqueued(&keys, inserted, &holders)?;
         let mut queues: Vec<String> = jobs
             .iter()
             .zip(&enqueued)
