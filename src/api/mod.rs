@@ -9,6 +9,7 @@ mod modules;
 mod nodes;
 pub mod problem;
 mod queues;
+mod stats;
 pub mod views;
 
 use std::future::Future;
@@ -83,7 +84,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         jobs::enqueue, jobs::enqueue_many, jobs::list, jobs::get, jobs::retry, jobs::cancel,
         jobs::delete, jobs::retry_many, jobs::cancel_many, jobs::delete_many,
         queues::list, queues::pause, queues::resume, queues::set_concurrency,
-        nodes::list, metrics::scrape,
+        nodes::list, metrics::scrape, stats::get,
         auth::list,
     ),
     components(schemas(problem::Problem)),
@@ -243,6 +244,7 @@ pub fn router(state: ApiState) -> Router {
             auth::allow(Operate, s, put(queues::set_concurrency)),
         )
         .route("/v1/nodes", auth::allow(Read, s, get(nodes::list)))
+        .route("/v1/stats", auth::allow(Read, s, get(stats::get)))
         .route("/v1/audit", auth::allow(Admin, s, get(auth::list)))
         .route(
             "/openapi.json",

@@ -1,13 +1,16 @@
 //! Counters of a node's attempts by outcome, for its logs, its exit report and `sluice
 //! bench`; each attempt also goes to the exported metrics (`crate::metrics`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::metrics::{AttemptSample, NodeMetrics};
+use chrono::{DateTime, Utc};
+
 use crate::model::{AttemptClass, AttemptRecord, Job};
+use crate::store::MinuteStats;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -26,6 +29,8 @@ pub struct Metrics {
     /// drain, as `sluice bench` measures it.
     first_claim: OnceLock<Instant>,
     last_write: Mutex<Option<Instant>>,
+    /// Per-minute counts by queue not yet added to the store's stats.
+    minutes: Mutex<HashMap<String, BTreeMap<DateTime<Utc>, MinuteStats>>>,
 }
 
 impl Metrics {
@@ -43,6 +48,19 @@ impl Metrics {
         let queue_wait = (record.started_at - job.scheduled_at)
             .to_std()
             .unwrap_or_default();
+        if let AttemptClass::Completed | AttemptClass::Failed(_) = outcome {
+            let minute = MinuteStats::minute_of(record.finished_at);
+            let mut minutes = self.minutes.lock().unwrap();
+            // Looked up by `&str`: no allocation per attempt once the queue is known.
+            if !minutes.contains_key(&job.queue) {
+                minutes.insert(job.queue.clone(), BTreeMap::new());
+            }
+            let queue = minutes.get_mut(&job.queue).expect("inserted");
+            queue
+                .entry(minute)
+                .or_insert_with(|| MinuteStats::new(minute, job.queue.clone()))
+                .count(outcome == AttemptClass::Completed, queue_wait);
+        }
         self.exported.attempt(&AttemptSample {
             queue: &job.queue,
             module: &job.module,
@@ -77,6 +95,29 @@ impl Metrics {
 
     pub fn total(&self) -> u64 {
         self.by_outcome.lock().unwrap().values().sum()
+    }
+
+    /// The per-minute counts gathered since the last call, for the store's stats.
+    pub(crate) fn take_minutes(&self) -> Vec<MinuteStats> {
+        let taken = std::mem::take(&mut *self.minutes.lock().unwrap());
+        taken
+            .into_values()
+            .flat_map(BTreeMap::into_values)
+            .collect()
+    }
+
+    /// Puts back counts the store could not take, to be added with the next ones.
+    pub(crate) fn restore_minutes(&self, rows: Vec<MinuteStats>) {
+        let mut minutes = self.minutes.lock().unwrap();
+        for row in rows {
+            let queue = minutes.entry(row.queue.clone()).or_default();
+            match queue.get_mut(&row.minute) {
+                Some(kept) => kept.add(&row),
+                None => {
+                    queue.insert(row.minute, row);
+                }
+            }
+        }
     }
 
     pub(crate) fn claimed(&self) {

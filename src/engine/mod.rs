@@ -219,6 +219,7 @@ pub async fn run_node(
         .iter()
         .map(|queue| (queue.clone(), Slots::new(queue.concurrency, ceiling)))
         .collect();
+    let stats = tokio::spawn(flush_stats(shared.clone(), finished.clone()));
     let follower = tokio::spawn(follow_queue_settings(
         shared.clone(),
         queue_slots.clone(),
@@ -264,6 +265,7 @@ pub async fn run_node(
     let _ = heartbeat.await;
     let _ = canceller.await;
     let _ = follower.await;
+    let _ = stats.await;
     let _ = maintenance.await;
     if let Err(error) = store.node_remove(&config.node_id).await {
         tracing::warn!(%error, "could not deregister the node");
@@ -318,6 +320,34 @@ async fn heartbeat(shared: Arc<Shared>, finished: CancellationToken) {
         if let Err(error) = shared.store.node_heartbeat(beat).await {
             shared.metrics.exported.store_error("node_heartbeat");
             tracing::warn!(%error, "could not record the node heartbeat");
+        }
+    }
+}
+
+/// How often a node adds its per-minute counts to the store's stats.
+const STATS_FLUSH: Duration = Duration::from_secs(5);
+
+/// Adds the node's per-minute counts to the store every `STATS_FLUSH`, and once more when
+/// the node finishes (after its last outcome). Counts the store cannot take now wait for
+/// the next flush; those of a node that dies are lost (charts, not records).
+async fn flush_stats(shared: Arc<Shared>, finished: CancellationToken) {
+    let mut ticks = tokio::time::interval(STATS_FLUSH);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            () = finished.cancelled() => true,
+            _ = ticks.tick() => false,
+        };
+        let rows = shared.metrics.take_minutes();
+        if !rows.is_empty()
+            && let Err(error) = shared.store.stats_add(rows.clone()).await
+        {
+            shared.metrics.exported.store_error("stats_add");
+            tracing::debug!(%error, "cannot add to the stats now");
+            shared.metrics.restore_minutes(rows);
+        }
+        if last {
+            return;
         }
     }
 }

@@ -108,6 +108,10 @@ pub async fn run(
                 }
             }
             forget_dead_nodes(store.as_ref(), &metrics).await;
+            if let Err(error) = store.stats_prune(finished_before).await {
+                metrics.store_error("stats_prune");
+                tracing::warn!(%error, "could not prune the stats");
+            }
         }
     }
     if leader && let Err(error) = store.leader_resign(&config.node_id).await {

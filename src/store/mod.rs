@@ -343,6 +343,84 @@ pub(crate) fn match_enqueued(
     Ok(out)
 }
 
+/// Upper bounds, in milliseconds, of the queue-wait histogram's buckets in the per-minute
+/// stats; one more bucket holds every longer wait.
+pub const STATS_WAIT_BOUNDS_MS: [u64; 15] = [
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 30_000, 60_000,
+];
+/// Buckets of the queue-wait histogram.
+pub const STATS_WAIT_BUCKETS: usize = STATS_WAIT_BOUNDS_MS.len() + 1;
+
+/// What one queue did in one minute, as charts show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinuteStats {
+    /// The start of the minute.
+    pub minute: DateTime<Utc>,
+    pub queue: String,
+    /// Attempts that completed, and that failed (any class), finishing in the minute.
+    pub completed: u64,
+    pub failed: u64,
+    /// Their queue waits, counted per bucket of [`STATS_WAIT_BOUNDS_MS`].
+    pub wait: [u64; STATS_WAIT_BUCKETS],
+}
+
+impl MinuteStats {
+    pub fn new(minute: DateTime<Utc>, queue: String) -> MinuteStats {
+        MinuteStats {
+            minute,
+            queue,
+            completed: 0,
+            failed: 0,
+            wait: [0; STATS_WAIT_BUCKETS],
+        }
+    }
+
+    /// The start of the minute `at` falls in.
+    pub fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
+        let seconds = at.timestamp().div_euclid(60) * 60;
+        DateTime::from_timestamp(seconds, 0).unwrap_or(at)
+    }
+
+    /// Counts one attempt.
+    pub fn count(&mut self, completed: bool, wait: Duration) {
+        if completed {
+            self.completed += 1;
+        } else {
+            self.failed += 1;
+        }
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        let bucket = STATS_WAIT_BOUNDS_MS.partition_point(|bound| *bound <= ms);
+        self.wait[bucket] += 1;
+    }
+
+    /// Adds `other`'s counts (of the same queue, any minute) to these.
+    pub fn add(&mut self, other: &MinuteStats) {
+        self.completed += other.completed;
+        self.failed += other.failed;
+        for (mine, theirs) in self.wait.iter_mut().zip(other.wait) {
+            *mine += theirs;
+        }
+    }
+
+    /// The `q` quantile of the waits (0 < q ≤ 1), as the upper bound of its bucket in
+    /// milliseconds (`None`: no attempts, or above the last bound).
+    pub fn wait_quantile_ms(&self, q: f64) -> Option<u64> {
+        let total: u64 = self.wait.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (bucket, count) in self.wait.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return STATS_WAIT_BOUNDS_MS.get(bucket).copied();
+            }
+        }
+        None
+    }
+}
+
 /// A queue and how many of its jobs are in each state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSummary {
@@ -573,6 +651,18 @@ pub trait Store: Send + Sync + 'static {
     /// every few seconds).
     async fn queue_settings(&self) -> StoreResult<Vec<QueueSettings>>;
     async fn queue_set_concurrency(&self, params: QueueConcurrency) -> StoreResult<()>;
+
+    // stats
+    /// Adds per-minute counts to what the store holds (summed with other nodes').
+    async fn stats_add(&self, rows: Vec<MinuteStats>) -> StoreResult<()>;
+    /// The per-minute counts from `since` on, of one queue or all, in minute order.
+    async fn stats_since(
+        &self,
+        since: DateTime<Utc>,
+        queue: Option<String>,
+    ) -> StoreResult<Vec<MinuteStats>>;
+    /// Forgets the counts of minutes before `before`; returns how many rows.
+    async fn stats_prune(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 
     // nodes and leadership
     async fn node_heartbeat(&self, params: NodeHeartbeat) -> StoreResult<()>;

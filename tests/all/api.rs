@@ -946,6 +946,35 @@ async fn metrics_count_a_known_run(sluice: Sluice) {
     assert!(fuel_sum > 0.0);
     // Bounded label sets: no job ids anywhere.
     assert!(!scrape.contains("id=\""), "{scrape}");
+
+    // The same run in the stats for charts, once the node has added its counts (every 5 s).
+    let started = Instant::now();
+    loop {
+        let (status, stats) = node.get("/v1/stats?minutes=5").await;
+        assert_eq!(status, StatusCode::OK, "{stats}");
+        let series = &stats["series"][0];
+        let total = |key: &str| {
+            series["points"].as_array().map_or(0, |points| {
+                points.iter().map(|p| p[key].as_u64().unwrap()).sum::<u64>()
+            })
+        };
+        if total("completed") == 5 && total("failed") == 1 {
+            assert_eq!(series["queue"], "default");
+            assert_eq!(series["points"].as_array().unwrap().len(), 5);
+            let busy = series["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["completed"].as_u64().unwrap() > 0)
+                .unwrap();
+            assert!(busy["wait_p99_ms"].is_u64(), "{stats}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{stats}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, problem) = node.get("/v1/stats?minutes=0").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
 }
 
 /// Polls the node's metrics until `series` reads `value` (at most 30 s).

@@ -11,8 +11,8 @@ use sluice::model::{
 };
 use sluice::store::{
     CancelRequests, JobCount, JobFetch, JobFinishMany, JobList, JobOutcome, JobPrune, JobRescue,
-    LeaderElect, LeaseExtend, ModuleGet, ModuleUpload, NodeHealth, NodeHeartbeat, QueueConcurrency,
-    QueuePause, Resolution, SqliteStore, Store, StoreError,
+    LeaderElect, LeaseExtend, MinuteStats, ModuleGet, ModuleUpload, NodeHealth, NodeHeartbeat,
+    QueueConcurrency, QueuePause, Resolution, SqliteStore, Store, StoreError,
 };
 
 use crate::support::{fresh_postgres_database, temp_dir};
@@ -80,6 +80,7 @@ conformance!(
     listing_filters_by_function_args_and_id_range,
     queue_settings_keep_pause_and_concurrency_apart,
     a_unique_key_returns_its_holder_until_it_expires,
+    stats_add_up_by_minute_and_queue,
 );
 
 const NODE: &str = "node-a";
@@ -1124,6 +1125,55 @@ async fn a_unique_key_returns_its_holder_until_it_expires(store: Arc<dyn Store>)
     // A deleted job gives its key up too.
     store.job_delete(fresh.id).await.unwrap();
     assert!(!store.job_enqueue(vec![keyed("c", hour)]).await.unwrap()[0].existing);
+}
+
+async fn stats_add_up_by_minute_and_queue(store: Arc<dyn Store>) {
+    let now = MinuteStats::minute_of(Utc::now());
+    let earlier = now - chrono::Duration::minutes(3);
+    let counted = |minute, queue: &str, completed: u32, failed: u32, wait_ms: u64| {
+        let mut stats = MinuteStats::new(minute, queue.into());
+        for n in 0..completed + failed {
+            stats.count(n < completed, Duration::from_millis(wait_ms));
+        }
+        stats
+    };
+    // Two nodes' counts for the same minute and queue add up.
+    store
+        .stats_add(vec![
+            counted(now, "a", 3, 1, 4),
+            counted(earlier, "a", 2, 0, 40),
+        ])
+        .await
+        .unwrap();
+    store
+        .stats_add(vec![
+            counted(now, "a", 1, 0, 4),
+            counted(now, "b", 5, 5, 1500),
+        ])
+        .await
+        .unwrap();
+    let rows = store.stats_since(earlier, None).await.unwrap();
+    let found: Vec<_> = rows
+        .iter()
+        .map(|r| (r.minute, r.queue.as_str(), r.completed, r.failed))
+        .collect();
+    assert_eq!(
+        found,
+        [(earlier, "a", 2, 0), (now, "a", 4, 1), (now, "b", 5, 5)]
+    );
+    assert_eq!(rows[1].wait_quantile_ms(0.5), Some(5));
+    assert_eq!(rows[2].wait_quantile_ms(0.99), Some(2000));
+    let only_b = store.stats_since(earlier, Some("b".into())).await.unwrap();
+    assert_eq!(only_b.len(), 1);
+    assert!(
+        store
+            .stats_since(now + chrono::Duration::minutes(1), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.stats_prune(now).await.unwrap(), 1);
+    assert_eq!(store.stats_since(earlier, None).await.unwrap().len(), 2);
 }
 
 async fn modules_are_versioned_and_deduplicated(store: Arc<dyn Store>) {

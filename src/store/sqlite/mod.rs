@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 use super::*;
 use crate::model::{AttemptClass, Codec, LimitOverrides};
 
+mod stats;
 mod tokens;
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -338,6 +339,19 @@ const MODULE_COLUMNS: &str =
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     // Tokens and the audit log: see tokens.rs.
+    async fn stats_add(&self, rows: Vec<MinuteStats>) -> StoreResult<()> {
+        self.add_stats(rows).await
+    }
+    async fn stats_since(
+        &self,
+        since: DateTime<Utc>,
+        queue: Option<String>,
+    ) -> StoreResult<Vec<MinuteStats>> {
+        self.stats_from(since, queue).await
+    }
+    async fn stats_prune(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.prune_stats(before).await
+    }
     async fn token_create(&self, params: TokenCreate) -> StoreResult<TokenInfo> {
         self.create_token(params).await
     }
