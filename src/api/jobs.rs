@@ -63,7 +63,7 @@ pub async fn enqueue(
     }
     let job = new_job(request, &state)?;
     let queue = job.queue.clone();
-    let enqueued = crate::ops::enqueue(state.store.as_ref(), job).await?;
+    let enqueued = state.enqueuer.enqueue(job).await?;
     let status = if enqueued.existing {
         StatusCode::OK
     } else {

@@ -40,6 +40,8 @@ pub struct ApiState {
     pub default_max_attempts: i32,
     /// How long a job holds the idempotency key it was enqueued with.
     pub idempotency_period: std::time::Duration,
+    /// Single enqueues, committed in groups.
+    pub enqueuer: crate::ops::GroupedEnqueue,
 }
 
 impl ApiState {
@@ -59,6 +61,7 @@ impl ApiState {
             sample.memory_budget_used_bytes += usage.memory_budget_used_bytes;
         });
         ApiState {
+            enqueuer: crate::ops::GroupedEnqueue::start(store.clone()),
             store,
             sandbox,
             max_module_bytes,

@@ -32,6 +32,12 @@ pub async fn enqueue_many(store: &dyn Store, jobs: Vec<NewJob>) -> OpResult<Vec<
     Ok(store.job_enqueue(jobs).await?)
 }
 
+/// Checks one job as `enqueue_many` does, without storing it.
+pub(super) async fn check(store: &dyn Store, job: &NewJob) -> OpResult<()> {
+    check_options(job)?;
+    check_call(store, job).await
+}
+
 /// How long an idempotency key is held unless told otherwise.
 pub const DEFAULT_IDEMPOTENCY_PERIOD: std::time::Duration =
     std::time::Duration::from_secs(24 * 3600);

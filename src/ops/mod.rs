@@ -2,6 +2,7 @@
 //! one wording, so the two faces of Sluice cannot drift apart.
 
 mod actions;
+mod grouped;
 mod jobs;
 mod modules;
 mod tokens;
@@ -10,6 +11,7 @@ pub use self::actions::{
     JobAction, MAX_BULK_ACTION, MAX_QUEUE_CONCURRENCY, act_on_jobs, cancel_job, delete_job,
     retry_job, set_queue_concurrency, set_queue_paused,
 };
+pub use self::grouped::GroupedEnqueue;
 pub use self::jobs::{
     DEFAULT_IDEMPOTENCY_PERIOD, enqueue, enqueue_many, idempotency_key, json_args, parse_state,
     queue_name,
