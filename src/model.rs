@@ -397,6 +397,10 @@ pub struct UniqueKey {
     pub expires_at: DateTime<Utc>,
 }
 
+/// How long a job holds its idempotency key unless told otherwise.
+pub const DEFAULT_IDEMPOTENCY_PERIOD: std::time::Duration =
+    std::time::Duration::from_secs(24 * 3600);
+
 impl UniqueKey {
     /// An idempotency key a client chose, held for `period` from now.
     pub fn idempotency(key: &str, period: std::time::Duration) -> Result<UniqueKey, String> {

@@ -84,41 +84,38 @@ pub async fn get(
     let step_span = chrono::Duration::minutes(i64::from(step));
     let since = now + chrono::Duration::minutes(1) - step_span * steps as i32;
     let rows = state.store.stats_since(since, query.queue.clone()).await?;
+    // Every step of a series is there, zeros included.
+    let empty = |queue: &str| -> Vec<MinuteStats> {
+        (0..steps)
+            .map(|k| MinuteStats::new(since + step_span * k as i32, queue.to_string()))
+            .collect()
+    };
     let mut series: std::collections::BTreeMap<String, Vec<MinuteStats>> = Default::default();
     if let Some(queue) = &query.queue {
-        series.entry(queue.clone()).or_default();
+        series.insert(queue.clone(), empty(queue));
     }
     for row in rows {
-        let points = series.entry(row.queue.clone()).or_insert_with(|| {
-            (0..steps)
-                .map(|k| MinuteStats::new(since + step_span * k as i32, row.queue.clone()))
-                .collect()
-        });
+        let points = series
+            .entry(row.queue.clone())
+            .or_insert_with(|| empty(&row.queue));
         let k =
             ((row.minute - since).num_minutes() / i64::from(step)).clamp(0, i64::from(steps) - 1);
         points[k as usize].add(&row);
     }
     let series = series
         .into_iter()
-        .map(|(queue, mut points)| {
-            if points.is_empty() {
-                points = (0..steps)
-                    .map(|k| MinuteStats::new(since + step_span * k as i32, queue.clone()))
-                    .collect();
-            }
-            StatsSeries {
-                queue,
-                points: points
-                    .iter()
-                    .map(|p| StatsPoint {
-                        at: p.minute,
-                        completed: p.completed,
-                        failed: p.failed,
-                        wait_p50_ms: p.wait_quantile_ms(0.5),
-                        wait_p99_ms: p.wait_quantile_ms(0.99),
-                    })
-                    .collect(),
-            }
+        .map(|(queue, points)| StatsSeries {
+            queue,
+            points: points
+                .iter()
+                .map(|p| StatsPoint {
+                    at: p.minute,
+                    completed: p.completed,
+                    failed: p.failed,
+                    wait_p50_ms: p.wait_quantile_ms(0.5),
+                    wait_p99_ms: p.wait_quantile_ms(0.99),
+                })
+                .collect(),
         })
         .collect();
     Ok(Json(StatsView {

@@ -19,7 +19,7 @@ pub use self::transaction::{enqueue_in_postgres, enqueue_in_sqlite};
 pub use crate::store::Enqueued;
 
 /// How long a job holds its idempotency key, as a node's default.
-pub const IDEMPOTENCY_PERIOD: Duration = Duration::from_secs(24 * 3600);
+pub use crate::model::DEFAULT_IDEMPOTENCY_PERIOD as IDEMPOTENCY_PERIOD;
 
 /// One call to enqueue: a module's function, its args and every option `sluice enqueue` has.
 #[derive(Debug, Clone)]

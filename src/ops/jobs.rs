@@ -38,9 +38,7 @@ pub(super) async fn check(store: &dyn Store, job: &NewJob) -> OpResult<()> {
     check_call(store, job).await
 }
 
-/// How long an idempotency key is held unless told otherwise.
-pub const DEFAULT_IDEMPOTENCY_PERIOD: std::time::Duration =
-    std::time::Duration::from_secs(24 * 3600);
+pub use crate::model::DEFAULT_IDEMPOTENCY_PERIOD;
 
 /// An idempotency key, checked, held for `period` from now.
 pub fn idempotency_key(key: &str, period: std::time::Duration) -> OpResult<UniqueKey> {
