@@ -89,12 +89,10 @@ async fn caller(state: &ApiState, presented: Option<HeaderValue>) -> Result<Call
     }
 }
 
-/// Answers a refused request after reading its body (up to the API's largest): a reply sent
-/// while the client is still sending makes the server close the connection under it, and the
-/// client sees a broken connection instead of the problem document.
+/// Answers a refused request after draining its body (see `body.rs`).
 async fn refuse(request: Request, problem: Problem) -> Response {
-    let _ = axum::body::to_bytes(request.into_body(), super::MAX_JSON_BODY).await;
-    problem.into_response()
+    let drained = super::body::drain(request.into_body()).await;
+    problem.closing_connection(!drained).into_response()
 }
 
 fn unauthorized(detail: &str) -> Problem {

@@ -3,6 +3,7 @@
 //! `/openapi.json`. Errors are problem documents (`problem.rs`).
 
 pub mod auth;
+mod body;
 mod jobs;
 mod metrics;
 mod modules;
@@ -180,7 +181,6 @@ pub fn openapi_json() -> String {
 /// `/healthz` (open to all).
 pub fn router(state: ApiState) -> Router {
     use crate::model::Role::{Admin, Operate, Read};
-    let upload_limit = state.max_module_bytes + 1;
     let document = openapi_json();
     let s = &state;
     Router::new()
@@ -190,7 +190,7 @@ pub fn router(state: ApiState) -> Router {
             auth::allow(Read, s, get(modules::get)).merge(auth::allow(
                 Admin,
                 s,
-                post(modules::upload).layer(DefaultBodyLimit::max(upload_limit)),
+                post(modules::upload),
             )),
         )
         .route(

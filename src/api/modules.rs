@@ -1,7 +1,7 @@
 //! `/v1/modules`: upload a component, list modules, one module with its versions.
 
 use axum::Extension;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use super::ApiState;
 use super::auth::Caller;
+use super::body::ReadError;
 use super::problem::{ApiResult, Json, Path, Problem};
 use super::views::{ModuleView, UploadView};
 use crate::ops::OpError;
@@ -41,10 +42,14 @@ pub async fn upload(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: Body,
 ) -> ApiResult<(StatusCode, Json<UploadView>)> {
     let max = state.max_module_bytes;
-    // The CLI's message for an oversized module, before the body is read.
+    let too_large = |size: usize, drained: bool| {
+        Problem::from(OpError::Module(ModuleError::TooLarge { size, max }))
+            .closing_connection(!drained)
+    };
+    // The CLI's message for an oversized module, without keeping the body.
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -52,9 +57,20 @@ pub async fn upload(
     if let Some(size) = declared
         && size > max
     {
-        return Err(OpError::Module(ModuleError::TooLarge { size, max }).into());
+        let drained = size <= super::body::DRAIN_LIMIT && super::body::drain(body).await;
+        return Err(too_large(size, drained));
     }
-    let wasm = body?.to_vec();
+    let wasm = match super::body::read_capped(body, max).await {
+        Ok(wasm) => wasm,
+        Err(ReadError::Oversize(over)) => return Err(too_large(over.size, over.drained)),
+        Err(ReadError::Broken(error)) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the body could not be read: {error}"),
+            ));
+        }
+    };
     let uploaded = crate::ops::upload(
         state.store.as_ref(),
         &state.sandbox,

@@ -30,6 +30,11 @@ pub struct Problem {
     #[serde(skip)]
     #[schema(ignore)]
     store_failed: bool,
+    /// The request's body was left unread: the reply says `Connection: close`, so the
+    /// client does not send its next request down a connection the server is closing.
+    #[serde(skip)]
+    #[schema(ignore)]
+    closes_connection: bool,
 }
 
 /// Marks a response whose request the store failed, for the metrics layer to count.
@@ -58,7 +63,14 @@ impl Problem {
             detail: detail.into(),
             code: code.to_string(),
             store_failed: false,
+            closes_connection: false,
         }
+    }
+
+    /// The same problem, answered on a connection that closes after it when `close`.
+    pub fn closing_connection(mut self, close: bool) -> Problem {
+        self.closes_connection = close;
+        self
     }
 
     /// The same problem, its detail saying which part of the request it is about.
@@ -79,6 +91,12 @@ impl IntoResponse for Problem {
         let mut response = (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response();
         if self.store_failed {
             response.extensions_mut().insert(StoreFailed);
+        }
+        if self.closes_connection {
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
         }
         response
     }
@@ -124,7 +142,8 @@ fn body_rejected(status: StatusCode, detail: String) -> Problem {
         StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
         _ => "bad_request",
     };
-    Problem::new(status, code, detail)
+    // A body over the limit was read only up to it.
+    Problem::new(status, code, detail).closing_connection(status == StatusCode::PAYLOAD_TOO_LARGE)
 }
 
 impl From<JsonRejection> for Problem {

@@ -222,6 +222,32 @@ async fn response(response: reqwest::Response) -> (StatusCode, Value) {
     (status, value)
 }
 
+/// Posts `size` zero bytes to `path` with `Transfer-Encoding: chunked` (no declared length)
+/// over a raw connection, and returns the whole reply.
+async fn chunked_post(base: &str, path: &str, size: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/wasm\r\n\
+         transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![0u8; 10_000];
+    for _ in 0..size / chunk.len() {
+        stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&chunk).await.unwrap();
+        stream.write_all(b"\r\n").await.unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.unwrap();
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
 fn hello_wasm() -> Vec<u8> {
     std::fs::read(guests::HELLO).unwrap()
 }
@@ -635,6 +661,38 @@ async fn bad_requests_are_problems_and_store_nothing(sluice: Sluice) {
     let (status, problem) = node.get("/v1/modules/missing").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(problem["code"], "module_not_found");
+    // A refused upload leaves the connection usable: each request below goes down the one
+    // connection the previous one left (a reply sent before the body was read used to close
+    // it under the client's next request).
+    let one_connection = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    for _ in 0..20 {
+        let refused = one_connection
+            .post(node.url("/v1/modules/big"))
+            .header("content-type", "application/wasm")
+            .body(vec![0; 4 << 20])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(refused.headers().get("connection"), None);
+        let (status, _) = response(
+            one_connection
+                .get(node.url("/v1/modules/hello"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Without a declared length the cap holds as the body arrives, with the same problem.
+    let reply = chunked_post(&node.base, "/v1/modules/big", 300_000).await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains("module_too_large"), "{reply}");
+    assert!(reply.contains("the module is 300000 bytes"), "{reply}");
 
     // Queries and paths.
     for (path, status, code) in [
