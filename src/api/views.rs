@@ -23,7 +23,7 @@ fn codec_schema() -> utoipa::openapi::Object {
 }
 
 /// A job as stored.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
     pub id: i64,
     pub queue: String,
@@ -92,7 +92,7 @@ pub fn output_value(output: Option<&[u8]>) -> serde_json::Value {
 }
 
 /// One line a guest wrote during an attempt.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LogLineView {
     /// `stdout`, `stderr` or `log`.
     pub stream: String,
@@ -100,7 +100,7 @@ pub struct LogLineView {
 }
 
 /// One finished attempt of a job.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AttemptView {
     pub attempt: i32,
     /// How it ended: `completed`, a failure class (`trap`, `out_of_fuel`, ...), or
@@ -155,7 +155,7 @@ impl From<&AttemptRecord> for AttemptView {
 }
 
 /// A job with every attempt.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobDetailView {
     #[serde(flatten)]
     pub job: JobView,
@@ -163,7 +163,7 @@ pub struct JobDetailView {
 }
 
 /// A page of jobs, newest first.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobPage {
     pub jobs: Vec<JobView>,
     /// Pass as `before` for the next page; null on the last page.
@@ -171,7 +171,7 @@ pub struct JobPage {
 }
 
 /// A job function a module exports.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FunctionView {
     pub name: String,
     pub description: String,
@@ -187,7 +187,7 @@ impl From<&JobFunction> for FunctionView {
 }
 
 /// One uploaded version of a module.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ModuleView {
     pub name: String,
     pub version: i32,
@@ -212,7 +212,7 @@ impl From<&ModuleInfo> for ModuleView {
 }
 
 /// The result of an upload.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UploadView {
     #[serde(flatten)]
     pub module: ModuleView,
@@ -221,7 +221,7 @@ pub struct UploadView {
 }
 
 /// A queue with its job counts.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct QueueView {
     pub name: String,
     pub paused: bool,
@@ -246,7 +246,7 @@ impl From<&QueueSummary> for QueueView {
 }
 
 /// A node in the registry.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct NodeView {
     pub id: String,
     pub host: String,
@@ -332,7 +332,7 @@ pub struct BulkEnqueueRequest {
 }
 
 /// The ids of enqueued jobs, in request order.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Enqueued {
     pub ids: Vec<i64>,
     /// Those of `ids` that already existed: their call named an idempotency key a job held.
@@ -340,7 +340,7 @@ pub struct Enqueued {
 }
 
 /// A job that was enqueued.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EnqueuedOne {
     pub id: i64,
     /// The job already existed: it held the idempotency key named (the answer is then 200,
@@ -379,7 +379,7 @@ pub struct BulkActionRequest {
 }
 
 /// A job a bulk action could not be done to, and why.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RefusedJob {
     pub id: i64,
     /// The problem code a single action would have answered (`invalid_transition`, ...).
@@ -388,7 +388,7 @@ pub struct RefusedJob {
 }
 
 /// What a bulk action did.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BulkActionView {
     /// The jobs it was done to.
     pub done: Vec<i64>,

@@ -9,7 +9,7 @@ pub struct Args {
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
-    let entries = context.app.store.audit_list(args.limit, None).await?;
+    let entries = context.app()?.store.audit_list(args.limit, None).await?;
     if context.json {
         super::print_json(&serde_json::Value::Array(
             entries

@@ -54,7 +54,6 @@ pub struct Args {
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
-    let store = context.app.store.as_ref();
     let limits = LimitOverrides {
         fuel: args.fuel,
         memory_bytes: args.memory,
@@ -66,6 +65,8 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
         (None, at) => at,
     };
+    // Through --url the node's own default applies unless --max-attempts is given.
+    let max_attempts_named = args.max_attempts.is_some();
     let template = NewJob {
         queue: args.queue.clone(),
         module: args.module.clone(),
@@ -84,8 +85,15 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
 
     if let Some(batch) = &args.batch {
         let jobs = read_batch(batch, &template)?;
-        let count = jobs.len();
-        sluice::ops::enqueue_many(store, jobs).await?;
+        let bar = super::progress::bar(jobs.len() as u64, "enqueued");
+        let count = context
+            .target
+            .enqueue_many(jobs, max_attempts_named, |stored| {
+                bar.set_position(stored as u64)
+            })
+            .await;
+        bar.finish_and_clear();
+        let count = count?;
         if context.json {
             super::print_json(&serde_json::json!({ "count": count }));
         } else {
@@ -101,9 +109,9 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .as_deref()
         .map(|key| sluice::ops::idempotency_key(key, context.settings.jobs.idempotency_period))
         .transpose()?;
-    let enqueued = sluice::ops::enqueue(store, job).await?;
+    let enqueued = context.target.enqueue(job, max_attempts_named).await?;
     if context.json {
-        super::print_json(&serde_json::json!({ "id": enqueued.id, "existing": enqueued.existing }));
+        super::print_view(&enqueued);
     } else {
         if enqueued.existing {
             // Not on stdout, which scripts read the id from.

@@ -1,7 +1,6 @@
 //! `sluice job ID` shows a job and its attempts; `sluice job retry|cancel|delete ID` acts on it.
 
 use sluice::model::JobId;
-use sluice::ops::CLI_ACTOR;
 
 use super::Context;
 
@@ -27,15 +26,11 @@ enum Action {
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
-    let store = &context.app.store;
+    let target = &context.target;
     let id = match args.action {
-        Some(Action::Retry { id }) => {
-            sluice::ops::retry_job(store.as_ref(), id, CLI_ACTOR)
-                .await?
-                .id
-        }
+        Some(Action::Retry { id }) => target.retry(id).await?.id,
         Some(Action::Cancel { id }) => {
-            let job = sluice::ops::cancel_job(store.as_ref(), id, CLI_ACTOR).await?;
+            let job = target.cancel(id).await?;
             if job.state == sluice::model::JobState::Running && !context.json {
                 out!(
                     "cancel requested: {} interrupts the running attempt within a second",
@@ -45,7 +40,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             job.id
         }
         Some(Action::Delete { id }) => {
-            sluice::ops::delete_job(store.as_ref(), id, CLI_ACTOR).await?;
+            target.delete(id).await?;
             if context.json {
                 super::print_json(&serde_json::json!({ "id": id, "deleted": true }));
             } else {
@@ -59,39 +54,19 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
 }
 
 async fn show(context: &Context, id: JobId) -> anyhow::Result<()> {
-    let detail = context.app.store.job_get(id).await?;
-    let job = &detail.job;
+    let detail = context.target.job(id).await?;
     if context.json {
-        let mut value = super::job_json(job);
-        value["attempts"] = detail
-            .attempts
-            .iter()
-            .map(|a| {
-                serde_json::json!({
-                    "attempt": a.attempt,
-                    "outcome": a.outcome.as_str(),
-                    "explanation": match a.outcome {
-                        sluice::model::AttemptClass::Failed(kind) => Some(kind.explanation()),
-                        _ => None,
-                    },
-                    "message": a.message,
-                    "trap_code": a.trap_code,
-                    "node": a.node,
-                    "module_version": a.module_version,
-                    "started_at": a.started_at,
-                    "finished_at": a.finished_at,
-                    "fuel_consumed": a.fuel_consumed,
-                    "duration_ms": a.duration.as_secs_f64() * 1000.0,
-                    "peak_memory_bytes": a.peak_memory_bytes,
-                    "logs": a.logs,
-                })
-            })
-            .collect();
-        super::print_json(&value);
+        super::print_view(&detail);
         return Ok(());
     }
-    let args = super::job_json(job)["args"].to_string();
-    out!("job {}  {}.{}({args})", job.id, job.module, job.function);
+    let job = &detail.job;
+    out!(
+        "job {}  {}.{}({})",
+        job.id,
+        job.module,
+        job.function,
+        job.args
+    );
     out!(
         "  queue {}  priority {}  state {}",
         job.queue,
@@ -112,11 +87,8 @@ async fn show(context: &Context, id: JobId) -> anyhow::Result<()> {
                 .unwrap_or_default()
         );
     }
-    if job.output.is_some() {
-        out!(
-            "  output {}",
-            sluice::api::views::output_value(job.output.as_deref())
-        );
+    if !job.output.is_null() {
+        out!("  output {}", job.output);
     }
     if detail.attempts.is_empty() {
         out!("  no attempts yet");
@@ -132,17 +104,17 @@ async fn show(context: &Context, id: JobId) -> anyhow::Result<()> {
             a.outcome,
             a.node,
             a.started_at,
-            a.duration.as_secs_f64() * 1000.0,
+            a.duration_ms,
             a.fuel_consumed
         );
         if let Some(message) = &a.message {
             out!("      {message}");
         }
-        if let sluice::model::AttemptClass::Failed(kind) = a.outcome {
-            out!("      ({})", kind.explanation());
+        if let Some(explanation) = &a.explanation {
+            out!("      ({explanation})");
         }
         for line in &a.logs {
-            out!("      [{:?}] {}", line.stream, line.text);
+            out!("      [{}] {}", line.stream, line.text);
         }
     }
     Ok(())

@@ -1,9 +1,9 @@
 //! `sluice jobs [--state S] [--queue Q] [--module M] [--limit N]`: list jobs, newest first.
 
 use sluice::model::JobState;
-use sluice::store::JobList;
 
 use super::Context;
+use super::target::JobQuery;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,18 +22,15 @@ pub fn parse_state(text: &str) -> Result<JobState, String> {
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
-    let list = JobList {
+    let query = JobQuery {
         state: args.state,
         queue: args.queue,
         module: args.module,
         limit: args.limit,
-        ..Default::default()
     };
-    let jobs = context.app.store.job_list(list).await?;
+    let jobs = context.target.jobs(query).await?;
     if context.json {
-        super::print_json(&serde_json::Value::Array(
-            jobs.iter().map(super::job_json).collect(),
-        ));
+        super::print_view(&jobs);
         return Ok(());
     }
     let rows: Vec<Vec<String>> = jobs
@@ -45,10 +42,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
                 format!("{}.{}", job.module, job.function),
                 job.state.to_string(),
                 format!("{}/{}", job.attempt, job.max_attempts),
-                super::ellipsize(
-                    &sluice::api::views::output_value(job.output.as_deref()).to_string(),
-                    40,
-                ),
+                super::ellipsize(&job.output.to_string(), 40),
             ]
         })
         .collect();

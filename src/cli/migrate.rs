@@ -4,7 +4,7 @@ use super::Context;
 
 pub async fn run(context: &Context) -> anyhow::Result<()> {
     // `App::open` migrated; running again is a no-op that proves the schema is current.
-    context.app.store.migrate().await?;
+    context.app()?.store.migrate().await?;
     if context.json {
         super::print_json(&serde_json::json!({ "migrated": true }));
     } else {

@@ -16,10 +16,12 @@ mod job;
 mod jobs;
 mod migrate;
 mod modules;
+mod progress;
 mod queue;
 mod queues;
 mod run;
 mod serve;
+mod target;
 mod token;
 mod upload;
 
@@ -45,6 +47,14 @@ struct Cli {
     /// postgres://USER@HOST/DB. Also `database_url` in the file, or SLUICE_DATABASE_URL.
     #[arg(long, global = true)]
     database_url: Option<String>,
+    /// A node's API (http://HOST:PORT): upload, enqueue, jobs, job, modules, queues and queue
+    /// go through it instead of the database. Also SLUICE_URL.
+    #[arg(long, global = true, env = "SLUICE_URL")]
+    url: Option<String>,
+    /// The bearer token for --url (`sluice token create`). Also SLUICE_TOKEN, which keeps it
+    /// out of the process list.
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Print data as JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -93,9 +103,10 @@ enum Command {
     Bench(bench::Args),
 }
 
-/// What every command gets: the opened store, the settings and how to print.
+/// What every command gets: where it acts, the settings and how to print.
 pub struct Context {
-    pub app: App,
+    /// The opened store, or a node's API (`--url`).
+    pub target: target::Target,
     pub json: bool,
     /// The layers of settings, for a command to add its own flags over.
     pub layers: Layers,
@@ -140,9 +151,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         pool_size: settings.database.pool_size,
         sqlite_full_sync: settings.database.sqlite_synchronous == Synchronous::Full,
     };
-    let app = App::open_with(&settings.database_url, &options).await?;
+    let target = match &cli.url {
+        Some(url) => target::Target::Api(target::Api::new(url, cli.token)?),
+        None => target::Target::Store(App::open_with(&settings.database_url, &options).await?),
+    };
     let context = Context {
-        app,
+        target,
         json: cli.json,
         layers,
         settings,
@@ -203,6 +217,13 @@ pub fn print_json(value: &serde_json::Value) {
     );
 }
 
+impl Context {
+    /// The opened store, for the commands that work on the database only.
+    pub fn app(&self) -> anyhow::Result<&App> {
+        self.target.app()
+    }
+}
+
 /// Prints rows as an aligned table on stdout.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
@@ -225,10 +246,9 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-/// A job as JSON: the API's view of it, which `sluice jobs --json` and `sluice job ID
-/// --json` print too.
-pub fn job_json(job: &sluice::model::Job) -> serde_json::Value {
-    serde_json::to_value(sluice::api::views::JobView::from(job)).expect("a job view serializes")
+/// Prints a view (what the API answers) as pretty JSON on stdout.
+pub fn print_view(view: &impl serde::Serialize) {
+    print_json(&serde_json::to_value(view).expect("views always serialize"));
 }
 
 /// Parses a duration such as `3s`, `250ms` or `1h 30m`.

@@ -3,9 +3,9 @@
 use super::Context;
 
 pub async fn run(context: &Context) -> anyhow::Result<()> {
-    let modules = context.app.store.module_list().await?;
+    let modules = context.target.modules().await?;
     if context.json {
-        super::print_json(&serde_json::to_value(&modules)?);
+        super::print_view(&modules);
         return Ok(());
     }
     let rows: Vec<Vec<String>> = modules
@@ -15,7 +15,7 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
             vec![
                 m.name.clone(),
                 m.version.to_string(),
-                m.digest[..12].to_string(),
+                m.digest.chars().take(12).collect(),
                 m.size_bytes.to_string(),
                 m.uploaded_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 functions.join(", "),

@@ -45,13 +45,10 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             name,
             concurrency: Concurrency(concurrency),
         } => {
-            sluice::ops::set_queue_concurrency(
-                context.app.store.as_ref(),
-                &name,
-                concurrency,
-                sluice::ops::CLI_ACTOR,
-            )
-            .await?;
+            context
+                .target
+                .set_queue_concurrency(&name, concurrency)
+                .await?;
             if context.json {
                 super::print_json(&serde_json::json!({ "name": name, "concurrency": concurrency }));
             } else {
@@ -63,13 +60,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    sluice::ops::set_queue_paused(
-        context.app.store.as_ref(),
-        &name,
-        paused,
-        sluice::ops::CLI_ACTOR,
-    )
-    .await?;
+    context.target.set_queue_paused(&name, paused).await?;
     if context.json {
         super::print_json(&serde_json::json!({ "name": name, "paused": paused }));
     } else {

@@ -113,13 +113,13 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     config.exit_when_idle = args.exit_when_idle;
     // Without cross-process notifications (SQLite), polling is how jobs enqueued by another
     // process are found: poll more often.
-    config.poll_interval =
-        node.poll
-            .unwrap_or(if context.app.store.capabilities().cross_process_notify {
-                Duration::from_secs(1)
-            } else {
-                Duration::from_millis(200)
-            });
+    config.poll_interval = node.poll.unwrap_or(
+        if context.app()?.store.capabilities().cross_process_notify {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(200)
+        },
+    );
 
     config
         .validate()
@@ -150,9 +150,16 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     )
     .await?;
     let metrics = Arc::new(Metrics::exporting(exported));
-    let progress = show_progress(metrics.clone());
+    // Draining a backlog on a terminal: a bar of the jobs there were to run at the start
+    // (counted once, and only where someone sees the bar).
+    let backlog = if args.exit_when_idle && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        Some(backlog(context, &config).await?)
+    } else {
+        None
+    };
+    let progress = show_progress(metrics.clone(), backlog);
     let ran = context
-        .app
+        .app()?
         .run_node(sandbox, config, metrics.clone(), shutdown_signal())
         .await;
     progress.abort();
@@ -229,9 +236,34 @@ impl StopSignals {
     }
 }
 
-/// A live line of counts on a terminal; nothing when stderr is piped.
-fn show_progress(metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
-    let bar = indicatif::ProgressBar::new_spinner();
+/// The jobs of `config`'s queues there are to run, now or later.
+async fn backlog(context: &Context, config: &EngineConfig) -> anyhow::Result<u64> {
+    use sluice::model::JobState;
+    let queues = context.app()?.store.queue_list().await?;
+    Ok(queues
+        .iter()
+        .filter(|queue| config.queues.iter().any(|q| q.name == queue.name))
+        .map(|queue| {
+            [
+                JobState::Available,
+                JobState::Scheduled,
+                JobState::Retryable,
+                JobState::Running,
+            ]
+            .iter()
+            .map(|state| queue.count(*state))
+            .sum::<u64>()
+        })
+        .sum())
+}
+
+/// A live line of counts on a terminal, over a bar of `backlog` when draining one; nothing
+/// when stderr is piped.
+fn show_progress(metrics: Arc<Metrics>, backlog: Option<u64>) -> tokio::task::JoinHandle<()> {
+    let bar = match backlog {
+        Some(jobs) => super::progress::bar(jobs, "drained"),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
     tokio::spawn(async move {
         loop {
             let completed = metrics.count(AttemptClass::Completed);
@@ -239,8 +271,14 @@ fn show_progress(metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
                 .iter()
                 .map(|kind| metrics.count(AttemptClass::Failed(*kind)))
                 .sum();
-            bar.set_message(format!("attempts: {completed} completed, {failed} failed"));
-            bar.tick();
+            if backlog.is_some() {
+                // A retried job counts once per attempt: the bar may fill before the end.
+                bar.set_position(completed + failed);
+                bar.set_message(format!("drained, {failed} failed"));
+            } else {
+                bar.set_message(format!("attempts: {completed} completed, {failed} failed"));
+                bar.tick();
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })

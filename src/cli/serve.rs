@@ -86,10 +86,10 @@ pub async fn start(
     let Listen::On(addr) = listen_of(settings) else {
         return Ok(None);
     };
-    let bound = sluice::api::bind(addr, context.app.store.as_ref()).await?;
+    let bound = sluice::api::bind(addr, context.app()?.store.as_ref()).await?;
     tracing::info!("API listening on http://{}", bound.addr);
     let mut state = ApiState::new(
-        context.app.store.clone(),
+        context.app()?.store.clone(),
         sandbox,
         settings.api.max_module_size,
         metrics,

@@ -33,7 +33,7 @@ fn parse_role(text: &str) -> Result<Role, String> {
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
-    let store = context.app.store.as_ref();
+    let store = context.app()?.store.as_ref();
     match args.action {
         Action::Create { role, name } => {
             let (text, info) =

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::Context;
+use super::target::{Target, UploadError};
 use anyhow::Context as _;
 
 #[derive(clap::Args)]
@@ -15,7 +16,8 @@ pub struct Args {
     /// Where this node caches compiled modules.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// The largest module accepted, in bytes (default 32 MiB; `api.max_module_size`).
+    /// The largest module accepted, in bytes (default 32 MiB; `api.max_module_size`). Through
+    /// --url the node's own cap applies.
     #[arg(long)]
     max_module_size: Option<usize>,
 }
@@ -32,19 +34,18 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         )
         .settings()?;
     let max_module_size = settings.api.max_module_size;
-    // Refuse an oversized file before reading it whole.
+    let not_uploaded = |reason: &dyn std::fmt::Display| {
+        anyhow::anyhow!("{} was not uploaded: {reason}", args.file.display())
+    };
+    // Refuse an oversized file before reading it whole (a node checks its own cap).
     let size = std::fs::metadata(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?
         .len();
-    if size > max_module_size as u64 {
-        anyhow::bail!(
-            "{} was not uploaded: {}",
-            args.file.display(),
-            sluice::sandbox::ModuleError::TooLarge {
-                size: size as usize,
-                max: max_module_size
-            }
-        );
+    if matches!(context.target, Target::Store(_)) && size > max_module_size as u64 {
+        return Err(not_uploaded(&sluice::sandbox::ModuleError::TooLarge {
+            size: size as usize,
+            max: max_module_size,
+        }));
     }
     let wasm = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
@@ -57,33 +58,23 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             .context("cannot derive a module name from the file name; pass --name")?
             .to_string(),
     };
-    let sandbox = sluice::app::App::sandbox_with(settings.node.cache_dir, |config| {
-        config.max_module_bytes = max_module_size;
+    let cache_dir = settings.node.cache_dir;
+    let sandbox = move || {
+        sluice::app::App::sandbox_with(cache_dir, |config| {
+            config.max_module_bytes = max_module_size;
+        })
+    };
+    let spinner = super::progress::spinner(&format!("validating and compiling {name}"));
+    let uploaded = context.target.upload(name, wasm, sandbox).await;
+    spinner.finish_and_clear();
+    let uploaded = uploaded.map_err(|error| match error {
+        UploadError::Refused(reason) => not_uploaded(&reason),
+        UploadError::Other(error) => error,
     })?;
-    let uploaded = sluice::ops::upload(
-        context.app.store.as_ref(),
-        &sandbox,
-        name,
-        wasm,
-        sluice::ops::CLI_ACTOR,
-    )
-    .await
-    .map_err(|error| match error {
-        sluice::ops::OpError::Module(_) => {
-            anyhow::anyhow!("{} was not uploaded: {error}", args.file.display())
-        }
-        other => other.into(),
-    })?;
-    let module = &uploaded.module;
     if context.json {
-        super::print_json(&serde_json::json!({
-            "name": module.name,
-            "version": module.version,
-            "digest": module.digest,
-            "already_present": uploaded.already_present,
-            "functions": module.functions,
-        }));
+        super::print_view(&uploaded);
     } else {
+        let module = &uploaded.module;
         let note = if uploaded.already_present {
             " (these bytes were already uploaded)"
         } else {

@@ -1,6 +1,9 @@
-//! Enqueueing through a node's HTTP API (`POST /v1/jobs`, `POST /v1/jobs/bulk`).
+//! A node's HTTP API from Rust: enqueueing (`POST /v1/jobs`, `POST /v1/jobs/bulk`), and any
+//! other endpoint by path (`HttpClient::call`), a refusal becoming `ClientError::Problem`.
 
+use reqwest::Method;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{Call, ClientError, Enqueued};
@@ -24,6 +27,18 @@ struct One {
 struct Many {
     ids: Vec<i64>,
     existing: Vec<i64>,
+}
+
+/// What a request to the API carries.
+#[derive(Debug, Clone)]
+pub enum RequestBody {
+    Empty,
+    Json(Value),
+    /// Raw bytes, like a component to upload (`application/wasm`).
+    Bytes {
+        content_type: &'static str,
+        bytes: Vec<u8>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -70,34 +85,61 @@ impl HttpClient {
             .collect())
     }
 
-    async fn post<T: for<'de> Deserialize<'de>>(
+    async fn post<T: DeserializeOwned>(&self, path: &str, body: Value) -> Result<T, ClientError> {
+        self.call(Method::POST, path, RequestBody::Json(body)).await
+    }
+
+    /// Any endpoint of the API (`/openapi.json` lists them), its answer read as `T` (an
+    /// empty answer, like a `204`, as JSON `null`); a refusal is `ClientError::Problem`.
+    pub async fn call<T: DeserializeOwned>(
         &self,
+        method: Method,
         path: &str,
-        body: Value,
+        body: RequestBody,
     ) -> Result<T, ClientError> {
-        let mut request = self.http.post(format!("{}{path}", self.base)).json(&body);
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        request = match body {
+            RequestBody::Empty => request,
+            RequestBody::Json(value) => request.json(&value),
+            RequestBody::Bytes {
+                content_type,
+                bytes,
+            } => request
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(bytes),
+        };
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
         let response = request
             .send()
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(|e| ClientError::Http(format!("{}: {e}", self.base)))?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
         if !status.is_success() {
-            let problem: Problem = serde_json::from_slice(&bytes)
-                .map_err(|_| ClientError::Http(format!("{status} without a problem document")))?;
+            let problem: Problem = serde_json::from_slice(&bytes).map_err(|_| {
+                ClientError::Http(format!(
+                    "{} answered {status} without a problem document; is it a Sluice node?",
+                    self.base
+                ))
+            })?;
             return Err(ClientError::Problem {
                 status: status.as_u16(),
                 code: problem.code,
                 detail: problem.detail,
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Http(e.to_string()))
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(bytes).map_err(|e| {
+            ClientError::Http(format!(
+                "{} answered what this client cannot read ({e}); is it a Sluice node of the same version?",
+                self.base
+            ))
+        })
     }
 }
 

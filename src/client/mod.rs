@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::model::{Codec, LimitOverrides, NewJob, UniqueKey, UnknownFunction};
 use crate::store::StoreError;
 
-pub use self::http::HttpClient;
+pub use self::http::{HttpClient, RequestBody};
 pub use self::transaction::{enqueue_in_postgres, enqueue_in_sqlite};
 pub use crate::store::Enqueued;
 

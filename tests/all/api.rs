@@ -75,14 +75,14 @@ fn the_committed_openapi_document_matches_the_code() {
 }
 
 /// A node serving the API on a free loopback port; killed when dropped.
-struct Node {
+pub(crate) struct Node {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     http: reqwest::Client,
 }
 
 impl Node {
-    fn start(sluice: &Sluice, command: &[&str]) -> Node {
+    pub(crate) fn start(sluice: &Sluice, command: &[&str]) -> Node {
         let mut args = command.to_vec();
         if !args.contains(&"--listen") {
             args.extend(["--listen", "127.0.0.1:0"]);

@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod fuzz;
 mod guests;
+mod remote;
 mod runner;
 mod sandbox;
 mod store;

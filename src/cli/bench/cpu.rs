@@ -29,7 +29,7 @@ pub struct JobsSpan {
 pub async fn span_of(context: &Context, ids: &[JobId]) -> anyhow::Result<JobsSpan> {
     let mut times = Vec::with_capacity(ids.len());
     for &id in ids {
-        let job = context.app.store.job_get(id).await?.job;
+        let job = context.app()?.store.job_get(id).await?.job;
         if job.state != JobState::Completed {
             bail!("CPU-bound job {id} ended {}, not completed", job.state);
         }
@@ -60,7 +60,7 @@ pub async fn single_job_seconds(
     let mut best = f64::INFINITY;
     for _ in 0..2 {
         let ids = context
-            .app
+            .app()?
             .store
             .job_insert_many(vec![crunch_job(queue, args.heavy_rounds)])
             .await?;
@@ -82,7 +82,11 @@ pub async fn run(
     let mut walls = Vec::new();
     for _ in 0..args.rounds {
         let batch = (0..jobs).map(|_| crunch_job(queue, args.heavy_rounds));
-        let ids = context.app.store.job_insert_many(batch.collect()).await?;
+        let ids = context
+            .app()?
+            .store
+            .job_insert_many(batch.collect())
+            .await?;
         drain(context, sandbox, queue, args.concurrency, jobs as u64).await?;
         walls.push(span_of(context, &ids).await?.wall);
     }

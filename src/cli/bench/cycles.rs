@@ -15,7 +15,7 @@ pub async fn run(
     queue: &str,
     noop: &dyn Fn() -> NewJob,
 ) -> anyhow::Result<()> {
-    let store = &context.app.store;
+    let store = &context.app()?.store;
     // Per cycle: the drain rate, whether space was reclaimed, and the sizes after it.
     let mut cycles = Vec::new();
     for _ in 0..args.rounds {

@@ -86,7 +86,7 @@ pub async fn run(
                 Side::Alone => Vec::new(),
                 Side::Heavy => {
                     let jobs = (0..heavy_jobs).map(|_| cpu::crunch_job(queue, args.heavy_rounds));
-                    context.app.store.job_insert_many(jobs.collect()).await?
+                    context.app()?.store.job_insert_many(jobs.collect()).await?
                 }
                 Side::Hostile => enqueue_hostile(context, queue, cores).await?,
             };
@@ -128,7 +128,7 @@ async fn enqueue_hostile(
         job.limits.timeout = Some(Duration::from_secs(10));
         jobs.push(job);
     }
-    Ok(context.app.store.job_insert_many(jobs).await?)
+    Ok(context.app()?.store.job_insert_many(jobs).await?)
 }
 
 /// When a set of jobs ran: the first attempt's start and the last one's finish.
@@ -150,7 +150,7 @@ impl Span {
 /// unless every one completed.
 async fn stream_span(context: &Context, queue: &str, count: usize) -> anyhow::Result<Span> {
     let jobs = context
-        .app
+        .app()?
         .store
         .job_list(sluice::store::JobList {
             queue: Some(queue.to_string()),

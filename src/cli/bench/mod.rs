@@ -171,8 +171,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     )
     .await?;
 
-    report(context, &args, enqueue, drain, &latencies);
-    Ok(())
+    report(context, &args, enqueue, drain, &latencies)
 }
 
 /// Validates and stores the module at `path` as `name` (identical bytes are not stored twice).
@@ -197,7 +196,7 @@ async fn upload(
         wasm,
         functions,
     };
-    context.app.store.module_upload(upload).await?;
+    context.app()?.store.module_upload(upload).await?;
     Ok(())
 }
 
@@ -207,7 +206,7 @@ pub(super) async fn enqueue_noops(
     count: usize,
     noop: &dyn Fn() -> NewJob,
 ) -> anyhow::Result<Duration> {
-    let store = &context.app.store;
+    let store = &context.app()?.store;
     let bar = progress(count as u64, "enqueue");
     let started = Instant::now();
     // Two batches in flight: one is built and sent while the database stores the other.
@@ -250,7 +249,7 @@ pub(super) async fn drain(
     let mut config = node_config(queue, concurrency);
     config.exit_when_idle = true;
     let drained = context
-        .app
+        .app()?
         .run_node(
             sandbox.clone(),
             config,
@@ -282,7 +281,7 @@ async fn measure_latency(
     samples: usize,
     noop: &dyn Fn() -> NewJob,
 ) -> anyhow::Result<Vec<Duration>> {
-    let store = context.app.store.clone();
+    let store = context.app()?.store.clone();
     let metrics = Arc::new(Metrics::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let node = {
@@ -331,7 +330,7 @@ fn report(
     enqueue: Duration,
     drain: Duration,
     latencies: &[Duration],
-) {
+) -> anyhow::Result<()> {
     let rate = |seconds: f64| args.jobs as f64 / seconds;
     // With `--samples 0` (a drain alone, as the backlog sweep runs it), zero.
     let percentile = |p: f64| {
@@ -341,7 +340,7 @@ fn report(
         let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
         latencies[index].as_secs_f64() * 1e3
     };
-    let store = context.app.store.capabilities();
+    let store = context.app()?.store.capabilities();
     let store = if store.multi_node {
         "postgres"
     } else {
@@ -354,7 +353,7 @@ fn report(
             "drain": { "jobs": args.jobs, "concurrency": args.concurrency, "seconds": drain.as_secs_f64(), "jobs_per_second": rate(drain.as_secs_f64()) },
             "latency_ms": { "samples": latencies.len(), "p50": percentile(0.50), "p90": percentile(0.90), "p99": percentile(0.99), "max": percentile(1.0) },
         }));
-        return;
+        return Ok(());
     }
     let rows = vec![
         vec![
@@ -385,16 +384,10 @@ fn report(
     ];
     out!("store: {store}");
     super::print_table(&["MEASURE", "RUN", "RESULT"], &rows);
+    Ok(())
 }
 
 /// A progress bar on a terminal; hidden when stderr is piped.
 pub(super) fn progress(length: u64, label: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(length);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} {per_sec}")
-            .expect("the template is valid")
-            .progress_chars("=> "),
-    );
-    bar.set_message(label.to_string());
-    bar
+    super::progress::bar(length, label)
 }

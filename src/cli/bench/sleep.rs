@@ -37,7 +37,7 @@ pub async fn run(
         job
     };
     let ids = context
-        .app
+        .app()?
         .store
         .job_insert_many((0..jobs).map(|_| job()).collect())
         .await?;
@@ -47,7 +47,7 @@ pub async fn run(
     // Sample while the node drains: the highest resident set, and the most jobs running.
     let (peak_resident, peak_running) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let sampler = {
-        let (store, queue) = (context.app.store.clone(), queue.to_string());
+        let (store, queue) = (context.app()?.store.clone(), queue.to_string());
         let (peak_resident, peak_running) = (peak_resident.clone(), peak_running.clone());
         tokio::spawn(async move {
             loop {

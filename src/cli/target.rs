@@ -1,0 +1,415 @@
+//! Where the data commands act: on the store itself, or through a node's HTTP API (`--url`).
+//! Both answer with the API's views, so a command prints the same thing either way, and the
+//! API's handlers call the same operations as the store side here.
+
+use anyhow::Context as _;
+use reqwest::Method;
+use sluice::api::views::{
+    AttemptView, EnqueuedOne, JobDetailView, JobPage, JobView, ModuleView, QueueView, UploadView,
+};
+use sluice::app::App;
+use sluice::client::{ClientError, HttpClient, RequestBody};
+use sluice::model::{JobId, JobState, NewJob};
+use sluice::ops::CLI_ACTOR;
+use sluice::store::JobList;
+
+/// The store opened from the settings, or a node's API.
+pub enum Target {
+    Store(App),
+    Api(Api),
+}
+
+/// A node's API, for the data commands.
+pub struct Api {
+    client: HttpClient,
+    /// Where it is, for messages.
+    pub url: String,
+}
+
+impl Api {
+    pub fn new(url: &str, token: Option<String>) -> anyhow::Result<Api> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            anyhow::bail!(
+                "`{url}` is not a node's address; use http://HOST:PORT (or https:// behind a proxy)"
+            );
+        }
+        let mut client = HttpClient::new(url);
+        if let Some(token) = token {
+            client = client.with_token(token);
+        }
+        Ok(Api {
+            client,
+            url: url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// Calls an endpoint; a refusal reads as the CLI's own error (the problem's detail).
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: RequestBody,
+    ) -> anyhow::Result<T> {
+        self.client
+            .call(method, path, body)
+            .await
+            .map_err(problem_as_error)
+    }
+}
+
+/// The node's words for a refusal, as the CLI would have said them.
+pub fn problem_as_error(error: ClientError) -> anyhow::Error {
+    match error {
+        ClientError::Problem { detail, .. } => anyhow::anyhow!(detail),
+        other => other.into(),
+    }
+}
+
+/// Which jobs `sluice jobs` lists.
+pub struct JobQuery {
+    pub state: Option<JobState>,
+    pub queue: Option<String>,
+    pub module: Option<String>,
+    pub limit: u32,
+}
+
+impl Target {
+    /// The opened store, for the commands that work on the database only.
+    pub fn app(&self) -> anyhow::Result<&App> {
+        match self {
+            Target::Store(app) => Ok(app),
+            Target::Api(api) => anyhow::bail!(
+                "this command works on the database, not through a node's API; drop --url {} (and SLUICE_URL)",
+                api.url
+            ),
+        }
+    }
+
+    pub async fn modules(&self) -> anyhow::Result<Vec<ModuleView>> {
+        match self {
+            Target::Store(app) => {
+                let modules = app.store.module_list().await?;
+                Ok(modules.iter().map(ModuleView::from).collect())
+            }
+            Target::Api(api) => {
+                api.call(Method::GET, "/v1/modules", RequestBody::Empty)
+                    .await
+            }
+        }
+    }
+
+    pub async fn jobs(&self, query: JobQuery) -> anyhow::Result<Vec<JobView>> {
+        match self {
+            Target::Store(app) => {
+                let list = JobList {
+                    state: query.state,
+                    queue: query.queue,
+                    module: query.module,
+                    limit: query.limit,
+                    ..Default::default()
+                };
+                let jobs = app.store.job_list(list).await?;
+                Ok(jobs.iter().map(JobView::from).collect())
+            }
+            Target::Api(api) => {
+                // Pages of the API's largest, newest first, until the limit.
+                let mut jobs: Vec<JobView> = Vec::new();
+                let mut before = None;
+                while jobs.len() < query.limit as usize {
+                    let want = (query.limit as usize - jobs.len()).min(1000);
+                    let mut path = format!("/v1/jobs?limit={want}");
+                    let filters = [
+                        ("state", query.state.map(|s| s.as_str().to_string())),
+                        ("queue", query.queue.clone()),
+                        ("module", query.module.clone()),
+                        ("before", before.map(|id: i64| id.to_string())),
+                    ];
+                    for (key, value) in filters {
+                        if let Some(value) = value {
+                            path.push_str(&format!("&{key}={}", encode(&value)));
+                        }
+                    }
+                    let page: JobPage = api.call(Method::GET, &path, RequestBody::Empty).await?;
+                    jobs.extend(page.jobs);
+                    match page.next_before {
+                        Some(next) => before = Some(next),
+                        None => break,
+                    }
+                }
+                Ok(jobs)
+            }
+        }
+    }
+
+    pub async fn job(&self, id: JobId) -> anyhow::Result<JobDetailView> {
+        match self {
+            Target::Store(app) => {
+                let detail = app.store.job_get(id).await?;
+                Ok(JobDetailView {
+                    job: JobView::from(&detail.job),
+                    attempts: detail.attempts.iter().map(AttemptView::from).collect(),
+                })
+            }
+            Target::Api(api) => {
+                api.call(Method::GET, &format!("/v1/jobs/{id}"), RequestBody::Empty)
+                    .await
+            }
+        }
+    }
+
+    pub async fn retry(&self, id: JobId) -> anyhow::Result<JobView> {
+        match self {
+            Target::Store(app) => {
+                let job = sluice::ops::retry_job(app.store.as_ref(), id, CLI_ACTOR).await?;
+                Ok(JobView::from(&job))
+            }
+            Target::Api(api) => {
+                let path = format!("/v1/jobs/{id}/retry");
+                api.call(Method::POST, &path, RequestBody::Empty).await
+            }
+        }
+    }
+
+    pub async fn cancel(&self, id: JobId) -> anyhow::Result<JobView> {
+        match self {
+            Target::Store(app) => {
+                let job = sluice::ops::cancel_job(app.store.as_ref(), id, CLI_ACTOR).await?;
+                Ok(JobView::from(&job))
+            }
+            Target::Api(api) => {
+                let path = format!("/v1/jobs/{id}/cancel");
+                api.call(Method::POST, &path, RequestBody::Empty).await
+            }
+        }
+    }
+
+    pub async fn delete(&self, id: JobId) -> anyhow::Result<()> {
+        match self {
+            Target::Store(app) => {
+                Ok(sluice::ops::delete_job(app.store.as_ref(), id, CLI_ACTOR).await?)
+            }
+            Target::Api(api) => {
+                let path = format!("/v1/jobs/{id}");
+                api.call(Method::DELETE, &path, RequestBody::Empty).await
+            }
+        }
+    }
+
+    pub async fn queues(&self) -> anyhow::Result<Vec<QueueView>> {
+        match self {
+            Target::Store(app) => {
+                let queues = app.store.queue_list().await?;
+                Ok(queues.iter().map(QueueView::from).collect())
+            }
+            Target::Api(api) => {
+                api.call(Method::GET, "/v1/queues", RequestBody::Empty)
+                    .await
+            }
+        }
+    }
+
+    pub async fn set_queue_paused(&self, name: &str, paused: bool) -> anyhow::Result<()> {
+        match self {
+            Target::Store(app) => {
+                sluice::ops::set_queue_paused(app.store.as_ref(), name, paused, CLI_ACTOR).await?;
+            }
+            Target::Api(api) => {
+                let action = if paused { "pause" } else { "resume" };
+                let path = format!("/v1/queues/{}/{action}", encode(name));
+                api.call::<serde_json::Value>(Method::POST, &path, RequestBody::Empty)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn set_queue_concurrency(
+        &self,
+        name: &str,
+        concurrency: Option<u32>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Target::Store(app) => {
+                sluice::ops::set_queue_concurrency(
+                    app.store.as_ref(),
+                    name,
+                    concurrency,
+                    CLI_ACTOR,
+                )
+                .await?;
+            }
+            Target::Api(api) => {
+                let path = format!("/v1/queues/{}/concurrency", encode(name));
+                let body = RequestBody::Json(serde_json::json!({ "concurrency": concurrency }));
+                api.call::<serde_json::Value>(Method::PUT, &path, body)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores `wasm` as the next version of `name`; `sandbox` validates and compiles it when
+    /// the store is local (a node's API does both itself).
+    pub async fn upload(
+        &self,
+        name: String,
+        wasm: Vec<u8>,
+        sandbox: impl FnOnce() -> anyhow::Result<sluice::sandbox::Sandbox>,
+    ) -> Result<UploadView, UploadError> {
+        match self {
+            Target::Store(app) => {
+                let sandbox = sandbox().map_err(UploadError::Other)?;
+                let uploaded =
+                    sluice::ops::upload(app.store.as_ref(), &sandbox, name, wasm, CLI_ACTOR)
+                        .await
+                        .map_err(|error| match error {
+                            sluice::ops::OpError::Module(_) => {
+                                UploadError::Refused(error.to_string())
+                            }
+                            other => UploadError::Other(other.into()),
+                        })?;
+                Ok(UploadView {
+                    module: ModuleView::from(&uploaded.module),
+                    already_present: uploaded.already_present,
+                })
+            }
+            Target::Api(api) => {
+                let path = format!("/v1/modules/{}", encode(&name));
+                let body = RequestBody::Bytes {
+                    content_type: "application/wasm",
+                    bytes: wasm,
+                };
+                api.client
+                    .call(Method::POST, &path, body)
+                    .await
+                    .map_err(|error| match error {
+                        ClientError::Problem { code, detail, .. }
+                            if code == "invalid_module" || code == "module_too_large" =>
+                        {
+                            UploadError::Refused(detail)
+                        }
+                        other => UploadError::Other(problem_as_error(other)),
+                    })
+            }
+        }
+    }
+
+    /// Enqueues one job, as checked by `sluice::ops` here or by the node. Through a node,
+    /// its own default number of attempts applies unless `max_attempts_named`.
+    pub async fn enqueue(
+        &self,
+        job: NewJob,
+        max_attempts_named: bool,
+    ) -> anyhow::Result<EnqueuedOne> {
+        match self {
+            Target::Store(app) => {
+                let enqueued = sluice::ops::enqueue(app.store.as_ref(), job).await?;
+                Ok(EnqueuedOne {
+                    id: enqueued.id,
+                    existing: enqueued.existing,
+                })
+            }
+            Target::Api(api) => {
+                let enqueued = api
+                    .client
+                    .enqueue(&call_of(job, max_attempts_named)?)
+                    .await
+                    .map_err(problem_as_error)?;
+                Ok(EnqueuedOne {
+                    id: enqueued.id,
+                    existing: enqueued.existing,
+                })
+            }
+        }
+    }
+
+    /// Enqueues many jobs: all or none on the store; through a node, in requests of the API's
+    /// largest bulk, each all or none, calling `progress` with the count stored so far.
+    pub async fn enqueue_many(
+        &self,
+        jobs: Vec<NewJob>,
+        max_attempts_named: bool,
+        progress: impl Fn(usize),
+    ) -> anyhow::Result<usize> {
+        let count = jobs.len();
+        match self {
+            Target::Store(app) => {
+                sluice::ops::enqueue_many(app.store.as_ref(), jobs).await?;
+            }
+            Target::Api(api) => {
+                let mut stored = 0;
+                for chunk in jobs.chunks(sluice::api::MAX_BULK_JOBS) {
+                    let calls = chunk
+                        .iter()
+                        .cloned()
+                        .map(|job| call_of(job, max_attempts_named))
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    api.client
+                        .enqueue_many(&calls)
+                        .await
+                        .map_err(problem_as_error)
+                        .with_context(|| {
+                            format!(
+                                "after {stored} of {count} jobs were enqueued (lines 1 to {stored})"
+                            )
+                        })?;
+                    stored += chunk.len();
+                    progress(stored);
+                }
+            }
+        }
+        Ok(count)
+    }
+}
+
+/// Why an upload did not store a module.
+pub enum UploadError {
+    /// The module itself was refused (not wasm, too large, ...): the reason.
+    Refused(String),
+    Other(anyhow::Error),
+}
+
+/// The client's call for a job the CLI built; its attempts only if the user named them.
+fn call_of(job: NewJob, max_attempts_named: bool) -> anyhow::Result<sluice::client::Call> {
+    let args: serde_json::Value =
+        serde_json::from_slice(&job.args).context("the args are not JSON")?;
+    let mut call = sluice::client::Call::new(job.module, job.function)
+        .json(&args)?
+        .queue(job.queue)
+        .priority(job.priority);
+    if max_attempts_named {
+        call = call.max_attempts(job.max_attempts);
+    }
+    if let Some(at) = job.scheduled_at {
+        call = call.run_at(at);
+    }
+    if let Some(version) = job.module_version {
+        call = call.version(version);
+    }
+    if let Some(fuel) = job.limits.fuel {
+        call = call.fuel(fuel);
+    }
+    if let Some(timeout) = job.limits.timeout {
+        call = call.timeout(timeout);
+    }
+    if let Some(memory) = job.limits.memory_bytes {
+        call = call.memory(memory);
+    }
+    if let Some(unique) = job.unique {
+        call = call.idempotency_key(unique.key);
+    }
+    Ok(call)
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
