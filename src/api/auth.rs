@@ -112,7 +112,7 @@ pub fn challenge(mut response: Response) -> Response {
 }
 
 /// One recorded action.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct AuditView {
     pub id: i64,
     pub at: chrono::DateTime<chrono::Utc>,

@@ -11,6 +11,7 @@ mod nodes;
 pub mod problem;
 mod queues;
 mod stats;
+pub mod tokens;
 pub mod views;
 
 use std::future::Future;
@@ -89,7 +90,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         jobs::delete, jobs::retry_many, jobs::cancel_many, jobs::delete_many,
         queues::list, queues::pause, queues::resume, queues::set_concurrency,
         nodes::list, metrics::scrape, stats::get,
-        auth::list,
+        tokens::list, tokens::create, tokens::revoke, auth::list,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerTokens),
@@ -98,6 +99,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         (name = "jobs", description = "Enqueue, find and act on jobs"),
         (name = "queues", description = "Queues, their counts, pause, resume and concurrency"),
         (name = "nodes", description = "The nodes that run jobs"),
+        (name = "tokens", description = "The API's bearer tokens and their roles"),
         (name = "audit", description = "Who did what, when"),
     )
 )]
@@ -248,6 +250,14 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/nodes", auth::allow(Read, s, get(nodes::list)))
         .route("/v1/stats", auth::allow(Read, s, get(stats::get)))
+        .route(
+            "/v1/tokens",
+            auth::allow(Admin, s, get(tokens::list).post(tokens::create)),
+        )
+        .route(
+            "/v1/tokens/{name}",
+            auth::allow(Admin, s, delete(tokens::revoke)),
+        )
         .route("/v1/audit", auth::allow(Admin, s, get(auth::list)))
         .route(
             "/openapi.json",

@@ -9,18 +9,9 @@ pub struct Args {
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
-    let entries = context.app()?.store.audit_list(args.limit, None).await?;
+    let entries = context.target.audit(args.limit).await?;
     if context.json {
-        super::print_json(&serde_json::Value::Array(
-            entries
-                .iter()
-                .map(|e| {
-                    serde_json::json!({
-                        "id": e.id, "at": e.at, "actor": e.actor, "action": e.action, "target": e.target,
-                    })
-                })
-                .collect(),
-        ));
+        super::print_view(&entries);
         return Ok(());
     }
     let rows: Vec<Vec<String>> = entries

@@ -47,8 +47,8 @@ struct Cli {
     /// postgres://USER@HOST/DB. Also `database_url` in the file, or SLUICE_DATABASE_URL.
     #[arg(long, global = true)]
     database_url: Option<String>,
-    /// A node's API (http://HOST:PORT): upload, enqueue, jobs, job, modules, queues and queue
-    /// go through it instead of the database. Also SLUICE_URL.
+    /// A node's API (http://HOST:PORT): upload, enqueue, jobs, job, modules, queues, queue,
+    /// token and audit go through it instead of the database. Also SLUICE_URL.
     #[arg(long, global = true, env = "SLUICE_URL")]
     url: Option<String>,
     /// The bearer token for --url (`sluice token create`). Also SLUICE_TOKEN, which keeps it

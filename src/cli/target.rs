@@ -4,12 +4,14 @@
 
 use anyhow::Context as _;
 use reqwest::Method;
+use sluice::api::auth::AuditView;
+use sluice::api::tokens::{CreatedToken, TokenView};
 use sluice::api::views::{
     AttemptView, EnqueuedOne, JobDetailView, JobPage, JobView, ModuleView, QueueView, UploadView,
 };
 use sluice::app::App;
 use sluice::client::{ClientError, HttpClient, RequestBody};
-use sluice::model::{JobId, JobState, NewJob};
+use sluice::model::{JobId, JobState, NewJob, Role};
 use sluice::ops::CLI_ACTOR;
 use sluice::store::JobList;
 
@@ -359,6 +361,89 @@ impl Target {
             }
         }
         Ok(count)
+    }
+}
+
+/// Tokens and the audit log: `sluice token` and `sluice audit`.
+impl Target {
+    pub async fn tokens(&self) -> anyhow::Result<Vec<TokenView>> {
+        match self {
+            Target::Store(app) => {
+                let tokens = app.store.token_list().await?;
+                Ok(tokens.iter().map(TokenView::from).collect())
+            }
+            Target::Api(api) => {
+                api.call(Method::GET, "/v1/tokens", RequestBody::Empty)
+                    .await
+            }
+        }
+    }
+
+    pub async fn token_create(&self, name: &str, role: Role) -> anyhow::Result<CreatedToken> {
+        match self {
+            Target::Store(app) => {
+                let (text, info) =
+                    sluice::ops::create_token(app.store.as_ref(), name, role, CLI_ACTOR).await?;
+                Ok(CreatedToken {
+                    token: TokenView::from(&info),
+                    text,
+                })
+            }
+            Target::Api(api) => {
+                let body = serde_json::json!({ "name": name, "role": role.as_str() });
+                api.call(Method::POST, "/v1/tokens", RequestBody::Json(body))
+                    .await
+            }
+        }
+    }
+
+    pub async fn token_revoke(&self, name: &str) -> anyhow::Result<()> {
+        match self {
+            Target::Store(app) => {
+                Ok(sluice::ops::revoke_token(app.store.as_ref(), name, CLI_ACTOR).await?)
+            }
+            Target::Api(api) => {
+                let path = format!("/v1/tokens/{}", encode(name));
+                api.call(Method::DELETE, &path, RequestBody::Empty).await
+            }
+        }
+    }
+
+    /// The newest `limit` entries of the audit log.
+    pub async fn audit(&self, limit: u32) -> anyhow::Result<Vec<AuditView>> {
+        match self {
+            Target::Store(app) => {
+                let entries = app.store.audit_list(limit, None).await?;
+                Ok(entries
+                    .into_iter()
+                    .map(|e| AuditView {
+                        id: e.id,
+                        at: e.at,
+                        actor: e.actor,
+                        action: e.action,
+                        target: e.target,
+                    })
+                    .collect())
+            }
+            Target::Api(api) => {
+                let mut entries: Vec<AuditView> = Vec::new();
+                while entries.len() < limit as usize {
+                    let want = (limit as usize - entries.len()).min(1000);
+                    let mut path = format!("/v1/audit?limit={want}");
+                    if let Some(last) = entries.last() {
+                        path.push_str(&format!("&before={}", last.id));
+                    }
+                    let page: Vec<AuditView> =
+                        api.call(Method::GET, &path, RequestBody::Empty).await?;
+                    let done = page.len() < want;
+                    entries.extend(page);
+                    if done {
+                        break;
+                    }
+                }
+                Ok(entries)
+            }
+        }
     }
 }
 

@@ -33,36 +33,24 @@ fn parse_role(text: &str) -> Result<Role, String> {
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
-    let store = context.app()?.store.as_ref();
+    let target = &context.target;
     match args.action {
         Action::Create { role, name } => {
-            let (text, info) =
-                sluice::ops::create_token(store, &name, role, sluice::ops::CLI_ACTOR).await?;
+            let created = target.token_create(&name, role).await?;
             if context.json {
-                super::print_json(&serde_json::json!({
-                    "name": info.name, "role": info.role, "token": text,
-                }));
+                super::print_view(&created);
             } else {
-                out!("{text}");
+                out!("{}", created.text);
                 eprintln!(
                     "token `{}` ({}) created; it is shown only now: keep it somewhere safe",
-                    info.name, info.role
+                    created.token.name, created.token.role
                 );
             }
         }
         Action::List => {
-            let tokens = store.token_list().await?;
+            let tokens = target.tokens().await?;
             if context.json {
-                super::print_json(&serde_json::Value::Array(
-                    tokens
-                        .iter()
-                        .map(|t| {
-                            serde_json::json!({
-                                "name": t.name, "role": t.role, "created_at": t.created_at,
-                            })
-                        })
-                        .collect(),
-                ));
+                super::print_view(&tokens);
             } else {
                 let rows: Vec<Vec<String>> = tokens
                     .iter()
@@ -72,7 +60,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
             }
         }
         Action::Revoke { name } => {
-            sluice::ops::revoke_token(store, &name, sluice::ops::CLI_ACTOR).await?;
+            target.token_revoke(&name).await?;
             if context.json {
                 super::print_json(&serde_json::json!({ "name": name, "revoked": true }));
             } else {

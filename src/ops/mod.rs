@@ -35,6 +35,8 @@ pub enum OpError {
     /// Input refused before it reached the store, with the reason (names the CLI's flag).
     #[error("{0}")]
     Invalid(String),
+    #[error("no token named `{0}`")]
+    TokenNotFound(String),
     #[error(transparent)]
     Module(#[from] ModuleError),
     #[error(transparent)]
@@ -66,6 +68,7 @@ impl OpError {
             OpError::BadArgs(_) => "bad_args",
             OpError::BadModuleName(_) => "bad_module_name",
             OpError::Invalid(_) => "invalid_input",
+            OpError::TokenNotFound(_) => "token_not_found",
             OpError::Module(ModuleError::TooLarge { .. }) => "module_too_large",
             OpError::Module(ModuleError::Cache { .. }) => "internal",
             OpError::Module(_) => "invalid_module",
@@ -86,9 +89,10 @@ impl OpError {
 
     pub fn kind(&self) -> ErrorKind {
         match self.code() {
-            "job_not_found" | "module_not_found" | "module_version_not_found" => {
-                ErrorKind::NotFound
-            }
+            "job_not_found"
+            | "module_not_found"
+            | "module_version_not_found"
+            | "token_not_found" => ErrorKind::NotFound,
             "invalid_transition" => ErrorKind::Conflict,
             "module_too_large" | "args_too_large" => ErrorKind::TooLarge,
             "database_unavailable" => ErrorKind::Unavailable,

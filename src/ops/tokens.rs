@@ -49,7 +49,7 @@ pub async fn create_token(
 /// Deletes a token; its holder is refused from the next request on.
 pub async fn revoke_token(store: &dyn Store, name: &str, actor: &str) -> OpResult<()> {
     if !store.token_revoke(name).await? {
-        return Err(OpError::Invalid(format!("no token named `{name}`")));
+        return Err(OpError::TokenNotFound(name.to_string()));
     }
     record_action(store, actor, "token.revoke", name).await;
     Ok(())

@@ -190,6 +190,49 @@ fn the_cli_works_through_a_node(sluice: Sluice) {
     let refused = remote.fails(&["enqueue", "hello", "noop"]);
     assert!(refused.contains("role"), "{refused}");
 
+    // Tokens and the audit log through the node, with an admin token only.
+    let refused = remote.fails(&["token", "list"]);
+    assert!(refused.contains("this needs admin"), "{refused}");
+    let admin = sluice.ok(&["token", "create", "--role", "admin", "--name", "boss"]);
+    remote.token = Some(admin.trim().to_string());
+    let made = remote.json(&["token", "create", "--role", "operate", "--name", "worker"]);
+    assert_eq!(
+        (made["name"].as_str(), made["role"].as_str()),
+        (Some("worker"), Some("operate"))
+    );
+    let worker = made["token"].as_str().unwrap().to_string();
+    assert!(worker.starts_with("sluice_"), "{made}");
+    assert_eq!(
+        remote.json(&["token", "list"]),
+        sluice.json(&["token", "list"])
+    );
+    assert_eq!(remote.json(&["token", "list"]).as_array().unwrap().len(), 3);
+    let taken = ["token", "create", "--role", "read", "--name", "worker"];
+    assert_eq!(remote.fails(&taken), sluice.fails(&taken));
+    let missing = ["token", "revoke", "nobody"];
+    assert_eq!(remote.fails(&missing), sluice.fails(&missing));
+    remote.token = Some(worker.clone());
+    remote.ok(&["enqueue", "hello", "noop"]);
+    remote.token = Some(admin.trim().to_string());
+    remote.ok(&["token", "revoke", "worker"]);
+    remote.token = Some(worker);
+    let refused = remote.fails(&["jobs"]);
+    assert!(refused.contains("revoked, or never made"), "{refused}");
+    remote.token = Some(admin.trim().to_string());
+    let audit = remote.json(&["audit", "--limit", "1500"]);
+    assert_eq!(audit, sluice.json(&["audit", "--limit", "1500"]));
+    let actions: Vec<(&str, &str)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions[..2],
+        [("boss", "token.revoke"), ("boss", "token.create")],
+        "{audit}"
+    );
+
     // A node that is not there is named.
     remote.url = "http://127.0.0.1:1".to_string();
     let refused = remote.fails(&["jobs"]);
