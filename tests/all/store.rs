@@ -81,6 +81,7 @@ conformance!(
     queue_settings_keep_pause_and_concurrency_apart,
     a_unique_key_returns_its_holder_until_it_expires,
     stats_add_up_by_minute_and_queue,
+    a_job_is_read_with_its_attempts_in_one_snapshot,
 );
 
 const NODE: &str = "node-a";
@@ -1816,4 +1817,65 @@ async fn listing_filters_by_function_args_and_id_range(store: Arc<dyn Store>) {
     })
     .await;
     assert!(nobody.is_empty());
+}
+
+/// A job and its attempts are read at one moment: while outcomes are written, a read never
+/// shows an attempt beside its job's older state (a running job with its attempt recorded)
+/// or a finished job without it.
+async fn a_job_is_read_with_its_attempts_in_one_snapshot(store: Arc<dyn Store>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let count = 400;
+    store
+        .job_insert_many((0..count).map(|_| job("greet")).collect())
+        .await
+        .unwrap();
+    let ids: Vec<i64> = store
+        .job_fetch(fetch("default", count as u32, NODE, LEASE))
+        .await
+        .unwrap()
+        .iter()
+        .map(|job| job.id)
+        .collect();
+    // The writer finishes the jobs one at a time; the reader reads the one being finished.
+    let finished = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (store, ids, finished) = (store.clone(), ids.clone(), finished.clone());
+        tokio::spawn(async move {
+            for &id in &ids {
+                let complete = Resolution::Complete {
+                    output: b"1".to_vec(),
+                };
+                finish(
+                    &store,
+                    NODE,
+                    vec![outcome(id, 1, complete, AttemptClass::Completed)],
+                )
+                .await;
+                finished.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let (mut reads, mut running, mut completed) = (0, 0, 0);
+    while finished.load(Ordering::SeqCst) < ids.len() {
+        let id = ids[finished.load(Ordering::SeqCst).min(ids.len() - 1)];
+        let detail = store.job_get(id).await.unwrap();
+        let recorded = detail.attempts.len() as i32;
+        match detail.job.state {
+            JobState::Running => {
+                running += 1;
+                assert_eq!(recorded, detail.job.attempt - 1, "job {id}: {detail:?}");
+            }
+            JobState::Completed => {
+                completed += 1;
+                assert_eq!(recorded, detail.job.attempt, "job {id}: {detail:?}");
+            }
+            other => panic!("job {id} is {other}"),
+        }
+        reads += 1;
+    }
+    writer.await.unwrap();
+    assert!(
+        running > 0 && completed > 0,
+        "the reads saw both sides of the writes ({reads} reads)"
+    );
 }

@@ -766,11 +766,17 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(name = "store.job_get", level = "debug", skip_all)]
     async fn job_get(&self, id: JobId) -> StoreResult<JobDetail> {
+        // One snapshot for both reads (READ COMMITTED takes one per statement), so the job
+        // and its attempts agree.
+        let mut snapshot = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *snapshot)
+            .await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE id = $1"
         )))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *snapshot)
         .await?
         .ok_or(StoreError::JobNotFound(id))?;
         let attempts = sqlx::query(
@@ -779,8 +785,9 @@ impl Store for PostgresStore {
              FROM sluice_attempts WHERE job_id = $1 ORDER BY attempt",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *snapshot)
         .await?;
+        snapshot.commit().await?;
         Ok(JobDetail {
             job: job_from_row(&row)?,
             attempts: attempts

@@ -861,18 +861,22 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(name = "store.job_get", level = "debug", skip_all)]
     async fn job_get(&self, id: JobId) -> StoreResult<JobDetail> {
+        // One read transaction: in WAL mode its snapshot holds from the first read, so the
+        // job and its attempts agree (an attempt is never shown beside its job's older state).
+        let mut snapshot = self.readers.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS} FROM sluice_jobs WHERE id = ?"
         )))
         .bind(id)
-        .fetch_optional(&self.readers)
+        .fetch_optional(&mut *snapshot)
         .await?
         .ok_or(StoreError::JobNotFound(id))?;
         let attempts =
             sqlx::query("SELECT * FROM sluice_attempts WHERE job_id = ? ORDER BY attempt")
                 .bind(id)
-                .fetch_all(&self.readers)
+                .fetch_all(&mut *snapshot)
                 .await?;
+        snapshot.commit().await?;
         Ok(JobDetail {
             job: job_from_row(&row)?,
             attempts: attempts
