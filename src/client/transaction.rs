@@ -15,6 +15,7 @@ pub async fn enqueue_in_postgres(
     calls: &[Call],
 ) -> Result<Vec<Enqueued>, ClientError> {
     let jobs = jobs_of(calls)?;
+    transactional::schema_postgres(&mut *conn).await?;
     let mut checked = HashSet::new();
     for job in &jobs {
         if checked.insert((job.module.clone(), job.module_version)) {
@@ -32,6 +33,7 @@ pub async fn enqueue_in_sqlite(
     calls: &[Call],
 ) -> Result<Vec<Enqueued>, ClientError> {
     let jobs = jobs_of(calls)?;
+    transactional::schema_sqlite(&mut *conn).await?;
     let mut checked = HashSet::new();
     for job in &jobs {
         if checked.insert((job.module.clone(), job.module_version)) {

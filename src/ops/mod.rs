@@ -82,7 +82,8 @@ impl OpError {
                 StoreError::Unavailable(_) => "database_unavailable",
                 StoreError::UnsupportedUrl(_)
                 | StoreError::Database(_)
-                | StoreError::Migration(_) => "internal",
+                | StoreError::Migration(_)
+                | StoreError::SchemaBehind { .. } => "internal",
             },
         }
     }

@@ -25,8 +25,12 @@ pub use sqlx::{PgConnection, SqliteConnection};
 
 /// Enqueueing in an application's own transaction (`sluice::client` checks the calls).
 pub mod transactional {
-    pub use super::postgres::{enqueue_in as enqueue_postgres, module_in as module_postgres};
-    pub use super::sqlite::{enqueue_in as enqueue_sqlite, module_in as module_sqlite};
+    pub use super::postgres::{
+        enqueue_in as enqueue_postgres, module_in as module_postgres, schema_in as schema_postgres,
+    };
+    pub use super::sqlite::{
+        enqueue_in as enqueue_sqlite, module_in as module_sqlite, schema_in as schema_sqlite,
+    };
 }
 
 /// The database used when none is given: a SQLite file in the working directory.
@@ -68,6 +72,21 @@ pub enum StoreError {
     Database(String),
     #[error("migrating the database failed: {0}")]
     Migration(String),
+    /// The database lacks migrations this program needs (only a client meets it: nodes and
+    /// commands migrate on opening).
+    #[error(
+        "the database's schema is {}, older than the migration {needed} this program needs; run `sluice migrate` (or start a node of this version) against it first",
+        found.map_or_else(|| "not there".to_string(), |version| format!("at migration {version}"))
+    )]
+    SchemaBehind { found: Option<i64>, needed: i64 },
+}
+
+/// The newest migration a database has applied (both dialects).
+const NEWEST_APPLIED_MIGRATION: &str = "SELECT max(version) FROM _sqlx_migrations WHERE success";
+
+/// The newest migration of a set this build carries.
+fn newest_migration(migrator: &sqlx::migrate::Migrator) -> i64 {
+    migrator.iter().map(|m| m.version).max().unwrap_or(0)
 }
 
 impl StoreError {

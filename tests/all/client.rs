@@ -191,3 +191,86 @@ async fn the_http_client_enqueues_through_a_node() {
     let _ = node.kill();
     let _ = node.wait();
 }
+
+/// Forgets that the newest migration was applied on `$conn`, as on a database migrated by
+/// an older node; evaluates to its version.
+macro_rules! drop_newest_migration {
+    ($conn:expr) => {{
+        let newest: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+            .fetch_one(&mut $conn)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+            .bind(newest)
+            .execute(&mut $conn)
+            .await
+            .unwrap();
+        newest
+    }};
+}
+/// Against a database a node has not migrated to this version (or never set up), the
+/// transactional enqueue says so and what to do, instead of failing on a missing column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_schema_is_named_on_postgres() {
+    let never_set_up = crate::support::fresh_postgres_database().await;
+    let mut conn = sqlx::PgConnection::connect(&never_set_up).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let error = enqueue_in_postgres(&mut tx, &[Call::new("hello", "greet")])
+        .await
+        .unwrap_err();
+    assert_schema_behind(&error, None);
+    drop(tx);
+
+    let sluice = Sluice::postgres().await;
+    sluice.ok(&["upload", guests::HELLO]);
+    let mut conn = sqlx::PgConnection::connect(&sluice.database_url)
+        .await
+        .unwrap();
+    let newest = drop_newest_migration!(conn);
+    let mut tx = conn.begin().await.unwrap();
+    let error = enqueue_in_postgres(&mut tx, &[Call::new("hello", "greet")])
+        .await
+        .unwrap_err();
+    assert_schema_behind(&error, Some(newest - 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_schema_is_named_on_sqlite() {
+    let dir = crate::support::temp_dir("client-schema");
+    let never_set_up = format!("sqlite://{}?mode=rwc", dir.join("empty.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&never_set_up)
+        .await
+        .unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let error = enqueue_in_sqlite(&mut tx, &[Call::new("hello", "greet")])
+        .await
+        .unwrap_err();
+    assert_schema_behind(&error, None);
+    drop(tx);
+
+    let sluice = Sluice::sqlite().await;
+    sluice.ok(&["upload", guests::HELLO]);
+    let mut conn = sqlx::SqliteConnection::connect(&sluice.database_url)
+        .await
+        .unwrap();
+    let newest = drop_newest_migration!(conn);
+    let mut tx = conn.begin().await.unwrap();
+    let error = enqueue_in_sqlite(&mut tx, &[Call::new("hello", "greet")])
+        .await
+        .unwrap_err();
+    assert_schema_behind(&error, Some(newest - 1));
+}
+
+fn assert_schema_behind(error: &ClientError, found: Option<i64>) {
+    match error {
+        ClientError::Store(sluice::store::StoreError::SchemaBehind { found: got, needed }) => {
+            assert_eq!(*got, found, "{error}");
+            assert!(*needed > found.unwrap_or(0), "{error}");
+        }
+        other => panic!("expected an older schema to be named, got {other}"),
+    }
+    assert!(
+        error.to_string().contains("run `sluice migrate`"),
+        "{error}"
+    );
+}

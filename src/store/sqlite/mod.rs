@@ -150,6 +150,26 @@ pub async fn enqueue_in(
     insert_jobs(conn, &jobs, Utc::now()).await
 }
 
+/// Checks that `conn`'s database has every migration this build has (a client does not
+/// migrate; on an older schema its insert would fail on a missing column, in words that do
+/// not say why).
+pub async fn schema_in(conn: &mut SqliteConnection) -> StoreResult<()> {
+    let needed = super::newest_migration(&MIGRATIONS);
+    let found: Option<i64> = match sqlx::query_scalar(super::NEWEST_APPLIED_MIGRATION)
+        .fetch_one(&mut *conn)
+        .await
+    {
+        Ok(found) => found,
+        // No migrations table: a database Sluice never set up.
+        Err(sqlx::Error::Database(_)) => None,
+        Err(other) => return Err(other.into()),
+    };
+    match found {
+        Some(found) if found >= needed => Ok(()),
+        found => Err(StoreError::SchemaBehind { found, needed }),
+    }
+}
+
 /// The latest version of a module (or the version asked for), read on `conn`.
 pub async fn module_in(conn: &mut SqliteConnection, params: ModuleGet) -> StoreResult<ModuleInfo> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
