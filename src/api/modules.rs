@@ -79,6 +79,7 @@ pub async fn upload(
         &caller.name,
     )
     .await?;
+    state.enqueuer.module_uploaded(&uploaded.module.name);
     let status = if uploaded.already_present {
         StatusCode::OK
     } else {

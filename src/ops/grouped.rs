@@ -22,6 +22,8 @@ type Pending = (NewJob, oneshot::Sender<OpResult<Enqueued>>);
 pub struct GroupedEnqueue {
     store: Arc<dyn Store>,
     queue: mpsc::Sender<Pending>,
+    /// What calls are checked against: a store read per enqueue cost more than the insert.
+    modules: Arc<super::RecentModules>,
 }
 
 impl GroupedEnqueue {
@@ -29,13 +31,23 @@ impl GroupedEnqueue {
     pub fn start(store: Arc<dyn Store>) -> GroupedEnqueue {
         let (queue, pending) = mpsc::channel(MAX_GROUP * 4);
         tokio::spawn(write_groups(store.clone(), pending));
-        GroupedEnqueue { store, queue }
+        GroupedEnqueue {
+            store,
+            queue,
+            modules: Arc::default(),
+        }
     }
 
-    /// Checks one job as `enqueue` does, then stores it with whatever other jobs are
+    /// A new version of `name` was uploaded through this node: the next call sees it.
+    pub fn module_uploaded(&self, name: &str) {
+        self.modules.uploaded(name);
+    }
+
+    /// Checks one job as `enqueue` does (against the module as read in the last second, or
+    /// as uploaded through this node since), then stores it with whatever other jobs are
     /// waiting; returns its id (or that of the job holding its key).
     pub async fn enqueue(&self, job: NewJob) -> OpResult<Enqueued> {
-        super::jobs::check(self.store.as_ref(), &job).await?;
+        super::jobs::check_with(self.store.as_ref(), &self.modules, &job).await?;
         let (answer, answered) = oneshot::channel();
         if self.queue.send((job, answer)).await.is_err() {
             return Err(writer_gone());

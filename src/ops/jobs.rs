@@ -32,10 +32,15 @@ pub async fn enqueue_many(store: &dyn Store, jobs: Vec<NewJob>) -> OpResult<Vec<
     Ok(store.job_enqueue(jobs).await?)
 }
 
-/// Checks one job as `enqueue_many` does, without storing it.
-pub(super) async fn check(store: &dyn Store, job: &NewJob) -> OpResult<()> {
+/// Checks one job as `enqueue_many` does, without storing it, against `modules` read lately.
+pub(super) async fn check_with(
+    store: &dyn Store,
+    modules: &super::RecentModules,
+    job: &NewJob,
+) -> OpResult<()> {
     check_options(job)?;
-    check_call(store, job).await
+    let module = modules.get(store, &job.module, job.module_version).await?;
+    Ok(module.check_exports(&job.function)?)
 }
 
 pub use crate::model::DEFAULT_IDEMPOTENCY_PERIOD;

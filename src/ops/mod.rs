@@ -5,6 +5,7 @@ mod actions;
 mod grouped;
 mod jobs;
 mod modules;
+mod recent_modules;
 mod tokens;
 
 pub use self::actions::{
@@ -17,6 +18,7 @@ pub use self::jobs::{
     queue_name,
 };
 pub use self::modules::{upload, valid_module_name};
+pub use self::recent_modules::RecentModules;
 pub use self::tokens::{CLI_ACTOR, TOKEN_PREFIX, authenticate, create_token, revoke_token};
 
 use crate::sandbox::ModuleError;

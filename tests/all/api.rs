@@ -42,6 +42,7 @@ both_stores!(
     an_idempotency_key_returns_the_same_job,
     a_killed_node_is_shown_dead,
     bulk_actions_take_ids_or_a_bounded_filter,
+    enqueues_are_checked_against_the_module_as_uploaded,
 );
 
 /// The committed `openapi.json` is what the code generates. To update it after changing
@@ -1370,4 +1371,41 @@ async fn bulk_actions_take_ids_or_a_bounded_filter(sluice: Sluice) {
         .count();
     // Each job done is recorded; the one refused is not.
     assert_eq!(cancels, 3, "{audit}");
+}
+
+/// Single enqueues check their call against modules the node read lately: a version uploaded
+/// through the node is what the very next enqueue is checked against, a pinned version stays
+/// as it was, and a module that was missing is found as soon as it is uploaded anywhere.
+async fn enqueues_are_checked_against_the_module_as_uploaded(sluice: Sluice) {
+    let node = Node::start(&sluice, &["serve"]);
+    let greet = json!({"module": "m", "function": "greet", "args": {"name": "x"}});
+    let (status, _) = node
+        .post_raw("/v1/modules/m", "application/wasm", hello_wasm())
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = node.post("/v1/jobs", greet.clone()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Version 2 of `m` exports no `greet`.
+    let hostile = std::fs::read(guests::HOSTILE).unwrap();
+    let (status, _) = node
+        .post_raw("/v1/modules/m", "application/wasm", hostile)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, problem) = node.post("/v1/jobs", greet.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["code"], "unknown_function");
+    let mut pinned = greet.clone();
+    pinned["version"] = json!(1);
+    for _ in 0..2 {
+        let (status, problem) = node.post("/v1/jobs", pinned.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{problem}");
+    }
+
+    let fresh = json!({"module": "fresh", "function": "noop"});
+    let (status, problem) = node.post("/v1/jobs", fresh.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    sluice.ok(&["upload", guests::HELLO, "--name", "fresh"]);
+    let (status, problem) = node.post("/v1/jobs", fresh).await;
+    assert_eq!(status, StatusCode::CREATED, "{problem}");
+    assert_eq!(node.job_count().await, 4);
 }
