@@ -20,10 +20,15 @@ const LATEST_FOR: Duration = Duration::from_secs(1);
 /// bounds a client naming versions at random).
 const MAX_KEPT: usize = 1024;
 
-/// Module versions by (name, pinned version or none for the latest), with when each was read.
+/// A module's name, and its pinned version or none for the latest.
+type Key = (String, Option<i32>);
+
+/// Module versions by key, with when each was read.
+type Kept = HashMap<Key, (Arc<ModuleInfo>, Instant)>;
+
 #[derive(Default)]
 pub struct RecentModules {
-    kept: Mutex<HashMap<(String, Option<i32>), (Arc<ModuleInfo>, Instant)>>,
+    kept: Mutex<Kept>,
 }
 
 impl RecentModules {
