@@ -39,7 +39,7 @@ impl RecentModules {
         name: &str,
         version: Option<i32>,
     ) -> OpResult<Arc<ModuleInfo>> {
-        let key = (name.to_string(), version);
+        let key: Key = (name.to_string(), version);
         if let Some((module, read_at)) = self.kept().get(&key)
             && (version.is_some() || read_at.elapsed() < LATEST_FOR)
         {
@@ -66,9 +66,7 @@ impl RecentModules {
         self.kept().remove(&(name.to_string(), None));
     }
 
-    fn kept(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, Option<i32>), (Arc<ModuleInfo>, Instant)>> {
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
         // The map is only ever left whole: a panic elsewhere cannot have broken it.
         self.kept
             .lock()
