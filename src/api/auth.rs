@@ -122,6 +122,18 @@ pub struct AuditView {
     pub target: String,
 }
 
+impl From<crate::store::AuditEntry> for AuditView {
+    fn from(e: crate::store::AuditEntry) -> AuditView {
+        AuditView {
+            id: e.id,
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+        }
+    }
+}
+
 /// Paging of the audit log.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -153,16 +165,5 @@ pub async fn list(
         return Err(crate::ops::OpError::Invalid("limit must be between 1 and 1000".into()).into());
     }
     let entries = state.store.audit_list(limit, page.before).await?;
-    Ok(Json(
-        entries
-            .into_iter()
-            .map(|e| AuditView {
-                id: e.id,
-                at: e.at,
-                actor: e.actor,
-                action: e.action,
-                target: e.target,
-            })
-            .collect(),
-    ))
+    Ok(Json(entries.into_iter().map(AuditView::from).collect()))
 }

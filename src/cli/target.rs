@@ -414,16 +414,7 @@ impl Target {
         match self {
             Target::Store(app) => {
                 let entries = app.store.audit_list(limit, None).await?;
-                Ok(entries
-                    .into_iter()
-                    .map(|e| AuditView {
-                        id: e.id,
-                        at: e.at,
-                        actor: e.actor,
-                        action: e.action,
-                        target: e.target,
-                    })
-                    .collect())
+                Ok(entries.into_iter().map(AuditView::from).collect())
             }
             Target::Api(api) => {
                 let mut entries: Vec<AuditView> = Vec::new();
