@@ -80,13 +80,20 @@ impl Producer {
         let mut backoff = Duration::from_millis(50);
         let mut pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let mut claim: Option<Claim> = None;
+        // Raised while claims come back full to a node whose slots ran dry waiting for them
+        // (the jobs are shorter than a claim's round trip): each such claim doubles the next.
+        let mut ran_dry_floor = 0;
+        let mut started_any = false;
         loop {
-            pace.started(self.start_waiting_jobs(&mut waiting));
+            let started = self.start_waiting_jobs(&mut waiting);
+            started_any |= started > 0;
+            pace.started(started);
             if claim.is_none() && pause.is_none() && eager {
                 // Hold what the slots will start within about one window: a round of slots
                 // for slow jobs, hundreds of short jobs when they stream through.
+                let paced = pace.per_window().max(ran_dry_floor);
                 let (capacity, min_demand) =
-                    claim_ahead(pace.per_window(), self.slots.limit(), config.max_fetch);
+                    claim_ahead(paced, self.slots.limit(), config.max_fetch);
                 let held = self.slots.in_use() + waiting.len() as u32;
                 let room = capacity.saturating_sub(held).min(config.max_fetch);
                 if room > 0 && (room >= min_demand || held == 0) {
@@ -100,6 +107,9 @@ impl Producer {
                     claim = None;
                     match result {
                         Ok(jobs) => {
+                            let full = jobs.len() as u32 == asked;
+                            let dry = started_any && self.slots.in_use() == 0 && waiting.is_empty();
+                            ran_dry_floor = next_floor(ran_dry_floor, asked, full, dry, config.max_fetch);
                             backoff = Duration::from_millis(50);
                             eager = jobs.len() as u32 == asked;
                             self.hold(jobs, &mut waiting);
@@ -196,6 +206,18 @@ fn claim_ahead(per_window: u32, concurrency: u32, max_fetch: u32) -> (u32, u32) 
     // A quarter of the capacity: each claim costs the database a statement and a commit
     // whatever its size, so small claims are what limits a stream of short jobs.
     (capacity, (capacity / 4).max(1))
+}
+
+/// The claim-ahead floor after a claim of `asked` jobs: doubled (up to `max_fetch`) when it
+/// came back full to a node with nothing running or waiting, kept while claims come back
+/// full, dropped when one comes back short (the backlog is gone). A node whose slots wait on
+/// claims grows its claims by round trips, not by the pace its starved slots could show.
+fn next_floor(floor: u32, asked: u32, full: bool, dry: bool, max_fetch: u32) -> u32 {
+    match (full, dry) {
+        (false, _) => 0,
+        (true, true) => floor.max(asked).saturating_mul(2).min(max_fetch),
+        (true, false) => floor,
+    }
 }
 
 /// How many jobs a producer started in its last full window: the claim-ahead target.
@@ -590,6 +612,18 @@ mod tests {
         assert_eq!(claim_ahead(50_000, 32, 1000), (1000, 250));
         // max_fetch below two rounds never shrinks the rounds.
         assert_eq!(claim_ahead(50_000, 32, 10), (64, 16));
+    }
+
+    #[test]
+    fn claims_double_while_they_come_back_full_to_idle_slots() {
+        // The slots ran dry waiting for a full claim: the next one is twice as large.
+        assert_eq!(next_floor(0, 64, true, true, 1000), 128);
+        assert_eq!(next_floor(128, 100, true, true, 1000), 256);
+        assert_eq!(next_floor(600, 600, true, true, 1000), 1000);
+        // Full, but the slots still had work: the floor holds.
+        assert_eq!(next_floor(256, 64, true, false, 1000), 256);
+        // A short claim: the backlog is gone, and so is the floor.
+        assert_eq!(next_floor(256, 300, false, true, 1000), 0);
     }
 
     #[test]
