@@ -37,6 +37,9 @@ impl Sluice {
             // Many nodes run at once in the tests: none takes the API's default port;
             // a test of the API passes `--listen 127.0.0.1:0`.
             .env("SLUICE_LISTEN", "none")
+            // A node's address in the caller's environment would send the commands there.
+            .env_remove("SLUICE_URL")
+            .env_remove("SLUICE_TOKEN")
             .stdin(Stdio::null());
         command
     }
