@@ -84,9 +84,23 @@ pub enum StoreError {
 /// The newest migration a database has applied (both dialects).
 const NEWEST_APPLIED_MIGRATION: &str = "SELECT max(version) FROM _sqlx_migrations WHERE success";
 
-/// The newest migration of a set this build carries.
-fn newest_migration(migrator: &sqlx::migrate::Migrator) -> i64 {
-    migrator.iter().map(|m| m.version).max().unwrap_or(0)
+/// Whether a database whose newest applied migration is `found` (its query's answer) has
+/// every migration of `migrator`.
+fn schema_verdict(
+    found: Result<Option<i64>, sqlx::Error>,
+    migrator: &sqlx::migrate::Migrator,
+) -> StoreResult<()> {
+    let needed = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    let found = match found {
+        Ok(found) => found,
+        // No migrations table: a database Sluice never set up.
+        Err(sqlx::Error::Database(_)) => None,
+        Err(other) => return Err(other.into()),
+    };
+    match found {
+        Some(found) if found >= needed => Ok(()),
+        found => Err(StoreError::SchemaBehind { found, needed }),
+    }
 }
 
 impl StoreError {

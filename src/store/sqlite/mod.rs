@@ -154,20 +154,10 @@ pub async fn enqueue_in(
 /// migrate; on an older schema its insert would fail on a missing column, in words that do
 /// not say why).
 pub async fn schema_in(conn: &mut SqliteConnection) -> StoreResult<()> {
-    let needed = super::newest_migration(&MIGRATIONS);
-    let found: Option<i64> = match sqlx::query_scalar(super::NEWEST_APPLIED_MIGRATION)
+    let found = sqlx::query_scalar(super::NEWEST_APPLIED_MIGRATION)
         .fetch_one(&mut *conn)
-        .await
-    {
-        Ok(found) => found,
-        // No migrations table: a database Sluice never set up.
-        Err(sqlx::Error::Database(_)) => None,
-        Err(other) => return Err(other.into()),
-    };
-    match found {
-        Some(found) if found >= needed => Ok(()),
-        found => Err(StoreError::SchemaBehind { found, needed }),
-    }
+        .await;
+    super::schema_verdict(found, &MIGRATIONS)
 }
 
 /// The latest version of a module (or the version asked for), read on `conn`.
