@@ -4,7 +4,7 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ApiState;
@@ -108,7 +108,7 @@ pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<ModuleVie
 }
 
 /// A module with every version.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModuleVersions {
     pub name: String,
     /// The version new jobs run unless they pin one.

@@ -246,7 +246,7 @@ impl From<&QueueSummary> for QueueView {
 }
 
 /// A node in the registry.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NodeView {
     pub id: String,
     pub host: String,
@@ -332,7 +332,7 @@ pub struct BulkEnqueueRequest {
 }
 
 /// The ids of enqueued jobs, in request order.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Enqueued {
     pub ids: Vec<i64>,
     /// Those of `ids` that already existed: their call named an idempotency key a job held.
@@ -379,7 +379,7 @@ pub struct BulkActionRequest {
 }
 
 /// A job a bulk action could not be done to, and why.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RefusedJob {
     pub id: i64,
     /// The problem code a single action would have answered (`invalid_transition`, ...).
@@ -388,7 +388,7 @@ pub struct RefusedJob {
 }
 
 /// What a bulk action did.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BulkActionView {
     /// The jobs it was done to.
     pub done: Vec<i64>,

@@ -207,7 +207,7 @@ pub(super) async fn enqueue_noops(
     noop: &dyn Fn() -> NewJob,
 ) -> anyhow::Result<Duration> {
     let store = &context.app()?.store;
-    let bar = progress(count as u64, "enqueue");
+    let bar = super::progress::bar(count as u64, "enqueue");
     let started = Instant::now();
     // Two batches in flight: one is built and sent while the database stores the other.
     let batches = (0..count)
@@ -236,7 +236,7 @@ pub(super) async fn drain(
     expected: u64,
 ) -> anyhow::Result<Arc<Metrics>> {
     let metrics = Arc::new(Metrics::default());
-    let bar = progress(expected, "drain");
+    let bar = super::progress::bar(expected, "drain");
     let ticker = {
         let (metrics, bar) = (metrics.clone(), bar.clone());
         tokio::spawn(async move {
@@ -295,7 +295,7 @@ async fn measure_latency(
             .await
         })
     };
-    let bar = progress(samples as u64, "latency");
+    let bar = super::progress::bar(samples as u64, "latency");
     let mut latencies = Vec::with_capacity(samples);
     for _ in 0..samples {
         let id = store.job_insert(noop()).await?.id;
@@ -385,9 +385,4 @@ fn report(
     out!("store: {store}");
     super::print_table(&["MEASURE", "RUN", "RESULT"], &rows);
     Ok(())
-}
-
-/// A progress bar on a terminal; hidden when stderr is piped.
-pub(super) fn progress(length: u64, label: &str) -> indicatif::ProgressBar {
-    super::progress::bar(length, label)
 }
