@@ -542,6 +542,23 @@ pub struct AttemptRecord {
     pub duration: Duration,
     pub peak_memory_bytes: u64,
     pub logs: Vec<LogLine>,
+    /// What the node saw as this attempt sent its job to the dead letters; `None` for every
+    /// other attempt.
+    pub context: Option<DiscardContext>,
+}
+
+/// The dead letter's forensics: the node's and the queue's state when an attempt discarded
+/// its job, so an operator can tell a failing function from a saturated node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscardContext {
+    /// The Sluice version the node ran.
+    pub node_version: String,
+    /// Jobs the node held (claimed, running or finishing), across its queues.
+    pub node_in_flight: u32,
+    /// The queue's attempts running on the node, this one included.
+    pub queue_running: u32,
+    /// The queue's concurrency on the node then.
+    pub queue_concurrency: u32,
 }
 
 /// What an API token may do; each role may do all the ones before it.

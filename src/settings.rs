@@ -53,6 +53,11 @@ pub struct ApiSettings {
     pub listen: String,
     /// The largest module an upload may carry, in bytes.
     pub max_module_size: usize,
+    /// The path the dashboard and API are reached under behind a reverse proxy (`/sluice`);
+    /// empty when served at the root. The node answers under it and at the root alike, so
+    /// the proxy may strip it or not.
+    #[serde(default)]
+    pub base_path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,6 +135,7 @@ impl Default for Settings {
             api: ApiSettings {
                 listen: crate::api::DEFAULT_LISTEN.to_string(),
                 max_module_size: crate::sandbox::DEFAULT_MAX_MODULE_BYTES,
+                base_path: String::new(),
             },
             node: NodeSettings {
                 id: None,
@@ -309,6 +315,7 @@ impl Settings {
             return Err(("jobs.max_attempts".into(), "must be at least 1".into()));
         }
         crate::api::Listen::parse(&self.api.listen).map_err(|e| ("api.listen".into(), e))?;
+        crate::api::base_path(&self.api.base_path).map_err(|e| ("api.base_path".into(), e))?;
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use super::auth::Caller;
 use super::problem::{ApiResult, Json, Path, Problem, Query};
 use super::views::{
     AttemptView, BulkActionRequest, BulkActionView, BulkEnqueueRequest, EnqueueRequest, Enqueued,
-    EnqueuedOne, JobDetailView, JobFilter, JobPage, JobView, RefusedJob,
+    EnqueuedOne, JobDetailView, JobFilter, JobPage, JobView, RefusedJob, RetryRequest,
 };
 use crate::model::{Codec, LimitOverrides, NewJob};
 use crate::ops::{JobAction, MAX_BULK_ACTION, OpError};
@@ -242,15 +242,20 @@ pub async fn get(
     }))
 }
 
-/// Run the job again now (a finished job gets one more attempt).
+/// Run the job again now (a finished job gets one more attempt). With a body, its `args`
+/// replace the job's own first.
 #[utoipa::path(
     post, path = "/v1/jobs/{id}/retry", tag = "jobs",
     params(("id" = i64, Path, description = "The job's id")),
+    request_body(content = Option<RetryRequest>, description = "Optional: new args for the job"),
     responses(
         (status = 200, body = JobView),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The job's state forbids it", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "A malformed path, query or body", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than the API takes", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON (`content-type: application/json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A body that is not a retry request", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -258,9 +263,40 @@ pub async fn retry(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
+    request: axum::extract::Request,
 ) -> ApiResult<Json<JobView>> {
-    let job = crate::ops::retry_job(state.store.as_ref(), id, &caller.name).await?;
+    let edit = optional_json::<RetryRequest>(request).await?;
+    let args = edit.as_ref().map(|edit| &edit.args);
+    let job = crate::ops::retry_job(state.store.as_ref(), id, args, &caller.name).await?;
     Ok(Json(JobView::from(&job)))
+}
+
+/// A JSON body if the request has one (`None` for an empty body), rejected as `Json` would.
+async fn optional_json<T: serde::de::DeserializeOwned>(
+    request: axum::extract::Request,
+) -> ApiResult<Option<T>> {
+    let empty = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .is_some_and(|length| length == "0")
+        || (request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .is_none()
+            && request
+                .headers()
+                .get(axum::http::header::CONTENT_LENGTH)
+                .is_none()
+            && request
+                .headers()
+                .get(axum::http::header::TRANSFER_ENCODING)
+                .is_none());
+    if empty {
+        return Ok(None);
+    }
+    use axum::extract::FromRequest;
+    let Json(value) = Json::<T>::from_request(request, &()).await?;
+    Ok(Some(value))
 }
 
 /// Stop the job. A running attempt is interrupted by its node within a second and recorded

@@ -4,12 +4,15 @@
 
 pub mod auth;
 mod body;
+mod dashboard;
+mod dead_letters;
 mod jobs;
 mod metrics;
 mod modules;
 mod nodes;
 pub mod problem;
 mod queues;
+pub mod session;
 mod stats;
 pub mod tokens;
 pub mod views;
@@ -44,6 +47,9 @@ pub struct ApiState {
     pub idempotency_period: std::time::Duration,
     /// Single enqueues, committed in groups.
     pub enqueuer: crate::ops::GroupedEnqueue,
+    /// The path a reverse proxy serves the node under (`/sluice`), or empty (see
+    /// `base_path`): the dashboard's links and the session cookie's path start with it.
+    pub base_path: String,
 }
 
 impl ApiState {
@@ -70,6 +76,7 @@ impl ApiState {
             metrics,
             default_max_attempts: crate::model::NewJob::DEFAULT_MAX_ATTEMPTS,
             idempotency_period: crate::ops::DEFAULT_IDEMPOTENCY_PERIOD,
+            base_path: String::new(),
         }
     }
 }
@@ -91,6 +98,8 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         queues::list, queues::pause, queues::resume, queues::set_concurrency,
         nodes::list, metrics::scrape, stats::get,
         tokens::list, tokens::create, tokens::revoke, auth::list,
+        session::get, session::create, session::delete,
+        dead_letters::groups, dead_letters::failures,
     ),
     components(schemas(problem::Problem)),
     modifiers(&BearerTokens),
@@ -179,13 +188,39 @@ pub fn openapi_json() -> String {
         + "\n"
 }
 
-/// The router: `/v1/...` (each route with the least role it needs), `/openapi.json` and
-/// `/healthz` (open to all).
+/// The router: `/v1/...` (each route with the least role it needs), `/openapi.json`,
+/// `/healthz` and the dashboard (open to all; its data comes through `/v1`), at the root
+/// and under the base path alike.
 pub fn router(state: ApiState) -> Router {
+    let base = state.base_path.clone();
+    let routes = routes(state);
+    if base.is_empty() {
+        routes
+    } else {
+        Router::new().nest(&base, routes.clone()).merge(routes)
+    }
+}
+
+fn routes(state: ApiState) -> Router {
     use crate::model::Role::{Admin, Operate, Read};
     let document = openapi_json();
     let s = &state;
     Router::new()
+        .merge(dashboard::routes())
+        .route(
+            "/v1/session",
+            auth::allow(Read, s, get(session::get))
+                .post(session::create)
+                .delete(session::delete),
+        )
+        .route(
+            "/v1/dead-letters",
+            auth::allow(Read, s, get(dead_letters::groups)),
+        )
+        .route(
+            "/v1/dead-letters/failures",
+            auth::allow(Read, s, get(dead_letters::failures)),
+        )
         .route("/v1/modules", auth::allow(Read, s, get(modules::list)))
         .route(
             "/v1/modules/{name}",
@@ -278,6 +313,7 @@ pub fn router(state: ApiState) -> Router {
                 "this endpoint does not take that method; see /openapi.json",
             )
         })
+        .layer(axum::middleware::from_fn(auth::same_origin_actions))
         .layer(axum::middleware::map_response(|response| async move {
             auth::challenge(response)
         }))
@@ -287,6 +323,27 @@ pub fn router(state: ApiState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .with_state(state)
+}
+
+/// A base path as the router wants it: empty, or `/` and segments without a trailing `/`
+/// (`sluice/` and `/sluice/` both give `/sluice`).
+pub fn base_path(text: &str) -> Result<String, String> {
+    let trimmed = text.trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    let fits = |segment: &str| {
+        !segment.is_empty()
+            && segment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+    };
+    if !trimmed.split('/').all(fits) || trimmed.split('/').any(|s| s == "v1" || s == "assets") {
+        return Err(format!(
+            "`{text}` is not a base path: use segments of letters, digits, `-`, `_`, `.` and `~` separated by `/` (like /sluice), none of them v1 or assets"
+        ));
+    }
+    Ok(format!("/{trimmed}"))
 }
 
 /// Where the API listens, from `--listen`: an address, or none.

@@ -52,6 +52,9 @@ pub struct StatsView {
     pub since: DateTime<Utc>,
     pub step_minutes: u32,
     pub series: Vec<StatsSeries>,
+    /// Every queue together (`queue` is empty): counts added, and the wait quantiles of the
+    /// merged histograms, not an average of each queue's.
+    pub total: StatsSeries,
 }
 
 /// Throughput, failures and queue wait over time, by queue. Nodes add their counts every
@@ -102,25 +105,36 @@ pub async fn get(
             ((row.minute - since).num_minutes() / i64::from(step)).clamp(0, i64::from(steps) - 1);
         points[k as usize].add(&row);
     }
+    let mut total = empty("");
+    for points in series.values() {
+        for (sum, point) in total.iter_mut().zip(points) {
+            sum.add(point);
+        }
+    }
     let series = series
         .into_iter()
-        .map(|(queue, points)| StatsSeries {
-            queue,
-            points: points
-                .iter()
-                .map(|p| StatsPoint {
-                    at: p.minute,
-                    completed: p.completed,
-                    failed: p.failed,
-                    wait_p50_ms: p.wait_quantile_ms(0.5),
-                    wait_p99_ms: p.wait_quantile_ms(0.99),
-                })
-                .collect(),
-        })
+        .map(|(queue, points)| to_series(queue, &points))
         .collect();
     Ok(Json(StatsView {
         since,
         step_minutes: step,
         series,
+        total: to_series(String::new(), &total),
     }))
+}
+
+fn to_series(queue: String, points: &[MinuteStats]) -> StatsSeries {
+    StatsSeries {
+        queue,
+        points: points
+            .iter()
+            .map(|p| StatsPoint {
+                at: p.minute,
+                completed: p.completed,
+                failed: p.failed,
+                wait_p50_ms: p.wait_quantile_ms(0.5),
+                wait_p99_ms: p.wait_quantile_ms(0.99),
+            })
+            .collect(),
+    }
 }

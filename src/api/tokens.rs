@@ -12,7 +12,7 @@ use super::problem::{ApiResult, Json, Path, Problem};
 use crate::model::Role;
 use crate::ops::OpError;
 
-fn role_schema() -> utoipa::openapi::Object {
+pub(super) fn role_schema() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
         .enum_values(Some(Role::ALL.iter().map(|role| role.as_str())))

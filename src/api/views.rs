@@ -119,6 +119,32 @@ pub struct AttemptView {
     pub duration_ms: f64,
     pub peak_memory_bytes: u64,
     pub logs: Vec<LogLineView>,
+    /// The node's and queue's state when this attempt discarded its job; null otherwise.
+    pub context: Option<DiscardContextView>,
+}
+
+/// What a node saw as an attempt sent its job to the dead letters.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DiscardContextView {
+    /// The Sluice version the node ran.
+    pub node_version: String,
+    /// Jobs the node held then (claimed, running or finishing), across its queues.
+    pub node_in_flight: u32,
+    /// The queue's attempts running on the node, this one included.
+    pub queue_running: u32,
+    /// The queue's concurrency on the node then.
+    pub queue_concurrency: u32,
+}
+
+impl From<&crate::model::DiscardContext> for DiscardContextView {
+    fn from(c: &crate::model::DiscardContext) -> DiscardContextView {
+        DiscardContextView {
+            node_version: c.node_version.clone(),
+            node_in_flight: c.node_in_flight,
+            queue_running: c.queue_running,
+            queue_concurrency: c.queue_concurrency,
+        }
+    }
 }
 
 impl From<&AttemptRecord> for AttemptView {
@@ -150,6 +176,7 @@ impl From<&AttemptRecord> for AttemptView {
                     text: line.text.clone(),
                 })
                 .collect(),
+            context: a.context.as_ref().map(DiscardContextView::from),
         }
     }
 }
@@ -367,6 +394,14 @@ pub struct JobFilter {
     pub after: Option<i64>,
     /// At most this many (1 to 1000; 50 by default).
     pub limit: Option<u32>,
+}
+
+/// A retry that replaces the job's args.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// The new args, as JSON (the job's codec becomes `json`).
+    pub args: serde_json::Value,
 }
 
 /// The jobs a bulk action is for: listed by id, or every job a filter matches (newest first,

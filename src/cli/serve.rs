@@ -32,6 +32,10 @@ pub struct ListenArgs {
     /// The largest module an upload may carry, in bytes (default 32 MiB).
     #[arg(long)]
     pub max_module_size: Option<usize>,
+    /// The path the dashboard and API are reached under behind a reverse proxy (like
+    /// /sluice); served there and at the root alike.
+    #[arg(long)]
+    pub base_path: Option<String>,
 }
 
 impl ListenArgs {
@@ -44,6 +48,7 @@ impl ListenArgs {
                 "--max-module-size",
                 self.max_module_size,
             )
+            .flag("api.base_path", "--base-path", self.base_path.clone())
     }
 }
 
@@ -96,6 +101,9 @@ pub async fn start(
     );
     state.default_max_attempts = settings.jobs.max_attempts;
     state.idempotency_period = settings.jobs.idempotency_period;
+    state.base_path =
+        sluice::api::base_path(&settings.api.base_path).map_err(anyhow::Error::msg)?;
+    tracing::info!("dashboard at http://{}{}/", bound.addr, state.base_path);
     Ok(Some(tokio::spawn(sluice::api::serve(
         bound,
         state,

@@ -162,7 +162,7 @@ impl Target {
     pub async fn retry(&self, id: JobId) -> anyhow::Result<JobView> {
         match self {
             Target::Store(app) => {
-                let job = sluice::ops::retry_job(app.store.as_ref(), id, CLI_ACTOR).await?;
+                let job = sluice::ops::retry_job(app.store.as_ref(), id, None, CLI_ACTOR).await?;
                 Ok(JobView::from(&job))
             }
             Target::Api(api) => {

@@ -16,7 +16,9 @@ use super::crash_point::{self, CrashPoint};
 use super::slots::{Slot, Slots};
 use super::{InFlight, RunResult, Shared};
 use crate::config::QueueConfig;
-use crate::model::{AttemptClass, AttemptOutcome, AttemptRecord, Failure, FailureKind, Job};
+use crate::model::{
+    AttemptClass, AttemptOutcome, AttemptRecord, DiscardContext, Failure, FailureKind, Job,
+};
 use crate::store::{JobFetch, JobOutcome, Resolution, StoreResult, WAKE_ALL};
 
 /// Longest pause between fetch retries while the store is unreachable.
@@ -192,6 +194,7 @@ impl Producer {
                 shared: self.shared.clone(),
                 completions: self.completions.clone(),
                 slot_freed: self.slot_freed.clone(),
+                slots: self.slots.clone(),
             };
             self.shared.attempts.spawn(consumer.run(job, permit));
         }
@@ -280,6 +283,8 @@ struct Consumer {
     shared: Arc<Shared>,
     completions: mpsc::Sender<JobOutcome>,
     slot_freed: Arc<Notify>,
+    /// The queue's slots, read for a dead letter's forensics.
+    slots: Arc<Slots>,
 }
 
 impl Consumer {
@@ -465,6 +470,17 @@ impl Consumer {
         (ended, started_at)
     }
 
+    /// What this node and queue look like now, recorded with an attempt that discards its
+    /// job (a rare event, so the lock on the in-flight table costs nothing that matters).
+    fn discard_context(&self) -> DiscardContext {
+        DiscardContext {
+            node_version: env!("CARGO_PKG_VERSION").to_string(),
+            node_in_flight: self.shared.in_flight.lock().unwrap().len() as u32,
+            queue_running: self.slots.in_use(),
+            queue_concurrency: self.slots.limit(),
+        }
+    }
+
     fn resolve(&self, job: &Job, run: RunResult, started_at: chrono::DateTime<Utc>) -> JobOutcome {
         let report = run.report;
         let now = Utc::now();
@@ -493,6 +509,7 @@ impl Consumer {
             duration: report.wall_time,
             peak_memory_bytes: report.peak_memory_bytes,
             logs: report.logs,
+            context: matches!(resolution, Resolution::Discard).then(|| self.discard_context()),
         };
         JobOutcome {
             id: job.id,
@@ -595,6 +612,7 @@ fn stopped(
             duration: (now - started_at).to_std().unwrap_or_default(),
             peak_memory_bytes: 0,
             logs: Vec::new(),
+            context: None,
         },
     }
 }

@@ -112,6 +112,10 @@ pub async fn run(
                 metrics.store_error("stats_prune");
                 tracing::warn!(%error, "could not prune the stats");
             }
+            if let Err(error) = store.session_prune().await {
+                metrics.store_error("session_prune");
+                tracing::warn!(%error, "could not prune the dashboard's sessions");
+            }
         }
     }
     if leader && let Err(error) = store.leader_resign(&config.node_id).await {

@@ -2,15 +2,29 @@
 //! did it, so the CLI and the API cannot differ in what they log.
 
 use crate::model::{Job, JobId};
-use crate::store::{QueueConcurrency, QueuePause, Store};
+use crate::store::{JobRetry, QueueConcurrency, QueuePause, Store};
 
 use super::OpResult;
 use super::tokens::record_action;
 
-/// Runs the job again now (a finished job gets one more attempt).
-pub async fn retry_job(store: &dyn Store, id: JobId, actor: &str) -> OpResult<Job> {
-    let job = store.job_retry(id).await?;
-    record_action(store, actor, "job.retry", &id.to_string()).await;
+/// Runs the job again now (a finished job gets one more attempt), with `args` in place of
+/// its own when given (the dashboard's "retry with edited args").
+pub async fn retry_job(
+    store: &dyn Store,
+    id: JobId,
+    args: Option<&serde_json::Value>,
+    actor: &str,
+) -> OpResult<Job> {
+    let json_args =
+        args.map(|value| serde_json::to_vec(value).expect("a JSON value always serializes"));
+    let edited = json_args.is_some();
+    let job = store.job_retry(JobRetry { id, json_args }).await?;
+    let target = if edited {
+        format!("{id} (args edited)")
+    } else {
+        id.to_string()
+    };
+    record_action(store, actor, "job.retry", &target).await;
     Ok(job)
 }
 
@@ -57,7 +71,7 @@ pub async fn act_on_jobs(
     let mut results = Vec::with_capacity(ids.len());
     for &id in ids {
         let result = match action {
-            JobAction::Retry => retry_job(store, id, actor).await.map(drop),
+            JobAction::Retry => retry_job(store, id, None, actor).await.map(drop),
             JobAction::Cancel => cancel_job(store, id, actor).await.map(drop),
             JobAction::Delete => delete_job(store, id, actor).await,
         };

@@ -19,7 +19,10 @@ pub use self::jobs::{
 };
 pub use self::modules::{upload, valid_module_name};
 pub use self::recent_modules::RecentModules;
-pub use self::tokens::{CLI_ACTOR, TOKEN_PREFIX, authenticate, create_token, revoke_token};
+pub use self::tokens::{
+    CLI_ACTOR, SESSION_LIFETIME, SESSION_PREFIX, Session, TOKEN_PREFIX, authenticate, create_token,
+    csrf_token, revoke_token, session_token, sign_in, sign_out,
+};
 
 use crate::sandbox::ModuleError;
 use crate::store::StoreError;

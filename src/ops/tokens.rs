@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::model::Role;
-use crate::store::{AuditRecord, Store, TokenCreate, TokenInfo};
+use crate::store::{AuditRecord, SessionCreate, Store, TokenCreate, TokenInfo};
 
 use super::{OpError, OpResult};
 
@@ -31,10 +31,7 @@ pub async fn create_token(
             "`{name}` is not a token name: use 1 to 64 letters, digits, `_`, `-` and `.`"
         )));
     }
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret)
-        .map_err(|e| OpError::Invalid(format!("the system has no randomness to give: {e}")))?;
-    let text = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
+    let text = format!("{TOKEN_PREFIX}{}", random_hex()?);
     let info = store
         .token_create(TokenCreate {
             name: name.to_string(),
@@ -61,6 +58,70 @@ pub async fn authenticate(store: &dyn Store, text: &str) -> OpResult<Option<Toke
         return Ok(None);
     }
     Ok(store.token_by_hash(&token_hash(text)).await?)
+}
+
+/// What a dashboard session's text (its cookie) starts with.
+pub const SESSION_PREFIX: &str = "sluice_session_";
+
+/// How long a dashboard session lasts before its holder signs in again.
+pub const SESSION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// A dashboard session, exchanged for a token: its text goes in an HttpOnly cookie, so the
+/// page's scripts never hold the token, and revoking the token ends the session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub text: String,
+    pub token: TokenInfo,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A session for the token whose text is `token_text`, or `None` when it is no token.
+pub async fn sign_in(store: &dyn Store, token_text: &str) -> OpResult<Option<Session>> {
+    let Some(token) = authenticate(store, token_text).await? else {
+        return Ok(None);
+    };
+    let text = format!("{SESSION_PREFIX}{}", random_hex()?);
+    let expires_at = chrono::Utc::now()
+        + chrono::Duration::from_std(SESSION_LIFETIME).expect("twelve hours fit");
+    store
+        .session_create(SessionCreate {
+            hash: token_hash(&text),
+            token_hash: token_hash(token_text),
+            expires_at,
+        })
+        .await?;
+    record_action(store, &token.name, "session.start", &token.name).await;
+    Ok(Some(Session {
+        text,
+        token,
+        expires_at,
+    }))
+}
+
+/// The token behind a session's text, while both last.
+pub async fn session_token(store: &dyn Store, text: &str) -> OpResult<Option<TokenInfo>> {
+    if !text.starts_with(SESSION_PREFIX) {
+        return Ok(None);
+    }
+    Ok(store.session_token(&token_hash(text)).await?)
+}
+
+/// Ends a session (signing out).
+pub async fn sign_out(store: &dyn Store, text: &str) -> OpResult<()> {
+    Ok(store.session_end(&token_hash(text)).await?)
+}
+
+/// The value a session's page sends in a header with every action: a cross-site form can
+/// carry the cookie but cannot know this, nor set a header.
+pub fn csrf_token(session_text: &str) -> String {
+    hex::encode(Sha256::digest(format!("csrf:{session_text}").as_bytes()))
+}
+
+fn random_hex() -> OpResult<String> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)
+        .map_err(|e| OpError::Invalid(format!("the system has no randomness to give: {e}")))?;
+    Ok(hex::encode(secret))
 }
 
 /// Records that `actor` did `action` to `target`. The action has happened by then, so a log

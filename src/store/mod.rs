@@ -281,6 +281,23 @@ pub struct CancelRequests {
     pub jobs: Vec<JobId>,
 }
 
+/// Runs a finished or waiting job again now; `json_args`, when given, replace its args (as
+/// JSON: the SDK reads either codec, so a postcard job can be retried with edited JSON).
+#[derive(Debug, Clone)]
+pub struct JobRetry {
+    pub id: JobId,
+    pub json_args: Option<Vec<u8>>,
+}
+
+impl From<JobId> for JobRetry {
+    fn from(id: JobId) -> JobRetry {
+        JobRetry {
+            id,
+            json_args: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct JobPrune {
     pub finished_before: DateTime<Utc>,
@@ -579,6 +596,42 @@ pub struct TokenCreate {
     pub hash: String,
 }
 
+/// A dashboard session: the SHA-256 of its text (the cookie) and of the token it was
+/// exchanged for.
+#[derive(Debug, Clone)]
+pub struct SessionCreate {
+    pub hash: String,
+    pub token_hash: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Discarded jobs alike in module, function and the class of their last attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetterGroup {
+    pub module: String,
+    pub function: String,
+    /// The class of the attempt that discarded them (`trap`, `lease_expired`, ...).
+    pub class: String,
+    pub jobs: u64,
+    /// The newest of them, its discard time and its last attempt's message.
+    pub last_job: JobId,
+    pub last_at: DateTime<Utc>,
+    pub last_message: Option<String>,
+}
+
+/// The newest failed attempts of one job function, among the jobs that are retrying or
+/// discarded.
+#[derive(Debug, Clone)]
+pub struct RecentFailures {
+    pub module: String,
+    pub function: String,
+    pub limit: u32,
+}
+
+/// How many of the newest discarded (or retrying) jobs the dead-letter reads look through:
+/// they read a bounded window of an index, never the whole table.
+pub const DEAD_LETTER_WINDOW: u32 = 10_000;
+
 /// One recorded action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
@@ -658,7 +711,7 @@ pub trait Store: Send + Sync + 'static {
     /// Of `jobs`, running under `node`'s lease, those with a cancel request.
     async fn job_cancel_requests(&self, params: CancelRequests) -> StoreResult<Vec<JobId>>;
     /// Makes a job available to run again now (a finished one gets one more attempt).
-    async fn job_retry(&self, id: JobId) -> StoreResult<Job>;
+    async fn job_retry(&self, params: JobRetry) -> StoreResult<Job>;
     async fn job_delete(&self, id: JobId) -> StoreResult<()>;
     /// Deletes finished jobs that finished before the given time; returns how many.
     async fn job_prune(&self, params: JobPrune) -> StoreResult<u64>;
@@ -720,6 +773,23 @@ pub trait Store: Send + Sync + 'static {
     /// Recorded actions, newest first, with ids below `before_id` when given.
     async fn audit_list(&self, limit: u32, before_id: Option<i64>) -> StoreResult<Vec<AuditEntry>>;
     async fn leader_resign(&self, node: &str) -> StoreResult<()>;
+
+    // Dashboard sessions (see tokens.rs of each store).
+    async fn session_create(&self, params: SessionCreate) -> StoreResult<()>;
+    /// The token behind a session that has not expired, if its token still exists.
+    async fn session_token(&self, hash: &str) -> StoreResult<Option<TokenInfo>>;
+    async fn session_end(&self, hash: &str) -> StoreResult<()>;
+    /// Forgets expired sessions; returns how many.
+    async fn session_prune(&self) -> StoreResult<u64>;
+
+    // Dead letters (see dead_letters.rs of each store).
+    /// The newest `DEAD_LETTER_WINDOW` discarded jobs, grouped; the newest group first.
+    async fn dead_letter_groups(&self) -> StoreResult<Vec<DeadLetterGroup>>;
+    /// Failed attempts of a function's retrying and discarded jobs, newest first.
+    async fn failures_recent(
+        &self,
+        params: RecentFailures,
+    ) -> StoreResult<Vec<(JobId, AttemptRecord)>>;
 }
 
 /// Opens the store a URL names, creating a SQLite file if missing, and migrates it.
@@ -856,6 +926,15 @@ pub(crate) fn logs_from_json(text: Option<&str>) -> Vec<LogLine> {
         .unwrap_or_default()
 }
 
+pub(crate) fn context_json(context: Option<&crate::model::DiscardContext>) -> Option<String> {
+    context.map(|c| serde_json::to_string(c).expect("a discard context always serializes"))
+}
+
+/// A stored context; one that no longer parses (written by a later version) reads as none.
+pub(crate) fn context_from_json(text: Option<&str>) -> Option<crate::model::DiscardContext> {
+    text.and_then(|t| serde_json::from_str(t).ok())
+}
+
 /// The state a resolution moves a running job to.
 pub(crate) fn resolved_state(resolution: &Resolution) -> JobState {
     match resolution {
@@ -897,6 +976,7 @@ pub(crate) fn lease_expired_record(
         duration: (now - started_at).to_std().unwrap_or_default(),
         peak_memory_bytes: 0,
         logs: Vec::new(),
+        context: None,
     }
 }
 

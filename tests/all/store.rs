@@ -123,6 +123,7 @@ fn record(attempt: i32, outcome: AttemptClass) -> AttemptRecord {
         duration: Duration::from_millis(5),
         peak_memory_bytes: 65536,
         logs: vec![],
+        context: None,
     }
 }
 
@@ -198,7 +199,7 @@ async fn scheduled_jobs_wait_and_retry_runs_them_now(store: Arc<dyn Store>) {
             .is_empty()
     );
 
-    let now = store.job_retry(later.id).await.unwrap();
+    let now = store.job_retry(later.id.into()).await.unwrap();
     assert_eq!(now.state, JobState::Available);
     let fetched = store
         .job_fetch(fetch("default", 10, NODE, LEASE))
@@ -613,7 +614,7 @@ async fn cancel_retry_delete_and_typed_not_found(store: Arc<dyn Store>) {
             ..
         })
     ));
-    let retried = store.job_retry(id).await.unwrap();
+    let retried = store.job_retry(id.into()).await.unwrap();
     assert_eq!(
         (retried.state, retried.finalized_at),
         (JobState::Available, None)
@@ -626,7 +627,7 @@ async fn cancel_retry_delete_and_typed_not_found(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(matches!(
-        store.job_retry(id).await,
+        store.job_retry(id.into()).await,
         Err(StoreError::InvalidTransition {
             state: JobState::Running,
             ..
@@ -677,7 +678,7 @@ async fn cancel_retry_delete_and_typed_not_found(store: Arc<dyn Store>) {
     );
 
     // An attempt that completed before the interrupt landed stays completed.
-    store.job_retry(id).await.unwrap();
+    store.job_retry(id.into()).await.unwrap();
     let running = store
         .job_fetch(fetch("default", 1, NODE, LEASE))
         .await
@@ -711,7 +712,7 @@ async fn cancel_retry_delete_and_typed_not_found(store: Arc<dyn Store>) {
     );
 
     // A node that died with a request pending: rescue cancels the job instead of rerunning it.
-    store.job_retry(id).await.unwrap();
+    store.job_retry(id.into()).await.unwrap();
     store
         .job_fetch(fetch("default", 1, NODE, Duration::ZERO))
         .await
@@ -742,7 +743,7 @@ async fn cancel_retry_delete_and_typed_not_found(store: Arc<dyn Store>) {
         )],
     )
     .await;
-    let retried = store.job_retry(once).await.unwrap();
+    let retried = store.job_retry(once.into()).await.unwrap();
     assert_eq!(
         (retried.state, retried.attempt, retried.max_attempts),
         (JobState::Available, 1, 2)
@@ -759,7 +760,7 @@ async fn cancel_retry_delete_and_typed_not_found(store: Arc<dyn Store>) {
         Err(StoreError::JobNotFound(424242))
     ));
     assert!(matches!(
-        store.job_retry(424242).await,
+        store.job_retry(424242.into()).await,
         Err(StoreError::JobNotFound(424242))
     ));
 }
@@ -1604,7 +1605,7 @@ async fn every_move_follows_the_state_machine(store: Arc<dyn Store>) {
     let mut observe = async |store: &Arc<dyn Store>| {
         states.push(store.job_get(id).await.unwrap().job.state);
     };
-    store.job_retry(id).await.unwrap(); // scheduled -> available
+    store.job_retry(id.into()).await.unwrap(); // scheduled -> available
     observe(&store).await;
     store
         .job_fetch(fetch("default", 1, NODE, LEASE))
@@ -1644,7 +1645,7 @@ async fn every_move_follows_the_state_machine(store: Arc<dyn Store>) {
     )
     .await; // -> completed
     observe(&store).await;
-    store.job_retry(id).await.unwrap(); // -> available
+    store.job_retry(id.into()).await.unwrap(); // -> available
     observe(&store).await;
     store.job_cancel(id).await.unwrap(); // -> cancelled
     observe(&store).await;

@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 use super::*;
 use crate::model::{AttemptClass, Codec, LimitOverrides};
 
+mod dead_letters;
 mod stats;
 mod tokens;
 
@@ -225,6 +226,7 @@ fn attempt_from_row(row: &PgRow) -> StoreResult<AttemptRecord> {
         duration: Duration::from_micros(row.try_get::<i64, _>("duration_us")? as u64),
         peak_memory_bytes: row.try_get::<i64, _>("peak_memory")? as u64,
         logs: logs_from_json(logs.as_deref()),
+        context: context_from_json(row.try_get::<Option<String>, _>("context")?.as_deref()),
     })
 }
 
@@ -268,6 +270,28 @@ impl Store for PostgresStore {
     }
     async fn audit_list(&self, limit: u32, before_id: Option<i64>) -> StoreResult<Vec<AuditEntry>> {
         self.list_audit(limit, before_id).await
+    }
+
+    async fn session_create(&self, params: SessionCreate) -> StoreResult<()> {
+        self.create_session(params).await
+    }
+    async fn session_token(&self, hash: &str) -> StoreResult<Option<TokenInfo>> {
+        self.find_session(hash).await
+    }
+    async fn session_end(&self, hash: &str) -> StoreResult<()> {
+        self.end_session(hash).await
+    }
+    async fn session_prune(&self) -> StoreResult<u64> {
+        self.prune_sessions().await
+    }
+    async fn dead_letter_groups(&self) -> StoreResult<Vec<DeadLetterGroup>> {
+        self.group_dead_letters().await
+    }
+    async fn failures_recent(
+        &self,
+        params: RecentFailures,
+    ) -> StoreResult<Vec<(JobId, AttemptRecord)>> {
+        self.recent_failures(params).await
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -475,9 +499,10 @@ impl Store for PostgresStore {
                  SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bytea[], $6::timestamptz[],
                                       $7::int[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[],
                                       $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], $16::text[],
-                                      $17::bool[])
+                                      $17::bool[], $18::text[])
                      AS i(id, attempt, state, output, scheduled_at, module_version, started_at, finished_at,
-                          outcome, message, trap_code, fuel_consumed, duration_us, peak_memory, logs, counts)
+                          outcome, message, trap_code, fuel_consumed, duration_us, peak_memory, logs, counts,
+                          context)
                      CROSS JOIN (SELECT $1::text AS node, 'running'::text AS running) AS fence
              ),
              updated AS (
@@ -503,9 +528,10 @@ impl Store for PostgresStore {
              ),
              recorded AS (
                  INSERT INTO sluice_attempts (job_id, attempt, node, module_version, started_at, finished_at,
-                     outcome, message, trap_code, fuel_consumed, duration_us, peak_memory, logs)
+                     outcome, message, trap_code, fuel_consumed, duration_us, peak_memory, logs, context)
                  SELECT i.id, i.attempt, $1, i.module_version, i.started_at, i.finished_at, i.outcome,
-                        i.message, i.trap_code, i.fuel_consumed, i.duration_us, i.peak_memory, i.logs::jsonb
+                        i.message, i.trap_code, i.fuel_consumed, i.duration_us, i.peak_memory, i.logs::jsonb,
+                        i.context::jsonb
                  FROM input AS i JOIN updated AS u ON u.id = i.id
                  -- No `ON CONFLICT`: the fence above lets each attempt's outcome land once,
                  -- and a speculative insert cost a confirmation record per row.
@@ -530,6 +556,7 @@ impl Store for PostgresStore {
         .bind(columns.peak_memory)
         .bind(columns.logs)
         .bind(columns.counts)
+        .bind(columns.context)
         .fetch_all(&self.pool)
         .await?;
         Ok(applied)
@@ -671,15 +698,18 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(name = "store.job_retry", level = "debug", skip_all)]
-    async fn job_retry(&self, id: JobId) -> StoreResult<Job> {
+    async fn job_retry(&self, params: JobRetry) -> StoreResult<Job> {
+        let id = params.id;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE sluice_jobs
              SET state = 'available', scheduled_at = now(), finalized_at = NULL,
-                 max_attempts = GREATEST(max_attempts, attempt + 1), cancel_requested_at = NULL
+                 max_attempts = GREATEST(max_attempts, attempt + 1), cancel_requested_at = NULL,
+                 args = COALESCE($2, args), codec = CASE WHEN $2 IS NULL THEN codec ELSE 'json' END
              WHERE id = $1 AND state IN ('scheduled', 'retryable', 'completed', 'discarded', 'cancelled')
              RETURNING {JOB_COLUMNS}"
         )))
         .bind(id)
+        .bind(params.json_args)
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -781,7 +811,7 @@ impl Store for PostgresStore {
         .ok_or(StoreError::JobNotFound(id))?;
         let attempts = sqlx::query(
             "SELECT attempt, node, module_version, started_at, finished_at, outcome, message, trap_code,
-                    fuel_consumed, duration_us, peak_memory, logs::text AS logs
+                    fuel_consumed, duration_us, peak_memory, logs::text AS logs, context::text AS context
              FROM sluice_attempts WHERE job_id = $1 ORDER BY attempt",
         )
         .bind(id)
@@ -1200,6 +1230,7 @@ struct FinishColumns {
     peak_memory: Vec<i64>,
     logs: Vec<Option<String>>,
     counts: Vec<bool>,
+    context: Vec<Option<String>>,
 }
 
 impl FinishColumns {
@@ -1227,5 +1258,6 @@ impl FinishColumns {
         self.duration_us.push(record.duration.as_micros() as i64);
         self.peak_memory.push(record.peak_memory_bytes as i64);
         self.logs.push(logs_json(&record.logs));
+        self.context.push(context_json(record.context.as_ref()));
     }
 }

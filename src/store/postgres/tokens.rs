@@ -1,11 +1,14 @@
-//! API tokens (by the hash of their text) and the audit log, on PostgreSQL.
+//! API tokens (by the hash of their text), the dashboard's sessions exchanged for them, and
+//! the audit log, on PostgreSQL.
 
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::PostgresStore;
 use crate::model::Role;
-use crate::store::{AuditEntry, AuditRecord, StoreError, StoreResult, TokenCreate, TokenInfo};
+use crate::store::{
+    AuditEntry, AuditRecord, SessionCreate, StoreError, StoreResult, TokenCreate, TokenInfo,
+};
 
 impl PostgresStore {
     pub(super) async fn create_token(&self, params: TokenCreate) -> StoreResult<TokenInfo> {
@@ -96,6 +99,49 @@ impl PostgresStore {
                 })
             })
             .collect()
+    }
+
+    pub(super) async fn create_session(&self, params: SessionCreate) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sluice_sessions (hash, token_hash, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&params.hash)
+        .bind(&params.token_hash)
+        .bind(params.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn find_session(&self, hash: &str) -> StoreResult<Option<TokenInfo>> {
+        let row = sqlx::query(
+            "SELECT t.name, t.role, t.created_at
+             FROM sluice_sessions AS s JOIN sluice_tokens AS t ON t.hash = s.token_hash
+             WHERE s.hash = $1 AND s.expires_at > now()",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| token_from_row(&row)).transpose()
+    }
+
+    pub(super) async fn end_session(&self, hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sluice_sessions WHERE hash = $1")
+            .bind(hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn prune_sessions(&self) -> StoreResult<u64> {
+        // A session whose token was revoked goes too: nothing can use it again.
+        let done = sqlx::query(
+            "DELETE FROM sluice_sessions AS s WHERE s.expires_at <= now()
+             OR NOT EXISTS (SELECT 1 FROM sluice_tokens AS t WHERE t.hash = s.token_hash)",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 }
 

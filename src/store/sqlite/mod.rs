@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 use super::*;
 use crate::model::{AttemptClass, Codec, LimitOverrides};
 
+mod dead_letters;
 mod stats;
 mod tokens;
 
@@ -36,10 +37,11 @@ const ROW_BUFFER: usize = 4096;
 macro_rules! insert_attempts_from_json {
     () => {
         "INSERT INTO sluice_attempts (job_id, attempt, node, module_version, started_at,
-             finished_at, outcome, message, trap_code, fuel_consumed, duration_us, peak_memory, logs)
+             finished_at, outcome, message, trap_code, fuel_consumed, duration_us, peak_memory, logs,
+             context)
          SELECT value ->> 0, value ->> 1, ?2, value ->> 2, value ->> 3, value ->> 4,
                 value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10,
-                value ->> 11
+                value ->> 11, value ->> 12
          FROM jsonb_each(?1)"
     };
 }
@@ -340,6 +342,7 @@ fn attempt_from_row(row: &SqliteRow) -> StoreResult<AttemptRecord> {
         duration: Duration::from_micros(row.try_get::<i64, _>("duration_us")? as u64),
         peak_memory_bytes: row.try_get::<i64, _>("peak_memory")? as u64,
         logs: logs_from_json(logs.as_deref()),
+        context: context_from_json(row.try_get::<Option<String>, _>("context")?.as_deref()),
     })
 }
 
@@ -382,6 +385,28 @@ impl Store for SqliteStore {
     }
     async fn audit_list(&self, limit: u32, before_id: Option<i64>) -> StoreResult<Vec<AuditEntry>> {
         self.list_audit(limit, before_id).await
+    }
+
+    async fn session_create(&self, params: SessionCreate) -> StoreResult<()> {
+        self.create_session(params).await
+    }
+    async fn session_token(&self, hash: &str) -> StoreResult<Option<TokenInfo>> {
+        self.find_session(hash).await
+    }
+    async fn session_end(&self, hash: &str) -> StoreResult<()> {
+        self.end_session(hash).await
+    }
+    async fn session_prune(&self) -> StoreResult<u64> {
+        self.prune_sessions().await
+    }
+    async fn dead_letter_groups(&self) -> StoreResult<Vec<DeadLetterGroup>> {
+        self.group_dead_letters().await
+    }
+    async fn failures_recent(
+        &self,
+        params: RecentFailures,
+    ) -> StoreResult<Vec<(JobId, AttemptRecord)>> {
+        self.recent_failures(params).await
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -794,16 +819,19 @@ impl Store for SqliteStore {
     }
 
     #[tracing::instrument(name = "store.job_retry", level = "debug", skip_all)]
-    async fn job_retry(&self, id: JobId) -> StoreResult<Job> {
+    async fn job_retry(&self, params: JobRetry) -> StoreResult<Job> {
+        let id = params.id;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE sluice_jobs
-             SET state = 'available', scheduled_at = ?, finalized_at = NULL,
-                 max_attempts = MAX(max_attempts, attempt + 1), cancel_requested_at = NULL
-             WHERE id = ? AND state IN ('scheduled', 'retryable', 'completed', 'discarded', 'cancelled')
+             SET state = 'available', scheduled_at = ?1, finalized_at = NULL,
+                 max_attempts = MAX(max_attempts, attempt + 1), cancel_requested_at = NULL,
+                 args = COALESCE(?3, args), codec = CASE WHEN ?3 IS NULL THEN codec ELSE 'json' END
+             WHERE id = ?2 AND state IN ('scheduled', 'retryable', 'completed', 'discarded', 'cancelled')
              RETURNING {JOB_COLUMNS}"
         )))
         .bind(now_micros())
         .bind(id)
+        .bind(params.json_args)
         .fetch_optional(&self.writer)
         .await?;
         match row {
@@ -1124,6 +1152,7 @@ fn attempt_json(job_id: JobId, record: &AttemptRecord) -> serde_json::Value {
         record.duration.as_micros() as i64,
         record.peak_memory_bytes as i64,
         logs_json(&record.logs),
+        context_json(record.context.as_ref()),
     ])
 }
 

@@ -1,10 +1,13 @@
-//! API tokens (by the hash of their text) and the audit log, on SQLite (times in microseconds).
+//! API tokens (by the hash of their text), the dashboard's sessions exchanged for them, and
+//! the audit log, on SQLite (times in microseconds).
 
 use sqlx::Row;
 
-use super::{SqliteStore, from_micros, now_micros};
+use super::{SqliteStore, from_micros, micros, now_micros};
 use crate::model::Role;
-use crate::store::{AuditEntry, AuditRecord, StoreError, StoreResult, TokenCreate, TokenInfo};
+use crate::store::{
+    AuditEntry, AuditRecord, SessionCreate, StoreError, StoreResult, TokenCreate, TokenInfo,
+};
 
 impl SqliteStore {
     pub(super) async fn create_token(&self, params: TokenCreate) -> StoreResult<TokenInfo> {
@@ -97,6 +100,53 @@ impl SqliteStore {
                 })
             })
             .collect()
+    }
+
+    pub(super) async fn create_session(&self, params: SessionCreate) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sluice_sessions (hash, token_hash, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(&params.hash)
+        .bind(&params.token_hash)
+        .bind(now_micros())
+        .bind(micros(params.expires_at))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn find_session(&self, hash: &str) -> StoreResult<Option<TokenInfo>> {
+        let row = sqlx::query(
+            "SELECT t.name, t.role, t.created_at
+             FROM sluice_sessions AS s JOIN sluice_tokens AS t ON t.hash = s.token_hash
+             WHERE s.hash = ?1 AND s.expires_at > ?2",
+        )
+        .bind(hash)
+        .bind(now_micros())
+        .fetch_optional(&self.readers)
+        .await?;
+        row.map(|row| token_from_row(&row)).transpose()
+    }
+
+    pub(super) async fn end_session(&self, hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sluice_sessions WHERE hash = ?1")
+            .bind(hash)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn prune_sessions(&self) -> StoreResult<u64> {
+        // A session whose token was revoked goes too: nothing can use it again.
+        let done = sqlx::query(
+            "DELETE FROM sluice_sessions WHERE expires_at <= ?1
+             OR NOT EXISTS (SELECT 1 FROM sluice_tokens AS t WHERE t.hash = sluice_sessions.token_hash)",
+        )
+        .bind(now_micros())
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
     }
 }
 
