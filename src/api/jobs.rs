@@ -266,7 +266,7 @@ pub async fn retry(
     request: axum::extract::Request,
 ) -> ApiResult<Json<JobView>> {
     let edit = optional_json::<RetryRequest>(request).await?;
-    let args = edit.as_ref().map(|edit| &edit.args);
+    let args = edit.as_ref().and_then(|edit| edit.args.as_ref());
     let job = crate::ops::retry_job(state.store.as_ref(), id, args, &caller.name).await?;
     Ok(Json(JobView::from(&job)))
 }

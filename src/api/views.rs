@@ -400,8 +400,10 @@ pub struct JobFilter {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryRequest {
-    /// The new args, as JSON (the job's codec becomes `json`).
-    pub args: serde_json::Value,
+    /// The new args, as JSON (the job's codec becomes `json`); absent (or `{}` as the whole
+    /// body): the job keeps its own.
+    #[serde(default)]
+    pub args: Option<serde_json::Value>,
 }
 
 /// The jobs a bulk action is for: listed by id, or every job a filter matches (newest first,
