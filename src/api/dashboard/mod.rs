@@ -64,7 +64,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/assets/{*path}", get(asset))
 }
 
-async fn index(State(state): State<ApiState>) -> Response {
+pub(super) async fn index(State(state): State<ApiState>) -> Response {
     // The base path is checked to be letters, digits and `-_.~/`, so it is safe in HTML.
     let page = INDEX.replace("{{BASE}}", &format!("{}/", state.base_path));
     let mut response = (

@@ -48,14 +48,9 @@ function context(match, params) {
 }
 
 async function loadSession() {
-  try {
-    session = await api("/v1/session");
-    setCsrf(session.csrf);
-  } catch (e) {
-    session = null;
-    setCsrf(null);
-    if (e.status !== 401) throw e;
-  }
+  // 204 (null) when nobody is signed in.
+  session = await api("/v1/session");
+  setCsrf(session?.csrf ?? null);
   const who = document.getElementById("who");
   who.textContent = session ? `${session.name} · ${session.role}` : "";
   document.getElementById("signout").hidden = !(session && session.via === "session");

@@ -13,7 +13,7 @@ export async function mount(el, ctx) {
   const open = new Set();
 
   function uploadForm() {
-    const name = h("input", { required: true, placeholder: "my_jobs", "aria-label": "Module name", pattern: "[A-Za-z0-9_.-]+" });
+    const name = h("input", { required: true, placeholder: "my_jobs", "aria-label": "Module name", pattern: "[A-Za-z0-9_.\\-]+" });
     const file = h("input", { type: "file", accept: ".wasm,application/wasm", required: true, "aria-label": "Component file (.wasm)" });
     const status = h("span", { class: "muted", role: "status" });
     file.addEventListener("change", () => {
