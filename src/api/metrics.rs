@@ -18,7 +18,7 @@ use crate::model::JobState;
 pub async fn scrape(State(state): State<ApiState>) -> impl IntoResponse {
     let metrics = &state.metrics;
     if let Some(due) = metrics.queue_depth_due().await {
-        match state.store.queue_list().await {
+        match state.store.queue_list(None).await {
             Ok(queues) => metrics.set_queue_depth(
                 due,
                 queues.iter().flat_map(|queue| {

@@ -19,7 +19,10 @@ use super::views::QueueView;
     )
 )]
 pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<QueueView>>> {
-    let queues = state.store.queue_list().await?;
+    let queues = state
+        .store
+        .queue_list(Some(crate::store::QUEUE_COUNT_CAP))
+        .await?;
     Ok(Json(queues.iter().map(QueueView::from).collect()))
 }
 

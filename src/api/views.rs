@@ -256,6 +256,10 @@ pub struct QueueView {
     pub concurrency: Option<u32>,
     /// Jobs by state (every state present, zero included).
     pub counts: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    /// States whose count stopped at the cap (100,000 jobs of a state across all queues, so
+    /// the list never waits on a scan of a large table): those counts are lower bounds.
+    pub at_least: Vec<String>,
 }
 
 impl From<&QueueSummary> for QueueView {
@@ -268,6 +272,7 @@ impl From<&QueueSummary> for QueueView {
                 .iter()
                 .map(|state| (state.as_str().to_string(), q.count(*state)))
                 .collect(),
+            at_least: q.capped.iter().map(|s| s.as_str().to_string()).collect(),
         }
     }
 }

@@ -19,11 +19,12 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
                 .concurrency
                 .map_or_else(|| "node's own".to_string(), |n| n.to_string());
             let mut row = vec![q.name.clone(), q.paused.to_string(), concurrency];
-            row.extend(
-                JobState::ALL
-                    .iter()
-                    .map(|s| q.counts.get(s.as_str()).copied().unwrap_or(0).to_string()),
-            );
+            row.extend(JobState::ALL.iter().map(|s| {
+                let count = q.counts.get(s.as_str()).copied().unwrap_or(0);
+                // A count that stopped at the cap is a lower bound.
+                let more = q.at_least.iter().any(|c| c == s.as_str());
+                format!("{count}{}", if more { "+" } else { "" })
+            }));
             row
         })
         .collect();

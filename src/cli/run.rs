@@ -239,7 +239,7 @@ impl StopSignals {
 /// The jobs of `config`'s queues there are to run, now or later.
 async fn backlog(context: &Context, config: &EngineConfig) -> anyhow::Result<u64> {
     use sluice::model::JobState;
-    let queues = context.app()?.store.queue_list().await?;
+    let queues = context.app()?.store.queue_list(None).await?;
     Ok(queues
         .iter()
         .filter(|queue| config.queues.iter().any(|q| q.name == queue.name))

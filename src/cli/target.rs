@@ -200,7 +200,10 @@ impl Target {
     pub async fn queues(&self) -> anyhow::Result<Vec<QueueView>> {
         match self {
             Target::Store(app) => {
-                let queues = app.store.queue_list().await?;
+                let queues = app
+                    .store
+                    .queue_list(Some(sluice::store::QUEUE_COUNT_CAP))
+                    .await?;
                 Ok(queues.iter().map(QueueView::from).collect())
             }
             Target::Api(api) => {

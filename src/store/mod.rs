@@ -479,6 +479,9 @@ pub struct QueueSummary {
     /// The per-node concurrency set for the queue at run time, if any.
     pub concurrency: Option<u32>,
     pub counts: Vec<(JobState, u64)>,
+    /// States whose count reached the cap the list was asked with: their counts are lower
+    /// bounds.
+    pub capped: Vec<JobState>,
 }
 
 /// What is set for a queue at run time, the same for every node.
@@ -731,7 +734,9 @@ pub trait Store: Send + Sync + 'static {
     async fn job_work_left(&self, queues: &[String]) -> StoreResult<bool>;
 
     // queues
-    async fn queue_list(&self) -> StoreResult<Vec<QueueSummary>>;
+    /// Every queue with its settings and jobs by state; with `count_cap`, at most that many
+    /// jobs of each state are counted (see `queue_count_statement`).
+    async fn queue_list(&self, count_cap: Option<u32>) -> StoreResult<Vec<QueueSummary>>;
     async fn queue_pause(&self, params: QueuePause) -> StoreResult<()>;
     /// What is set for each queue that has settings (a small table, read by every node
     /// every few seconds).
@@ -981,10 +986,52 @@ pub(crate) fn lease_expired_record(
 }
 
 /// Builds queue summaries from pause flags and (queue, state, count) rows.
+/// How many jobs of each state the dashboard's and the CLI's queue lists count at most: past
+/// it a figure reads "100,000+", and no list waits on a scan of a large table.
+pub const QUEUE_COUNT_CAP: u32 = 100_000;
+
+/// The statement counting jobs by queue and state: every job, or (`capped`) at most the
+/// number bound to `cap_param` of each state, each a bounded read (of the state's partial
+/// index where it has one), never the whole table.
+pub(crate) fn queue_count_statement(capped: bool, cap_param: &str) -> String {
+    if !capped {
+        return "SELECT queue, state, COUNT(*) AS n FROM sluice_jobs GROUP BY queue, state".into();
+    }
+    let per_state: Vec<String> = JobState::ALL
+        .iter()
+        .map(|state| {
+            let state = state.as_str();
+            format!(
+                "SELECT queue, state FROM (SELECT queue, state FROM sluice_jobs \
+                 WHERE state = '{state}' LIMIT {cap_param}) AS only_{state}"
+            )
+        })
+        .collect();
+    format!(
+        "SELECT queue, state, COUNT(*) AS n FROM ({}) AS bounded GROUP BY queue, state",
+        per_state.join(" UNION ALL ")
+    )
+}
+
 pub(crate) fn summarize_queues(
     settings: Vec<QueueSettings>,
     counts: Vec<(String, String, u64)>,
+    count_cap: Option<u32>,
 ) -> Vec<QueueSummary> {
+    let capped: Vec<JobState> = match count_cap {
+        None => Vec::new(),
+        Some(cap) => JobState::ALL
+            .into_iter()
+            .filter(|state| {
+                let total: u64 = counts
+                    .iter()
+                    .filter(|(_, s, _)| s == state.as_str())
+                    .map(|(_, _, n)| n)
+                    .sum();
+                total >= u64::from(cap)
+            })
+            .collect(),
+    };
     let mut queues: std::collections::BTreeMap<String, QueueSummary> = settings
         .into_iter()
         .map(|set| {
@@ -995,6 +1042,7 @@ pub(crate) fn summarize_queues(
                     paused: set.paused,
                     concurrency: set.concurrency,
                     counts: Vec::new(),
+                    capped: capped.clone(),
                 },
             )
         })
@@ -1005,6 +1053,7 @@ pub(crate) fn summarize_queues(
             paused: false,
             concurrency: None,
             counts: Vec::new(),
+            capped: capped.clone(),
         });
         if let Some(state) = JobState::parse(&state) {
             summary.counts.push((state, count));

@@ -79,7 +79,7 @@ fn the_committed_openapi_document_matches_the_code() {
 pub(crate) struct Node {
     child: Child,
     pub(crate) base: String,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Node {
@@ -114,12 +114,12 @@ impl Node {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// A request with `Authorization: Bearer TOKEN`.
-    async fn with_token(
+    pub(crate) async fn with_token(
         &self,
         token: &str,
         method: reqwest::Method,
@@ -133,11 +133,11 @@ impl Node {
         response(request.send().await.unwrap()).await
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         response(self.http.get(self.url(path)).send().await.unwrap()).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         response(
             self.http
                 .post(self.url(path))
@@ -149,7 +149,12 @@ impl Node {
         .await
     }
 
-    async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    pub(crate) async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let request = self
             .http
             .post(self.url(path))
@@ -159,7 +164,7 @@ impl Node {
     }
 
     /// The body of a GET that must succeed, as text, with its content type.
-    async fn text(&self, path: &str) -> (String, String) {
+    pub(crate) async fn text(&self, path: &str) -> (String, String) {
         let response = self.http.get(self.url(path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let content_type = response.headers()["content-type"]
@@ -169,12 +174,17 @@ impl Node {
         (content_type, response.text().await.unwrap())
     }
 
-    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn delete(&self, path: &str) -> (StatusCode, Value) {
         response(self.http.delete(self.url(path)).send().await.unwrap()).await
     }
 
     /// Polls a job until `done` holds for it (at most 60 s).
-    async fn wait_for_job(&self, id: i64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_for_job(
+        &self,
+        id: i64,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let started = Instant::now();
         loop {
             let (status, job) = self.get(&format!("/v1/jobs/{id}")).await;
@@ -204,7 +214,7 @@ impl Drop for Node {
 }
 
 /// Status and JSON body (null when empty); problems must carry their media type.
-async fn response(response: reqwest::Response) -> (StatusCode, Value) {
+pub(crate) async fn response(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
     let content_type = response
         .headers()
@@ -249,7 +259,7 @@ async fn chunked_post(base: &str, path: &str, size: usize) -> String {
     String::from_utf8_lossy(&reply).into_owned()
 }
 
-fn hello_wasm() -> Vec<u8> {
+pub(crate) fn hello_wasm() -> Vec<u8> {
     std::fs::read(guests::HELLO).unwrap()
 }
 

@@ -1014,7 +1014,7 @@ async fn list_count_and_queue_summaries(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    let queues = store.queue_list().await.unwrap();
+    let queues = store.queue_list(None).await.unwrap();
     let names: Vec<_> = queues.iter().map(|q| (q.name.as_str(), q.paused)).collect();
     assert_eq!(names, [("a", false), ("b", false), ("c", true)]);
     assert_eq!(queues[0].count(JobState::Available), 2);
@@ -1032,7 +1032,28 @@ async fn list_count_and_queue_summaries(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    assert!(!store.queue_list().await.unwrap()[2].paused);
+    assert!(!store.queue_list(None).await.unwrap()[2].paused);
+
+    // Under a cap each state is counted only so far, across queues, and says so.
+    let capped = store.queue_list(Some(3)).await.unwrap();
+    let available: u64 = capped.iter().map(|q| q.count(JobState::Available)).sum();
+    assert_eq!(available, 3, "{capped:?}");
+    assert_eq!(capped[0].capped, [JobState::Available], "{capped:?}");
+    assert_eq!(capped[1].count(JobState::Running), 1);
+    let exact = store.queue_list(Some(1_000)).await.unwrap();
+    assert!(exact.iter().all(|q| q.capped.is_empty()), "{exact:?}");
+    let counts = |queues: &[sluice::store::QueueSummary]| {
+        let sorted = |q: &sluice::store::QueueSummary| {
+            let mut counts: Vec<_> = q.counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+            counts.sort();
+            counts
+        };
+        queues.iter().map(sorted).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        counts(&exact),
+        counts(&store.queue_list(None).await.unwrap())
+    );
 }
 
 async fn queue_settings_keep_pause_and_concurrency_apart(store: Arc<dyn Store>) {
@@ -1071,7 +1092,7 @@ async fn queue_settings_keep_pause_and_concurrency_apart(store: Arc<dyn Store>) 
         .queue_set_concurrency(set("mail", None))
         .await
         .unwrap();
-    let queues = store.queue_list().await.unwrap();
+    let queues = store.queue_list(None).await.unwrap();
     let found: Vec<_> = queues
         .iter()
         .map(|q| (q.name.as_str(), q.paused, q.concurrency))

@@ -135,6 +135,8 @@ async function main() {
   }
   async function shoot(page, name) {
     await page.waitForLoadState("networkidle");
+    // Toasts of earlier steps would cover the page.
+    await page.evaluate(() => document.getElementById("toasts")?.replaceChildren());
     await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
   }
 

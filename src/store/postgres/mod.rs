@@ -700,6 +700,15 @@ impl Store for PostgresStore {
     #[tracing::instrument(name = "store.job_retry", level = "debug", skip_all)]
     async fn job_retry(&self, params: JobRetry) -> StoreResult<Job> {
         let id = params.id;
+        // Edited args meet the cap new jobs meet.
+        if let Some(args) = &params.json_args
+            && args.len() > self.max_args_bytes
+        {
+            return Err(StoreError::ArgsTooLarge {
+                size: args.len(),
+                limit: self.max_args_bytes,
+            });
+        }
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE sluice_jobs
              SET state = 'available', scheduled_at = now(), finalized_at = NULL,
@@ -884,12 +893,13 @@ impl Store for PostgresStore {
     }
 
     #[tracing::instrument(name = "store.queue_list", level = "debug", skip_all)]
-    async fn queue_list(&self) -> StoreResult<Vec<QueueSummary>> {
-        let counts = sqlx::query(
-            "SELECT queue, state, COUNT(*) AS n FROM sluice_jobs GROUP BY queue, state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+    async fn queue_list(&self, count_cap: Option<u32>) -> StoreResult<Vec<QueueSummary>> {
+        let statement = super::queue_count_statement(count_cap.is_some(), "$1");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+        if let Some(cap) = count_cap {
+            query = query.bind(i64::from(cap));
+        }
+        let counts = query.fetch_all(&self.pool).await?;
         let settings = self.queue_settings().await?;
         let rows = counts
             .iter()
@@ -901,7 +911,7 @@ impl Store for PostgresStore {
                 ))
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        Ok(summarize_queues(settings, rows))
+        Ok(summarize_queues(settings, rows, count_cap))
     }
 
     #[tracing::instrument(name = "store.queue_pause", level = "debug", skip_all)]

@@ -5,7 +5,7 @@ export function timeChart(el, { series, height = 220 }) {
   const options = {
     width,
     height,
-    series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, points: { show: false } }))],
+    series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2 }))],
     axes: [{ stroke: "#888" }, { stroke: "#888", size: 60 }],
     legend: { live: true },
   };

@@ -102,3 +102,9 @@ export function href(path, params) {
   const text = query.toString();
   return `#${path}${text ? `?${text}` : ""}`;
 }
+
+// A queue's count of jobs in `state`, with "+" when the node stopped counting at its cap.
+export function queueCount(queue, state) {
+  const more = (queue.at_least || []).includes(state) ? "+" : "";
+  return `${count(queue.counts[state] || 0)}${more}`;
+}

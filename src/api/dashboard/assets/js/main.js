@@ -99,7 +99,7 @@ async function tick() {
 function showLive() {
   const button = document.getElementById("live");
   button.setAttribute("aria-pressed", String(live));
-  button.textContent = live ? "Live ⏸" : "Paused ▶";
+  button.textContent = live ? "Live" : "Paused";
 }
 
 document.getElementById("live").addEventListener("click", () => {

@@ -2,7 +2,7 @@
 // jobs by state per queue, nodes up, and the newest dead letters.
 
 import { api, query } from "../api.js";
-import { h, swap, count, when, link, state } from "../dom.js";
+import { h, swap, count, when, link, state, queueCount } from "../dom.js";
 import { timeChart, seconds } from "../charts.js";
 
 export const title = "Overview";
@@ -50,12 +50,14 @@ export async function mount(el, ctx) {
     latency.set([x, points.map((p) => p.wait_p50_ms), points.map((p) => p.wait_p99_ms)]);
     const sum = (key) => points.reduce((a, p) => a + p[key], 0);
     const totals = Object.fromEntries(STATES.map((s) => [s, queues.reduce((a, q) => a + (q.counts[s] || 0), 0)]));
+    // "+" where a count stopped at the node's cap.
+    const more = (...states) => (queues.some((q) => states.some((s) => (q.at_least || []).includes(s))) ? "+" : "");
     swap(tiles,
       tile(count(sum("completed")), `completed, last ${span}`),
       tile(count(sum("failed")), `failed, last ${span}`, sum("failed") ? "bad" : ""),
-      tile(count(totals.available + totals.scheduled + totals.retryable), "waiting"),
-      tile(count(totals.running), "running"),
-      tile(count(totals.discarded), "discarded", totals.discarded ? "bad" : ""),
+      tile(count(totals.available + totals.scheduled + totals.retryable) + more("available", "scheduled", "retryable"), "waiting"),
+      tile(count(totals.running) + more("running"), "running"),
+      tile(count(totals.discarded) + more("discarded"), "discarded", totals.discarded ? "bad" : ""),
       tile(`${nodes.filter((n) => n.health === "up").length} / ${nodes.length}`, "nodes up"),
     );
     swap(queuesEl, queues.length === 0 ? h("p", { class: "muted" }, "No queues yet: enqueue a job.") :
@@ -63,7 +65,7 @@ export async function mount(el, ctx) {
         h("thead", {}, h("tr", {}, h("th", {}, "Queue"), STATES.map((s) => h("th", { class: "num" }, s)))),
         h("tbody", {}, queues.map((q) => h("tr", {},
           h("td", {}, link("/jobs", { queue: q.name }, q.name), q.paused ? h("span", { class: "chip warn" }, " paused") : null),
-          STATES.map((s) => h("td", { class: "num" }, q.counts[s] ? link("/jobs", { queue: q.name, state: s }, count(q.counts[s])) : "0")))))));
+          STATES.map((s) => h("td", { class: "num" }, q.counts[s] ? link("/jobs", { queue: q.name, state: s }, queueCount(q, s)) : "0")))))));
     swap(deadEl, dead.jobs.length === 0 ? h("p", { class: "muted" }, "No dead letters.") :
       h("table", {},
         h("thead", {}, h("tr", {}, h("th", {}, "Job"), h("th", {}, "Call"), h("th", {}, "Queue"), h("th", {}, "Discarded"), h("th", {}, "State"))),

@@ -2,7 +2,7 @@
 // resume and change concurrency (operate role).
 
 import { api } from "../api.js";
-import { h, swap, count, link, toast } from "../dom.js";
+import { h, swap, link, toast, queueCount } from "../dom.js";
 import { sparkline } from "../charts.js";
 
 export const title = "Queues";
@@ -28,7 +28,7 @@ export async function mount(el, ctx) {
     if (!operate) return null;
     const input = h("input", {
       type: "number", min: 1, max: 10000, inputmode: "numeric", "aria-label": `Concurrency of ${q.name}`,
-      placeholder: "node default", value: q.concurrency ?? "", size: 6, dataset: { key: `conc-${q.name}` },
+      placeholder: "default", value: q.concurrency ?? "", size: 6, dataset: { key: `conc-${q.name}` },
     });
     const set = (concurrency) => act(`/v1/queues/${encodeURIComponent(q.name)}/concurrency`,
       { method: "PUT", body: { concurrency } },
@@ -56,7 +56,7 @@ export async function mount(el, ctx) {
           h("td", {}, link("/jobs", { queue: q.name }, q.name)),
           h("td", {}, q.paused ? h("span", { class: "chip warn" }, "paused") : h("span", { class: "chip h-up" }, "running")),
           h("td", { class: "num" }, q.concurrency ?? h("span", { class: "muted" }, "node default")),
-          STATES.map((s) => h("td", { class: "num hide-sm" }, q.counts[s] ? link("/jobs", { queue: q.name, state: s }, count(q.counts[s])) : "0")),
+          STATES.map((s) => h("td", { class: "num hide-sm" }, q.counts[s] ? link("/jobs", { queue: q.name, state: s }, queueCount(q, s)) : "0")),
           h("td", {}, sparkline(series[q.name] || [0])),
           operate ? h("td", {}, controls(q)) : null)))));
   }
