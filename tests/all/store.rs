@@ -76,6 +76,8 @@ conformance!(
     every_move_follows_the_state_machine,
     a_paused_queue_yields_no_jobs,
     tokens_are_found_by_hash_and_revoked,
+    sessions_stand_for_their_token_until_they_end,
+    dead_letters_group_discards_and_keep_their_context,
     the_audit_log_pages_newest_first,
     listing_filters_by_function_args_and_id_range,
     queue_settings_keep_pause_and_concurrency_apart,
@@ -1756,6 +1758,162 @@ async fn tokens_are_found_by_hash_and_revoked(store: Arc<dyn Store>) {
     assert!(!store.token_revoke("ci").await.unwrap());
     assert_eq!(store.token_by_hash("h1").await.unwrap(), None);
     assert!(store.token_exists().await.unwrap());
+}
+
+async fn sessions_stand_for_their_token_until_they_end(store: Arc<dyn Store>) {
+    use sluice::model::Role;
+    use sluice::store::{SessionCreate, TokenCreate};
+    let token = |name: &str, hash: &str| TokenCreate {
+        name: name.into(),
+        role: Role::Read,
+        hash: hash.into(),
+    };
+    let alice = store.token_create(token("alice", "t-alice")).await.unwrap();
+    store.token_create(token("bob", "t-bob")).await.unwrap();
+    let session = |hash: &str, token_hash: &str, lasts: chrono::Duration| SessionCreate {
+        hash: hash.into(),
+        token_hash: token_hash.into(),
+        expires_at: Utc::now() + lasts,
+    };
+    let hour = chrono::Duration::hours(1);
+    store
+        .session_create(session("s1", "t-alice", hour))
+        .await
+        .unwrap();
+    store
+        .session_create(session("s2", "t-alice", hour))
+        .await
+        .unwrap();
+    store
+        .session_create(session("s3", "t-bob", hour))
+        .await
+        .unwrap();
+    store
+        .session_create(session("old", "t-bob", -chrono::Duration::seconds(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session_token("s1").await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store.session_token("t-alice").await.unwrap(),
+        None,
+        "a token is no session"
+    );
+    assert_eq!(store.session_token("nope").await.unwrap(), None);
+    // An expired session stands for nobody, and pruning forgets it (and only it).
+    assert_eq!(store.session_token("old").await.unwrap(), None);
+    assert_eq!(store.session_prune().await.unwrap(), 1);
+    assert_eq!(store.session_prune().await.unwrap(), 0);
+    assert!(store.session_token("s3").await.unwrap().is_some());
+    // Ending one session leaves the token's others.
+    store.session_end("s1").await.unwrap();
+    store.session_end("s1").await.unwrap();
+    assert_eq!(store.session_token("s1").await.unwrap(), None);
+    assert_eq!(store.session_token("s2").await.unwrap(), Some(alice));
+    // Revoking a token ends every session of it, and no other.
+    assert!(store.token_revoke("alice").await.unwrap());
+    assert_eq!(store.session_token("s2").await.unwrap(), None);
+    assert!(store.session_token("s3").await.unwrap().is_some());
+}
+
+async fn dead_letters_group_discards_and_keep_their_context(store: Arc<dyn Store>) {
+    use sluice::model::DiscardContext;
+    use sluice::store::RecentFailures;
+    for function in ["fail", "fail", "fail", "greet", "fail", "fail"] {
+        store.job_insert(job(function)).await.unwrap();
+    }
+    let ids: Vec<i64> = store
+        .job_fetch(fetch("default", 6, NODE, LEASE))
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    let failed = AttemptClass::Failed(FailureKind::GuestError);
+    let context = DiscardContext {
+        node_version: "9.9.9".into(),
+        node_in_flight: 7,
+        queue_running: 3,
+        queue_concurrency: 4,
+    };
+    let later = Utc::now() + chrono::Duration::minutes(10);
+    // (Each record is stamped as it is made: in this order, so "newest" is well defined.)
+    let mut outcomes = vec![
+        outcome(ids[0], 1, Resolution::Discard, failed),
+        outcome(ids[1], 1, Resolution::Discard, failed),
+        outcome(ids[2], 1, Resolution::Discard, failed),
+        outcome(
+            ids[3],
+            1,
+            Resolution::Discard,
+            AttemptClass::Failed(FailureKind::BadArgs),
+        ),
+        outcome(ids[4], 1, Resolution::Retry { at: later }, failed),
+        outcome(
+            ids[5],
+            1,
+            Resolution::Complete {
+                output: b"null".to_vec(),
+            },
+            AttemptClass::Completed,
+        ),
+    ];
+    outcomes[2].record.context = Some(context.clone());
+    finish(&store, NODE, outcomes).await;
+
+    let groups = store.dead_letter_groups().await.unwrap();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    let fail = groups.iter().find(|g| g.function == "fail").unwrap();
+    assert_eq!(
+        (fail.module.as_str(), fail.class.as_str(), fail.jobs),
+        ("hello", "guest_error", 3)
+    );
+    assert_eq!(fail.last_job, ids[2]);
+    assert_eq!(fail.last_message, record(1, failed).message);
+    let greet = groups.iter().find(|g| g.function == "greet").unwrap();
+    assert_eq!(
+        (greet.class.as_str(), greet.jobs, greet.last_job),
+        ("bad_args", 1, ids[3])
+    );
+
+    // A function's recent failures: the discarded and the retrying, newest first; never a
+    // completed attempt, nor another function's.
+    let recent = |function: &str, limit: u32| {
+        let store = store.clone();
+        let function = function.to_string();
+        async move {
+            store
+                .failures_recent(RecentFailures {
+                    module: "hello".into(),
+                    function,
+                    limit,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let failures = recent("fail", 10).await;
+    let failed_ids: Vec<i64> = failures.iter().map(|(id, _)| *id).collect();
+    assert_eq!(failed_ids, [ids[4], ids[2], ids[1], ids[0]], "{failures:?}");
+    assert!(failures.iter().all(|(_, r)| r.outcome == failed));
+    assert_eq!(recent("fail", 2).await.len(), 2);
+    assert!(recent("noop", 10).await.is_empty());
+
+    // The discarding attempt keeps the context it was recorded with; others have none.
+    let detail = store.job_get(ids[2]).await.unwrap();
+    assert_eq!(detail.attempts[0].context, Some(context));
+    assert_eq!(
+        store.job_get(ids[0]).await.unwrap().attempts[0].context,
+        None
+    );
+
+    // Retrying a job takes it out of the dead letters.
+    store.job_retry(ids[2].into()).await.unwrap();
+    let groups = store.dead_letter_groups().await.unwrap();
+    let fail = groups.iter().find(|g| g.function == "fail").unwrap();
+    assert_eq!((fail.jobs, fail.last_job), (2, ids[1]));
 }
 
 async fn the_audit_log_pages_newest_first(store: Arc<dyn Store>) {

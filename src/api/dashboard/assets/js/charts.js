@@ -1,11 +1,13 @@
 // Charts, drawn by uPlot (vendored): time series of counts and of latencies.
 
-export function timeChart(el, { series, height = 220 }) {
+// `dots`: mark each value, for series with gaps (a latency exists only in minutes that
+// started jobs), where a lone value would draw no line at all.
+export function timeChart(el, { series, height = 220, dots = false }) {
   const width = Math.max(280, el.clientWidth || 600);
   const options = {
     width,
     height,
-    series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2 }))],
+    series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.color, width: 2, points: { show: dots, size: 6, fill: s.color } }))],
     axes: [{ stroke: "#888" }, { stroke: "#888", size: 60 }],
     legend: { live: true },
   };

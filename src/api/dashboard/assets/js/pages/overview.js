@@ -34,6 +34,7 @@ export async function mount(el, ctx) {
     series: [{ label: "completed", color: "#16a34a" }, { label: "failed", color: "#dc2626" }],
   });
   const latency = timeChart(latencyEl, {
+    dots: true,
     series: [{ label: "p50", color: "#2563eb" }, { label: "p99", color: "#d97706" }],
   });
 
