@@ -208,16 +208,52 @@ pub async fn list(
     State(state): State<ApiState>,
     Query(filter): Query<JobFilter>,
 ) -> ApiResult<Json<JobPage>> {
-    let list = listing(filter, 50)?;
+    let mut list = listing(filter, 50)?;
     let limit = list.limit;
+    let floor = window_floor(state.store.as_ref(), &list).await?;
+    if let Some(floor) = floor {
+        list.after_id = Some(floor);
+    }
     let jobs = state.store.job_list(list).await?;
-    let next_before = (jobs.len() == limit as usize)
-        .then(|| jobs.last().map(|job| job.id))
-        .flatten();
+    let next_before = if jobs.len() == limit as usize {
+        jobs.last().map(|job| job.id)
+    } else {
+        floor.map(|floor| floor + 1)
+    };
     Ok(Json(JobPage {
         jobs: jobs.iter().map(JobView::from).collect(),
         next_before,
+        searched_to: floor.map(|floor| floor + 1),
     }))
+}
+
+/// How many ids a page filtered by module, function or args text reads at most: no index
+/// serves those filters, and a rare function must not make a page read the whole table.
+const FILTER_SCAN_WINDOW: i64 = 50_000;
+
+/// For a listing no index bounds, the id above which this page looks (the window's floor);
+/// `None` when an index bounds it or the window would reach past the listing's own floor.
+async fn window_floor(store: &dyn crate::store::Store, list: &JobList) -> ApiResult<Option<i64>> {
+    if list.module.is_none() && list.function.is_none() && list.args_contains.is_none() {
+        return Ok(None);
+    }
+    let top = match list.before_id {
+        Some(before) => before,
+        // The newest job, through the primary key.
+        None => match store
+            .job_list(JobList {
+                limit: 1,
+                ..Default::default()
+            })
+            .await?
+            .first()
+        {
+            Some(newest) => newest.id + 1,
+            None => return Ok(None),
+        },
+    };
+    let floor = top - FILTER_SCAN_WINDOW - 1;
+    Ok((floor > list.after_id.unwrap_or(0)).then_some(floor))
 }
 
 /// One job with every attempt.

@@ -195,6 +195,11 @@ pub struct JobPage {
     pub jobs: Vec<JobView>,
     /// Pass as `before` for the next page; null on the last page.
     pub next_before: Option<i64>,
+    /// Set when a filter on module, function or args text read only a window of ids: this
+    /// page looked at jobs down to this id (and no further, however few it found);
+    /// `next_before` goes on below it.
+    #[serde(default)]
+    pub searched_to: Option<i64>,
 }
 
 /// A job function a module exports.
@@ -257,7 +262,7 @@ pub struct QueueView {
     /// Jobs by state (every state present, zero included).
     pub counts: std::collections::BTreeMap<String, u64>,
     #[serde(default)]
-    /// States whose count stopped at the cap (100,000 jobs of a state across all queues, so
+    /// States whose count stopped at the cap (10,000 jobs of a state across all queues, so
     /// the list never waits on a scan of a large table): those counts are lower bounds.
     pub at_least: Vec<String>,
 }

@@ -987,8 +987,8 @@ pub(crate) fn lease_expired_record(
 
 /// Builds queue summaries from pause flags and (queue, state, count) rows.
 /// How many jobs of each state the dashboard's and the CLI's queue lists count at most: past
-/// it a figure reads "100,000+", and no list waits on a scan of a large table.
-pub const QUEUE_COUNT_CAP: u32 = 100_000;
+/// it a figure reads "10,000+", and no list waits on a scan of a large table.
+pub const QUEUE_COUNT_CAP: u32 = 10_000;
 
 /// The statement counting jobs by queue and state: every job, or (`capped`) at most the
 /// number bound to `cap_param` of each state, each a bounded read (of the state's partial

@@ -12,27 +12,6 @@ use sluice_test_artifacts as guests;
 
 use crate::support::binary::Sluice;
 
-macro_rules! both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Sluice::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Sluice::postgres().await).await;
-                }
-            )*
-        }
-    };
-}
-
 both_stores!(
     jobs_go_in_and_out_through_the_api,
     bad_requests_are_problems_and_store_nothing,

@@ -12,33 +12,13 @@ use serde_json::{Value, json};
 use crate::api::{Node, hello_wasm, response};
 use crate::support::binary::Sluice;
 
-macro_rules! both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Sluice::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::Sluice::postgres().await).await;
-                }
-            )*
-        }
-    };
-}
-
 both_stores!(
     the_pages_are_served_whole_under_a_base_path,
     a_session_acts_for_its_token_only_from_the_dashboard,
     cross_site_actions_are_refused_even_on_the_open_api,
     dead_letters_are_grouped_with_their_forensics,
     a_discarded_job_is_retried_with_edited_args,
+    a_filter_no_index_serves_reads_a_window_of_ids,
 );
 
 /// `path` with these extra headers (a session cookie, a CSRF header, a browser's
@@ -649,4 +629,58 @@ async fn a_discarded_job_is_retried_with_edited_args(sluice: Sluice) {
         })
         .await;
     assert_eq!(again["args"], json!({"name": "Ada"}));
+}
+
+async fn a_filter_no_index_serves_reads_a_window_of_ids(sluice: Sluice) {
+    sluice.ok(&["upload", sluice_test_artifacts::HELLO]);
+    let rare = sluice.enqueue(&["hello", "fail"]);
+    // 50,001 jobs above it: one more than a page filtered by function reads.
+    let batch = crate::support::temp_dir("window").join("batch");
+    std::fs::write(&batch, "null\n".repeat(50_001)).unwrap();
+    sluice.ok(&[
+        "enqueue",
+        "hello",
+        "noop",
+        "--batch",
+        batch.to_str().unwrap(),
+    ]);
+    let newest = rare + 50_001;
+    let node = Node::start(&sluice, &["serve"]);
+
+    let (status, page) = node.get("/v1/jobs?function=fail").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let floor = newest + 1 - 50_000;
+    assert_eq!(
+        page["jobs"],
+        json!([]),
+        "the rare job lies below the window"
+    );
+    assert_eq!(
+        (page["searched_to"].as_i64(), page["next_before"].as_i64()),
+        (Some(floor), Some(floor))
+    );
+    let (_, older) = node
+        .get(&format!("/v1/jobs?function=fail&before={floor}"))
+        .await;
+    let ids: Vec<i64> = older["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [rare]);
+    assert_eq!(
+        (older["next_before"].as_i64(), older["searched_to"].as_i64()),
+        (None, None)
+    );
+    // A full page goes on from its last job; an indexed filter reads no window.
+    let (_, full) = node.get("/v1/jobs?function=noop&limit=10").await;
+    assert_eq!(full["jobs"].as_array().unwrap().len(), 10);
+    assert_eq!(full["next_before"].as_i64(), Some(newest - 9));
+    let (_, by_state) = node.get("/v1/jobs?state=available&limit=1").await;
+    assert_eq!(by_state["searched_to"], Value::Null);
+    assert_eq!(by_state["jobs"][0]["id"].as_i64(), Some(newest));
+    // The args search is bounded by the same window.
+    let (_, searched) = node.get("/v1/jobs?args=null&limit=5").await;
+    assert_eq!(searched["searched_to"].as_i64(), Some(floor), "{searched}");
 }

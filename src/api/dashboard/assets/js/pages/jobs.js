@@ -117,13 +117,16 @@ export async function mount(el, ctx) {
       checked: shown.length > 0 && shown.every((j) => selected.has(j.id)),
       onchange: (e) => { for (const j of shown) { if (e.target.checked) selected.add(j.id); else selected.delete(j.id); } refresh(); renderBulk(); },
     }) : null;
-    swap(table, shown.length === 0 ? h("p", { class: "muted" }, "No job matches.") :
+    swap(table, shown.length === 0 ? h("p", { class: "muted" }, page.next_before ? "No job matches on this page; older jobs may." : "No job matches.") :
       h("table", {},
         h("thead", {}, h("tr", {}, operate ? h("th", {}, all) : null,
           ["Id", "State", "Call", "Args", "Queue", "Attempts", "Enqueued", "Next / ended"].map((t, i) => h("th", { class: i === 3 || i === 7 ? "hide-sm" : "" }, t)))),
         h("tbody", {}, shown.map(row))));
     const params = Object.fromEntries(FILTERS.map((k) => [k, filter[k]]));
-    swap(pager,
+    // A filter on module, function or args reads a window of ids per page, never the table.
+    const windowNote = page.searched_to
+      ? h("span", { class: "muted" }, `Looked through jobs down to #${page.searched_to}.`) : null;
+    swap(pager, windowNote,
       before ? h("a", { href: href("/jobs", params) }, "« Newest") : null,
       page.next_before ? h("a", { href: href("/jobs", { ...params, before: page.next_before }) }, "Older »") : null);
     if (operate) renderBulk();
