@@ -875,6 +875,22 @@ pub(crate) const JOB_COLUMNS: &str = "id, queue, module, module_version, functio
      lease_expires_at, finalized_at, fuel_limit, timeout_ms, memory_limit, output, lost_attempts";
 
 /// Appends the optional state, queue and module filters of a listing or a count.
+/// The predicate of the `sluice_jobs_unsettled` index. SQLite uses a partial index only
+/// when the query restates its predicate (it does not infer `state IN (...)` from
+/// `state = 'discarded'`), so every read of one of these states by that index carries it.
+pub(crate) const UNSETTLED_STATES: &str =
+    "state IN ('scheduled', 'retryable', 'discarded', 'cancelled')";
+
+/// `UNSETTLED_STATES AND ` when `state` is one of them, else nothing.
+pub(crate) fn unsettled_guard(state: JobState) -> String {
+    match state {
+        JobState::Scheduled | JobState::Retryable | JobState::Discarded | JobState::Cancelled => {
+            format!("{UNSETTLED_STATES} AND ")
+        }
+        _ => String::new(),
+    }
+}
+
 pub(crate) fn push_filters<DB: sqlx::Database>(
     query: &mut sqlx::QueryBuilder<DB>,
     state: Option<JobState>,
@@ -885,7 +901,11 @@ pub(crate) fn push_filters<DB: sqlx::Database>(
     for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     if let Some(state) = state {
-        query.push(" AND state = ").push_bind(state.as_str());
+        query
+            .push(" AND ")
+            .push(unsettled_guard(state))
+            .push("state = ")
+            .push_bind(state.as_str());
     }
     if let Some(queue) = queue {
         query.push(" AND queue = ").push_bind(queue.to_string());
@@ -991,19 +1011,27 @@ pub(crate) fn lease_expired_record(
 pub const QUEUE_COUNT_CAP: u32 = 10_000;
 
 /// The statement counting jobs by queue and state: every job, or (`capped`) at most the
-/// number bound to `cap_param` of each state, each a bounded read (of the state's partial
-/// index where it has one), never the whole table.
+/// number bound to `cap_param` of each state, the newest of it, each a bounded read: the
+/// order by id makes the plan walk an index in id order (the state's partial index, or the
+/// primary key for completed jobs) whatever the statistics say about how many rows match.
 pub(crate) fn queue_count_statement(capped: bool, cap_param: &str) -> String {
     if !capped {
         return "SELECT queue, state, COUNT(*) AS n FROM sluice_jobs GROUP BY queue, state".into();
     }
     let per_state: Vec<String> = JobState::ALL
         .iter()
-        .map(|state| {
+        .map(|&state| {
+            // Running jobs' index is by lease expiry: read it unordered (they are few).
+            let order = if state == JobState::Running {
+                ""
+            } else {
+                " ORDER BY id DESC"
+            };
+            let guard = unsettled_guard(state);
             let state = state.as_str();
             format!(
                 "SELECT queue, state FROM (SELECT queue, state FROM sluice_jobs \
-                 WHERE state = '{state}' LIMIT {cap_param}) AS only_{state}"
+                 WHERE {guard}state = '{state}'{order} LIMIT {cap_param}) AS only_{state}"
             )
         })
         .collect();
