@@ -5,8 +5,10 @@
 // reload; retry on a discarded job makes it available and then completed; pausing a queue from
 // the page stops claims on the running node (and resuming restarts them); a read-only session
 // shows no action controls and its actions are refused; forged POSTs (no CSRF header, another
-// site) are refused; every page loads without console errors. Saves a screenshot of every page
-// under target/dashboard/.
+// site) are refused; every page loads without console errors. Also the incident's flow by
+// keyboard (filter to a function's dead letters, retry them all through the confirmation),
+// sign-out, and the jobs page on a phone's screen. Saves a screenshot of every page under
+// target/dashboard/.
 //
 // Usage: node tests/browser/dashboard.mjs   (after `cargo build` and the hello guest's build;
 // .ci/browser does all of it). SLUICE_BIN and CHROMIUM override the binaries' paths.
@@ -215,6 +217,42 @@ async function main() {
   await page.waitForSelector('section[aria-label="Forensics of hello.fail"] table');
   assert.match(await page.textContent('section[aria-label="Forensics of hello.fail"]'), /this job always fails/);
   await shoot(page, "dead-letters");
+  // The incident, with the keyboard: filter the jobs to the failing function's dead letters
+  // (typed, submitted with Enter, kept in the URL), then retry them all after a confirmation
+  // that Escape dismisses.
+  const failing = await api("/v1/jobs?state=discarded&function=fail");
+  assert.equal(failing.jobs.length, 1);
+  const failed = failing.jobs[0].id;
+  await page.goto(`${dash}/#/jobs`);
+  await page.waitForSelector("form.filters");
+  await page.focus("form.filters select");
+  await page.selectOption("form.filters select", "discarded");
+  await page.keyboard.press("Tab");
+  await page.keyboard.press("Tab");
+  await page.keyboard.press("Tab");
+  await page.keyboard.type("fail");
+  await page.keyboard.press("Enter");
+  await page.waitForURL(/state=discarded&.*function=fail/);
+  await page.waitForSelector(`tr[data-job="${failed}"]`);
+  assert.equal(await page.locator("tbody tr").count(), 1);
+  await page.click('[data-key="all-retry"]');
+  await page.waitForSelector("#confirm[open]");
+  assert.match(await page.textContent("#confirm-text"), /function=fail/);
+  await page.keyboard.press("Escape");
+  await page.waitForSelector("#confirm[open]", { state: "detached" });
+  assert.equal((await api(`/v1/jobs/${failed}`)).attempts.length, 1, "a dismissed confirmation retried");
+  await page.click('[data-key="all-retry"]');
+  await page.click("#confirm-ok");
+  await eventually(`job ${failed} retried and discarded again`, async () => {
+    const job = await api(`/v1/jobs/${failed}`);
+    return job.state === "discarded" && job.attempts.length === 2;
+  });
+  // And from the navigation, by keyboard alone.
+  await page.focus('.top nav a[data-page="overview"]');
+  await page.keyboard.press("Tab");
+  await page.keyboard.press("Enter");
+  await page.waitForURL(/#\/queues$/);
+
   await page.goto(`${dash}/#/modules`);
   await page.waitForSelector('section[data-module="hello"]');
   // Upload from the page: a second module appears.
@@ -235,6 +273,11 @@ async function main() {
   const overflow = await small.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `the phone's page scrolls sideways by ${overflow} px`);
   await shoot(small, "jobs-phone");
+  // Signing out ends the session: back to sign-in, and the cookie no longer works.
+  await small.click("#signout");
+  await small.waitForURL(/#\/signin$/);
+  const after = await small.evaluate(async () => (await fetch("v1/session")).status);
+  assert.equal(after, 204);
 
   // ---- a read-only session ------------------------------------------------------------------
   const readOnly = await browser.newContext({ viewport: { width: 1280, height: 860 } });
