@@ -218,12 +218,12 @@ pub async fn list(
     let next_before = if jobs.len() == limit as usize {
         jobs.last().map(|job| job.id)
     } else {
-        floor.map(|floor| floor + 1)
+        floor.map(|floor| floor.saturating_add(1))
     };
     Ok(Json(JobPage {
         jobs: jobs.iter().map(JobView::from).collect(),
         next_before,
-        searched_to: floor.map(|floor| floor + 1),
+        searched_to: floor.map(|floor| floor.saturating_add(1)),
     }))
 }
 
@@ -248,11 +248,12 @@ async fn window_floor(store: &dyn crate::store::Store, list: &JobList) -> ApiRes
             .await?
             .first()
         {
-            Some(newest) => newest.id + 1,
+            Some(newest) => newest.id.saturating_add(1),
             None => return Ok(None),
         },
     };
-    let floor = top - FILTER_SCAN_WINDOW - 1;
+    // Saturating: `before` is the caller's, as small as i64 allows.
+    let floor = top.saturating_sub(FILTER_SCAN_WINDOW + 1);
     Ok((floor > list.after_id.unwrap_or(0)).then_some(floor))
 }
 
