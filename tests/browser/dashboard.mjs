@@ -233,8 +233,12 @@ async function main() {
   await page.keyboard.type("fail");
   await page.keyboard.press("Enter");
   await page.waitForURL(/state=discarded&.*function=fail/);
-  await page.waitForSelector(`tr[data-job="${failed}"]`);
-  assert.equal(await page.locator("tbody tr").count(), 1);
+  // The filtered table replaces the unfiltered one (which listed this job too): wait for
+  // exactly the one row the filter matches.
+  await page.waitForFunction((id) => {
+    const rows = document.querySelectorAll("tbody tr");
+    return rows.length === 1 && rows[0].dataset.job === String(id);
+  }, failed, { timeout: PATIENCE });
   await page.click('[data-key="all-retry"]');
   await page.waitForSelector("#confirm[open]");
   assert.match(await page.textContent("#confirm-text"), /function=fail/);
