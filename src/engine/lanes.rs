@@ -152,7 +152,8 @@ impl Lanes {
                 _counted: InForeground(self.state.clone()),
                 seated,
             },
-            busy: Duration::ZERO,
+            wall: Duration::ZERO,
+            cpu: None,
             demote_after: self.demote_after,
             background: self.background.as_ref().map(|rt| rt.handle().clone()),
             state: self.state.clone(),
@@ -180,9 +181,21 @@ enum Lane<T> {
     Moving,
 }
 
+/// An attempt that starts in the foreground and moves to the lane once it has computed there
+/// for `demote_after`.
+///
+/// Its polls are timed by the wall clock (cheap) until they add up to half the threshold, and
+/// by the thread's CPU clock (a system call each side) from then on; only CPU time completes
+/// the threshold. A short job never pays for the CPU clock, and an attempt that only waits
+/// (a sleep, a host call) is never demoted because a loaded machine preempted its thread in
+/// the middle of a poll: that took its queue slot away from it, and its queue's concurrency
+/// limit with it.
 struct Demoting<T> {
     lane: Lane<T>,
-    busy: Duration,
+    /// Wall time of the polls before `cpu` was started.
+    wall: Duration,
+    /// CPU time of the polls since the wall clock reached half the threshold.
+    cpu: Option<Duration>,
     demote_after: Duration,
     background: Option<Handle>,
     state: Arc<LaneState>,
@@ -195,12 +208,28 @@ impl<T: Send + 'static> Future for Demoting<T> {
         let this = &mut *self;
         match &mut this.lane {
             Lane::Foreground { attempt, .. } => {
+                let half = this.demote_after / 2;
                 let started = Instant::now();
+                let cpu_started = this.cpu.map(|_| crate::os::thread_cpu_time());
                 let poll = attempt.as_mut().poll(cx);
                 let now = Instant::now();
-                this.busy += now - started;
                 this.state.active_at(now);
-                if poll.is_ready() || this.busy < this.demote_after {
+                match (&mut this.cpu, cpu_started) {
+                    (Some(cpu), Some(started)) => {
+                        *cpu += crate::os::thread_cpu_time().saturating_sub(started)
+                    }
+                    _ => {
+                        this.wall += now - started;
+                        if this.wall >= half {
+                            this.cpu = Some(Duration::ZERO);
+                        }
+                    }
+                }
+                let busy = match this.cpu {
+                    Some(cpu) if cpu_started.is_some() => this.wall.min(half) + cpu,
+                    _ => Duration::ZERO,
+                };
+                if poll.is_ready() || busy < this.demote_after {
                     return poll;
                 }
                 let Some(background) = &this.background else {
@@ -217,7 +246,7 @@ impl<T: Send + 'static> Future for Demoting<T> {
                 if seat.is_some() {
                     let _ = seated.send(());
                 }
-                tracing::debug!(busy = ?this.busy, seated = seat.is_some(), "attempt moved to the background lane");
+                tracing::debug!(busy = ?busy, seated = seat.is_some(), "attempt moved to the background lane");
                 let paced = Paced {
                     attempt,
                     state: this.state.clone(),
@@ -347,8 +376,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_attempt_stays_and_a_long_one_moves_to_a_seat() {
-        // Poll time is wall time: the threshold is far above any preemption a loaded
-        // machine inflicts on an attempt that is ready at its first poll.
         let lanes = Lanes::new(Duration::from_millis(50), 2);
         let here = std::thread::current().id();
 
@@ -363,6 +390,23 @@ mod tests {
         assert_ne!(long.await, here, "finished on the background lane");
         assert!(demoted.await.is_ok(), "a demoted attempt frees its slot");
         assert_eq!(lanes.state.foreground.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_whose_thread_is_off_the_cpu_is_not_demoted() {
+        // Each poll sleeps its thread, as a loaded machine's scheduler does to a poll it
+        // preempts: ten times the threshold in wall time, next to none in CPU time.
+        let lanes = Lanes::new(Duration::from_millis(2), 2);
+        let here = std::thread::current().id();
+        let (waiting, mut demoted) = lanes.run(async {
+            for _ in 0..10 {
+                std::thread::sleep(Duration::from_millis(2));
+                tokio::task::yield_now().await;
+            }
+            std::thread::current().id()
+        });
+        assert_eq!(waiting.await, here, "stayed in the foreground");
+        assert!(demoted.try_recv().is_err(), "kept its slot");
     }
 
     #[tokio::test]
@@ -381,8 +425,12 @@ mod tests {
         let (second, _) = lanes.run(slices());
         let (first, second) = tokio::join!(first, second);
         let here = std::thread::current().id();
-        let threads: std::collections::HashSet<_> = first.union(&second).copied().collect();
-        assert!(!threads.contains(&here), "both ran in the background");
+        // Their first slices ran here, before they had computed past the threshold.
+        let threads: std::collections::HashSet<_> = first
+            .union(&second)
+            .copied()
+            .filter(|thread| *thread != here)
+            .collect();
         assert_eq!(
             threads.len(),
             2,
