@@ -27,5 +27,7 @@ pub mod runner;
 #[cfg(feature = "node")]
 pub mod sandbox;
 #[cfg(feature = "node")]
+pub mod schedule;
+#[cfg(feature = "node")]
 pub mod settings;
 pub mod store;

@@ -583,6 +583,76 @@ impl NodeInfo {
     }
 }
 
+/// What a cron entry does with slots that passed while no leader could insert them (the
+/// nodes were down): slots within the grace a leader change takes are always inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misfire {
+    /// Missed slots are dropped; the entry goes on from the next one.
+    Skip,
+    /// One job stands in for all the missed slots, at the newest of them.
+    RunOnce,
+}
+
+impl Misfire {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Misfire::Skip => "skip",
+            Misfire::RunOnce => "run_once",
+        }
+    }
+
+    /// By name; `run-once` is accepted for `run_once`, as a flag would spell it.
+    pub fn parse(text: &str) -> Option<Misfire> {
+        match text {
+            "skip" => Some(Misfire::Skip),
+            "run_once" | "run-once" => Some(Misfire::RunOnce),
+            _ => None,
+        }
+    }
+}
+
+/// A periodic job: the call it enqueues, and on which schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronEntry {
+    pub name: String,
+    /// A cron expression: five fields, or six with seconds first.
+    pub schedule: String,
+    /// The IANA time zone the schedule is read in (`UTC`, `Europe/Paris`).
+    pub timezone: String,
+    pub misfire: Misfire,
+    pub queue: String,
+    pub module: String,
+    pub function: String,
+    /// The call's args, compact JSON.
+    pub args: String,
+    pub priority: i16,
+    pub max_attempts: i32,
+    /// The newest slot handled (inserted or skipped): the next job is for a slot after it.
+    pub last_slot: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Stores a cron entry. A new entry, or one whose schedule or time zone changed, starts
+/// from `now`: slots before it are not inserted.
+#[derive(Debug, Clone)]
+pub struct CronPut {
+    pub entry: CronEntry,
+    /// Replace an entry of that name; otherwise an existing one is kept as it is (seeding
+    /// from the config file).
+    pub replace: bool,
+}
+
+/// Inserts a cron entry's jobs for its slots up to `last_slot`, if the entry still stands
+/// at `expected_last_slot`: the compare-and-set that, with the jobs' unique keys per slot,
+/// makes each slot's job exist once even when two nodes believe they lead.
+#[derive(Debug, Clone)]
+pub struct CronFire {
+    pub name: String,
+    pub expected_last_slot: DateTime<Utc>,
+    pub last_slot: DateTime<Utc>,
+    pub jobs: Vec<NewJob>,
+}
+
 /// An API token as stored: its name and role (its text is never stored).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
@@ -786,6 +856,17 @@ pub trait Store: Send + Sync + 'static {
     async fn session_end(&self, hash: &str) -> StoreResult<()>;
     /// Forgets expired sessions; returns how many.
     async fn session_prune(&self) -> StoreResult<u64>;
+
+    // Cron (see cron.rs of each store).
+    /// Stores an entry (see `CronPut`); returns it as stored.
+    async fn cron_put(&self, params: CronPut) -> StoreResult<CronEntry>;
+    /// Every entry, by name.
+    async fn cron_list(&self) -> StoreResult<Vec<CronEntry>>;
+    /// Removes an entry; whether it existed. Jobs it inserted stay.
+    async fn cron_remove(&self, name: &str) -> StoreResult<bool>;
+    /// Inserts the jobs and moves the entry to `last_slot` in one transaction; `None` (and
+    /// nothing inserted) if the entry was removed or moved since it was read.
+    async fn cron_fire(&self, params: CronFire) -> StoreResult<Option<Vec<Enqueued>>>;
 
     // Dead letters (see dead_letters.rs of each store).
     /// The newest `DEAD_LETTER_WINDOW` discarded jobs, grouped; the newest group first.

@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 use super::*;
 use crate::model::{AttemptClass, Codec, LimitOverrides};
 
+mod cron;
 mod dead_letters;
 mod stats;
 mod tokens;
@@ -283,6 +284,18 @@ impl Store for PostgresStore {
     }
     async fn session_prune(&self) -> StoreResult<u64> {
         self.prune_sessions().await
+    }
+    async fn cron_put(&self, params: CronPut) -> StoreResult<CronEntry> {
+        self.put_cron(params).await
+    }
+    async fn cron_list(&self) -> StoreResult<Vec<CronEntry>> {
+        self.list_cron().await
+    }
+    async fn cron_remove(&self, name: &str) -> StoreResult<bool> {
+        self.remove_cron(name).await
+    }
+    async fn cron_fire(&self, params: CronFire) -> StoreResult<Option<Vec<Enqueued>>> {
+        self.fire_cron(params).await
     }
     async fn dead_letter_groups(&self) -> StoreResult<Vec<DeadLetterGroup>> {
         self.group_dead_letters().await
