@@ -175,7 +175,10 @@ mod tests {
         assert!(error.contains("is not a cron expression"), "{error}");
         let error = Schedule::parse("* * * * *", "Mars/Olympus").unwrap_err();
         assert!(error.contains("is not a time zone"), "{error}");
-        assert!(Schedule::parse("* * * * * * 2030", "UTC").is_err(), "no year field");
+        assert!(
+            Schedule::parse("* * * * * * 2030", "UTC").is_err(),
+            "no year field"
+        );
     }
 
     #[test]
@@ -207,7 +210,14 @@ mod tests {
         let last = at("2026-12-07T10:00:00Z");
         let now = at("2026-12-07T10:00:59.9Z");
         assert_eq!(
-            plan(&minutely, last, Misfire::Skip, now, Duration::from_secs(5), 100),
+            plan(
+                &minutely,
+                last,
+                Misfire::Skip,
+                now,
+                Duration::from_secs(5),
+                100
+            ),
             None
         );
     }
@@ -227,7 +237,11 @@ mod tests {
 
         let once = plan(&every_second(), last, Misfire::RunOnce, now, grace, 100).unwrap();
         assert!(once.missed);
-        assert_eq!(once.slots[0], at("2026-12-07T10:00:49Z"), "one job for the missed");
+        assert_eq!(
+            once.slots[0],
+            at("2026-12-07T10:00:49Z"),
+            "one job for the missed"
+        );
         assert_eq!(once.slots[1..], skip.slots[..]);
     }
 
@@ -256,7 +270,15 @@ mod tests {
         let first = plan(&every_second(), last, Misfire::Skip, now, grace, 4).unwrap();
         assert_eq!(first.slots.len(), 4);
         assert_eq!(first.last_slot, at("2026-12-07T10:00:04Z"));
-        let rest = plan(&every_second(), first.last_slot, Misfire::Skip, now, grace, 100).unwrap();
+        let rest = plan(
+            &every_second(),
+            first.last_slot,
+            Misfire::Skip,
+            now,
+            grace,
+            100,
+        )
+        .unwrap();
         assert_eq!(rest.slots.first(), Some(&at("2026-12-07T10:00:05Z")));
         assert_eq!(rest.last_slot, now);
     }

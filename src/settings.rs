@@ -27,6 +27,10 @@ pub struct Settings {
     /// named, `default` with 16.
     pub queues: BTreeMap<String, u32>,
     pub jobs: JobSettings,
+    /// Periodic jobs, by name (`[cron.NAME]`): `sluice run` stores those the store lacks,
+    /// `sluice config apply` replaces them all; the CLI and API change them at run time.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cron: BTreeMap<String, crate::ops::CronSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +166,7 @@ impl Default for Settings {
                 memory: limits.memory_bytes,
                 idempotency_period: crate::ops::DEFAULT_IDEMPOTENCY_PERIOD,
             },
+            cron: BTreeMap::new(),
         }
     }
 }
@@ -185,7 +190,15 @@ pub struct Layers {
 
 /// Top-level keys, the only `SLUICE_*` variables read as settings (`SLUICE_LOG` and the
 /// like are not settings). Nested keys use `__`: `SLUICE_NODE__LEASE=10s`.
-const SECTIONS: &[&str] = &["database_url", "database", "api", "node", "queues", "jobs"];
+const SECTIONS: &[&str] = &[
+    "database_url",
+    "database",
+    "api",
+    "node",
+    "queues",
+    "jobs",
+    "cron",
+];
 
 /// Variables older than the config file, kept working.
 const ALIASES: &[(&str, &str)] = &[("listen", "api.listen"), ("cache_dir", "node.cache_dir")];

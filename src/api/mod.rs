@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod body;
+pub mod cron;
 mod dashboard;
 mod dead_letters;
 mod jobs;
@@ -96,6 +97,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         jobs::enqueue, jobs::enqueue_many, jobs::list, jobs::get, jobs::retry, jobs::cancel,
         jobs::delete, jobs::retry_many, jobs::cancel_many, jobs::delete_many,
         queues::list, queues::pause, queues::resume, queues::set_concurrency,
+        cron::list, cron::put, cron::remove,
         nodes::list, metrics::scrape, stats::get,
         tokens::list, tokens::create, tokens::revoke, auth::list,
         session::get, session::create, session::delete,
@@ -107,6 +109,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         (name = "modules", description = "Job modules: WebAssembly components and their versions"),
         (name = "jobs", description = "Enqueue, find and act on jobs"),
         (name = "queues", description = "Queues, their counts, pause, resume and concurrency"),
+        (name = "cron", description = "Periodic jobs: the leader inserts a job per slot, once"),
         (name = "nodes", description = "The nodes that run jobs"),
         (name = "tokens", description = "The API's bearer tokens and their roles"),
         (name = "audit", description = "Who did what, when"),
@@ -289,6 +292,15 @@ fn routes(state: ApiState) -> Router {
         .route(
             "/v1/queues/{name}/concurrency",
             auth::allow(Operate, s, put(queues::set_concurrency)),
+        )
+        .route("/v1/cron", auth::allow(Read, s, get(cron::list)))
+        .route(
+            "/v1/cron/{name}",
+            auth::allow(Operate, s, put(cron::put)).merge(auth::allow(
+                Operate,
+                s,
+                delete(cron::remove),
+            )),
         )
         .route("/v1/nodes", auth::allow(Read, s, get(nodes::list)))
         .route("/v1/stats", auth::allow(Read, s, get(stats::get)))

@@ -1,6 +1,49 @@
-//! `sluice config`: the effective settings, each with the layer that gave it.
+//! `sluice config`: the effective settings, each with the layer that gave it;
+//! `sluice config apply`: the settings that live in the store, pushed from the config file.
 
 use sluice::settings::Layers;
+
+use super::Context;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub action: Option<Action>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Action {
+    /// Store the config file's cron entries, replacing entries of the same names (entries
+    /// the file does not name are kept). A running node seeds only the entries missing.
+    Apply,
+}
+
+/// Pushes the config file's cron entries to the store (or a node's API); every entry is
+/// checked and the first refusal stops the rest.
+pub async fn apply(context: &Context, args: Args) -> anyhow::Result<()> {
+    let Some(Action::Apply) = args.action else {
+        unreachable!("`sluice config` alone is answered before the store is opened")
+    };
+    let mut applied = Vec::new();
+    for (name, spec) in &context.settings.cron {
+        let entry = context
+            .target
+            .cron_put(name, spec.clone())
+            .await
+            .map_err(|error| anyhow::anyhow!("cron entry {name}: {error:#}"))?;
+        applied.push(entry);
+    }
+    if context.json {
+        super::print_view(&applied);
+    } else if applied.is_empty() {
+        out!("the config file has no cron entries");
+    } else {
+        for entry in &applied {
+            out!("cron {} applied ({})", entry.name, entry.schedule);
+        }
+    }
+    Ok(())
+}
 
 pub fn run(layers: &Layers, json: bool) -> anyhow::Result<()> {
     let explained = layers.explain()?;

@@ -11,6 +11,7 @@ macro_rules! out {
 mod audit;
 mod bench;
 mod config;
+mod cron;
 mod enqueue;
 mod job;
 mod jobs;
@@ -91,14 +92,17 @@ enum Command {
     Queues,
     /// Pause or resume a queue.
     Queue(queue::Args),
+    /// Add, list and remove periodic jobs.
+    Cron(cron::Args),
     /// Make, list and revoke the API's bearer tokens.
     Token(token::Args),
     /// Who did what, when: every action but enqueueing.
     Audit(audit::Args),
     /// Apply database migrations (also done by every other command).
     Migrate,
-    /// Print the effective settings and where each came from (default, file, env or flag).
-    Config,
+    /// Print the effective settings and where each came from (default, file, env or flag);
+    /// `sluice config apply` stores the config file's cron entries, replacing the store's.
+    Config(config::Args),
     /// Measure bulk enqueue, drain throughput and enqueue-to-start latency on this store.
     Bench(bench::Args),
 }
@@ -142,7 +146,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         "--database-url",
         cli.database_url,
     );
-    if let Command::Config = cli.command {
+    if let Command::Config(config::Args { action: None }) = cli.command {
         // Works with a database that is down: it is about settings only.
         return config::run(&layers, cli.json);
     }
@@ -171,10 +175,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Modules => modules::run(&context).await,
         Command::Queues => queues::run(&context).await,
         Command::Queue(args) => queue::run(&context, args).await,
+        Command::Cron(args) => cron::run(&context, args).await,
         Command::Token(args) => token::run(&context, args).await,
         Command::Audit(args) => audit::run(&context, args).await,
         Command::Migrate => migrate::run(&context).await,
-        Command::Config => unreachable!("answered before the store is opened"),
+        Command::Config(args) => config::apply(&context, args).await,
         Command::Bench(args) => bench::run(&context, args).await,
     }
 }

@@ -124,6 +124,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+    seed_cron(context, &settings).await?;
     let limits = sluice::sandbox::Limits {
         fuel: settings.jobs.fuel,
         timeout: settings.jobs.timeout,
@@ -282,4 +283,26 @@ fn show_progress(metrics: Arc<Metrics>, backlog: Option<u64>) -> tokio::task::Jo
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
+}
+
+/// Stores the config file's cron entries that the store lacks. An entry naming a module or
+/// function not uploaded yet waits for a later start (with a warning); any other mistake in
+/// it stops the node, as a bad setting does.
+async fn seed_cron(context: &Context, settings: &sluice::settings::Settings) -> anyhow::Result<()> {
+    let store = context.app()?.store.clone();
+    for (name, spec) in &settings.cron {
+        match sluice::ops::seed_cron(store.as_ref(), name, spec.clone()).await {
+            Ok(_) => {}
+            Err(error)
+                if matches!(
+                    error.code(),
+                    "module_not_found" | "module_version_not_found" | "unknown_function"
+                ) =>
+            {
+                tracing::warn!(entry = %name, %error, "cron entry of the config file not stored yet");
+            }
+            Err(error) => anyhow::bail!("cron entry {name} of the config file: {error}"),
+        }
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 use anyhow::Context as _;
 use reqwest::Method;
 use sluice::api::auth::AuditView;
+use sluice::api::cron::{CronBody, CronView};
 use sluice::api::tokens::{CreatedToken, TokenView};
 use sluice::api::views::{
     AttemptView, EnqueuedOne, JobDetailView, JobPage, JobView, ModuleView, QueueView, UploadView,
@@ -12,7 +13,7 @@ use sluice::api::views::{
 use sluice::app::App;
 use sluice::client::{ClientError, HttpClient, RequestBody};
 use sluice::model::{JobId, JobState, NewJob, Role};
-use sluice::ops::CLI_ACTOR;
+use sluice::ops::{CLI_ACTOR, CronSpec};
 use sluice::store::JobList;
 
 /// The store opened from the settings, or a node's API.
@@ -211,6 +212,72 @@ impl Target {
                     .await
             }
         }
+    }
+
+    pub async fn cron_list(&self) -> anyhow::Result<Vec<CronView>> {
+        match self {
+            Target::Store(app) => {
+                let entries = app.store.cron_list().await?;
+                Ok(entries.iter().map(CronView::from).collect())
+            }
+            Target::Api(api) => api.call(Method::GET, "/v1/cron", RequestBody::Empty).await,
+        }
+    }
+
+    pub async fn cron_put(&self, name: &str, spec: CronSpec) -> anyhow::Result<CronView> {
+        match self {
+            Target::Store(app) => {
+                let entry =
+                    sluice::ops::put_cron(app.store.as_ref(), name, spec, CLI_ACTOR).await?;
+                Ok(CronView::from(&entry))
+            }
+            Target::Api(api) => {
+                let args = match spec.args.as_deref().map(serde_json::from_str) {
+                    None => None,
+                    Some(Ok(args)) => Some(args),
+                    // Refused in the CLI's words before the request, as locally.
+                    Some(Err(error)) => {
+                        return Err(sluice::ops::OpError::BadArgs(format!(
+                            "{error}: {}",
+                            spec.args.unwrap_or_default()
+                        ))
+                        .into());
+                    }
+                };
+                let body = CronBody {
+                    schedule: spec.schedule,
+                    module: spec.module,
+                    function: spec.function,
+                    args,
+                    queue: spec.queue,
+                    timezone: spec.timezone,
+                    misfire: spec.misfire,
+                    priority: spec.priority,
+                    max_attempts: spec.max_attempts,
+                };
+                let path = format!("/v1/cron/{}", encode(name));
+                api.call(
+                    Method::PUT,
+                    &path,
+                    RequestBody::Json(serde_json::to_value(body)?),
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn cron_remove(&self, name: &str) -> anyhow::Result<()> {
+        match self {
+            Target::Store(app) => {
+                sluice::ops::remove_cron(app.store.as_ref(), name, CLI_ACTOR).await?;
+            }
+            Target::Api(api) => {
+                let path = format!("/v1/cron/{}", encode(name));
+                api.call::<serde_json::Value>(Method::DELETE, &path, RequestBody::Empty)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     pub async fn set_queue_paused(&self, name: &str, paused: bool) -> anyhow::Result<()> {

@@ -1,5 +1,5 @@
-//! Leader-only duties: one node at a time stages due jobs, rescues jobs whose lease expired
-//! and prunes old finished jobs. Leadership is a term in the store that the leader renews.
+//! Leader-only duties: one node at a time stages due jobs, rescues jobs whose lease expired,
+//! inserts cron entries' jobs and prunes old finished jobs. Leadership is a term in the store that the leader renews.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,8 @@ use crate::config::EngineConfig;
 use crate::metrics::NodeMetrics;
 use crate::store::{JobPrune, LeaderElect, Store};
 
+mod cron;
+
 #[derive(Debug, Clone)]
 pub struct MaintenanceConfig {
     pub node_id: String,
@@ -20,6 +22,14 @@ pub struct MaintenanceConfig {
     pub term: Duration,
     pub retention: Duration,
     pub rescue: crate::store::JobRescue,
+}
+
+impl MaintenanceConfig {
+    /// How late a cron slot may be inserted and still count as on time: longer than a
+    /// leader change can take (the old leader's term runs out, then a round passes).
+    pub fn cron_grace(&self) -> Duration {
+        self.term * 2 + self.interval * 2
+    }
 }
 
 impl MaintenanceConfig {
@@ -92,6 +102,7 @@ pub async fn run(
                 tracing::warn!(%error, "rescue failed");
             }
         }
+        cron::insert_due(store.as_ref(), config.cron_grace(), &metrics).await;
         round = round.wrapping_add(1);
         if round % PRUNE_EVERY == 1 {
             let finished_before =

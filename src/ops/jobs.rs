@@ -77,7 +77,7 @@ fn check_options(job: &NewJob) -> OpResult<()> {
     crate::model::check_options(job).map_err(OpError::Invalid)
 }
 
-async fn check_call(store: &dyn Store, job: &NewJob) -> OpResult<()> {
+pub(super) async fn check_call(store: &dyn Store, job: &NewJob) -> OpResult<()> {
     let module = store
         .module_get(ModuleGet {
             name: job.module.clone(),

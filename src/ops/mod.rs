@@ -2,6 +2,7 @@
 //! one wording, so the two faces of Sluice cannot drift apart.
 
 mod actions;
+mod cron;
 mod grouped;
 mod jobs;
 mod modules;
@@ -12,6 +13,7 @@ pub use self::actions::{
     JobAction, MAX_BULK_ACTION, MAX_QUEUE_CONCURRENCY, act_on_jobs, cancel_job, delete_job,
     retry_job, set_queue_concurrency, set_queue_paused,
 };
+pub use self::cron::{CronSpec, check_cron, next_slot, put_cron, remove_cron, seed_cron, slot_job};
 pub use self::grouped::GroupedEnqueue;
 pub use self::jobs::{
     DEFAULT_IDEMPOTENCY_PERIOD, enqueue, enqueue_many, idempotency_key, json_args, parse_state,
@@ -42,6 +44,8 @@ pub enum OpError {
     Invalid(String),
     #[error("no token named `{0}`")]
     TokenNotFound(String),
+    #[error("no cron entry named `{0}`")]
+    CronNotFound(String),
     #[error(transparent)]
     Module(#[from] ModuleError),
     #[error(transparent)]
@@ -74,6 +78,7 @@ impl OpError {
             OpError::BadModuleName(_) => "bad_module_name",
             OpError::Invalid(_) => "invalid_input",
             OpError::TokenNotFound(_) => "token_not_found",
+            OpError::CronNotFound(_) => "cron_not_found",
             OpError::Module(ModuleError::TooLarge { .. }) => "module_too_large",
             OpError::Module(ModuleError::Cache { .. }) => "internal",
             OpError::Module(_) => "invalid_module",
@@ -98,7 +103,8 @@ impl OpError {
             "job_not_found"
             | "module_not_found"
             | "module_version_not_found"
-            | "token_not_found" => ErrorKind::NotFound,
+            | "token_not_found"
+            | "cron_not_found" => ErrorKind::NotFound,
             "invalid_transition" => ErrorKind::Conflict,
             "module_too_large" | "args_too_large" => ErrorKind::TooLarge,
             "database_unavailable" => ErrorKind::Unavailable,

@@ -10,9 +10,10 @@ use sluice::model::{
     UniqueKey,
 };
 use sluice::store::{
-    CancelRequests, JobCount, JobFetch, JobFinishMany, JobList, JobOutcome, JobPrune, JobRescue,
-    LeaderElect, LeaseExtend, MinuteStats, ModuleGet, ModuleUpload, NodeHealth, NodeHeartbeat,
-    QueueConcurrency, QueuePause, Resolution, SqliteStore, Store, StoreError,
+    CancelRequests, CronEntry, CronFire, CronPut, JobCount, JobFetch, JobFinishMany, JobList,
+    JobOutcome, JobPrune, JobRescue, LeaderElect, LeaseExtend, MinuteStats, Misfire, ModuleGet,
+    ModuleUpload, NodeHealth, NodeHeartbeat, QueueConcurrency, QueuePause, Resolution, SqliteStore,
+    Store, StoreError,
 };
 
 use crate::support::{fresh_postgres_database, temp_dir};
@@ -84,6 +85,8 @@ conformance!(
     a_unique_key_returns_its_holder_until_it_expires,
     stats_add_up_by_minute_and_queue,
     a_job_is_read_with_its_attempts_in_one_snapshot,
+    cron_entries_are_seeded_replaced_and_removed,
+    a_cron_slot_is_inserted_once,
 );
 
 const NODE: &str = "node-a";
@@ -2058,4 +2061,148 @@ async fn a_job_is_read_with_its_attempts_in_one_snapshot(store: Arc<dyn Store>) 
         running > 0 && completed > 0,
         "the reads saw both sides of the writes ({reads} reads)"
     );
+}
+
+/// A cron entry at whole second `at` (seconds since the epoch).
+fn cron_entry(name: &str, schedule: &str, last_slot: i64) -> CronEntry {
+    CronEntry {
+        name: name.into(),
+        schedule: schedule.into(),
+        timezone: "UTC".into(),
+        misfire: Misfire::Skip,
+        queue: "default".into(),
+        module: "hello".into(),
+        function: "greet".into(),
+        args: r#"{"name":"Ada"}"#.into(),
+        priority: 0,
+        max_attempts: 3,
+        last_slot: chrono::DateTime::from_timestamp(last_slot, 0).unwrap(),
+        updated_at: Utc::now(),
+    }
+}
+
+async fn cron_entries_are_seeded_replaced_and_removed(store: Arc<dyn Store>) {
+    let put = |entry: CronEntry, replace: bool| {
+        let store = store.clone();
+        async move { store.cron_put(CronPut { entry, replace }).await.unwrap() }
+    };
+    let first = put(cron_entry("nightly", "0 3 * * *", 1_000), false).await;
+    assert_eq!(first, store.cron_list().await.unwrap()[0]);
+
+    // Seeding again (from the config file) keeps what is stored.
+    let seeded = put(cron_entry("nightly", "0 4 * * *", 2_000), false).await;
+    assert_eq!(seeded.schedule, "0 3 * * *");
+    assert_eq!(seeded.last_slot, first.last_slot);
+
+    // Replacing with the same schedule keeps its place; with another, it starts anew.
+    let mut moved = cron_entry("nightly", "0 3 * * *", 3_000);
+    moved.queue = "reports".into();
+    moved.misfire = Misfire::RunOnce;
+    let replaced = put(moved, true).await;
+    assert_eq!(
+        (replaced.queue.as_str(), replaced.misfire),
+        ("reports", Misfire::RunOnce)
+    );
+    assert_eq!(
+        replaced.last_slot, first.last_slot,
+        "same schedule, same place"
+    );
+    let rescheduled = put(cron_entry("nightly", "0 4 * * *", 3_000), true).await;
+    assert_eq!(rescheduled.schedule, "0 4 * * *");
+    assert_eq!(rescheduled.last_slot.timestamp(), 3_000);
+
+    put(cron_entry("hourly", "0 * * * *", 1_000), false).await;
+    let names: Vec<String> = store
+        .cron_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|entry| entry.name)
+        .collect();
+    assert_eq!(names, ["hourly", "nightly"]);
+    assert!(store.cron_remove("nightly").await.unwrap());
+    assert!(!store.cron_remove("nightly").await.unwrap());
+    assert_eq!(store.cron_list().await.unwrap().len(), 1);
+}
+
+async fn a_cron_slot_is_inserted_once(store: Arc<dyn Store>) {
+    let base = Utc::now().timestamp() - 60;
+    let entry = cron_entry("tick", "* * * * * *", base);
+    store
+        .cron_put(CronPut {
+            entry: entry.clone(),
+            replace: false,
+        })
+        .await
+        .unwrap();
+    let at = |second: i64| chrono::DateTime::from_timestamp(base + second, 0).unwrap();
+    let fire = |expected: i64, slots: Vec<i64>| CronFire {
+        name: "tick".into(),
+        expected_last_slot: at(expected),
+        last_slot: at(*slots.last().unwrap()),
+        jobs: slots
+            .iter()
+            .map(|slot| sluice::ops::slot_job(&entry, at(*slot)))
+            .collect(),
+    };
+
+    let inserted = store.cron_fire(fire(0, vec![1, 2])).await.unwrap().unwrap();
+    assert!(inserted.iter().all(|job| !job.existing));
+    for (enqueued, slot) in inserted.iter().zip([1, 2]) {
+        let job = store.job_get(enqueued.id).await.unwrap().job;
+        assert_eq!(
+            job.scheduled_at,
+            at(slot),
+            "a slot's job is scheduled at the slot"
+        );
+        assert_eq!(job.state, JobState::Available);
+        assert_eq!(
+            (job.queue.as_str(), job.function.as_str()),
+            ("default", "greet")
+        );
+    }
+    assert_eq!(store.cron_list().await.unwrap()[0].last_slot, at(2));
+
+    // A node that read the entry before that (a leader whose term ran out) inserts nothing.
+    assert!(
+        store
+            .cron_fire(fire(0, vec![1, 2, 3]))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let count = |store: Arc<dyn Store>| async move {
+        store
+            .job_count(JobCount {
+                queue: None,
+                state: None,
+                module: None,
+            })
+            .await
+            .unwrap()
+    };
+    assert_eq!(count(store.clone()).await, 2);
+
+    // An entry moved back (removed and added again by hand at an older place) finds the
+    // slots' jobs by their keys instead of inserting them again.
+    let mut back = entry.clone();
+    back.schedule = "*/1 * * * * *".into();
+    back.last_slot = at(1);
+    store
+        .cron_put(CronPut {
+            entry: back,
+            replace: true,
+        })
+        .await
+        .unwrap();
+    let again = store.cron_fire(fire(1, vec![2, 3])).await.unwrap().unwrap();
+    assert!(again[0].existing, "slot 2 is held by its job");
+    assert_eq!(again[0].id, inserted[1].id);
+    assert!(!again[1].existing, "slot 3 is new");
+    assert_eq!(count(store.clone()).await, 3);
+
+    // A removed entry fires nothing.
+    assert!(store.cron_remove("tick").await.unwrap());
+    assert!(store.cron_fire(fire(3, vec![4])).await.unwrap().is_none());
+    assert_eq!(count(store).await, 3);
 }

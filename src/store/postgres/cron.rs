@@ -100,14 +100,13 @@ impl PostgresStore {
             check_new_job(job, self.max_args_bytes)?;
         }
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(
-            "UPDATE sluice_cron SET last_slot = $1 WHERE name = $2 AND last_slot = $3",
-        )
-        .bind(params.last_slot)
-        .bind(&params.name)
-        .bind(params.expected_last_slot)
-        .execute(&mut *tx)
-        .await?;
+        let moved =
+            sqlx::query("UPDATE sluice_cron SET last_slot = $1 WHERE name = $2 AND last_slot = $3")
+                .bind(params.last_slot)
+                .bind(&params.name)
+                .bind(params.expected_last_slot)
+                .execute(&mut *tx)
+                .await?;
         if moved.rows_affected() == 0 {
             return Ok(None);
         }

@@ -103,14 +103,13 @@ impl SqliteStore {
         }
         let now = Utc::now();
         let mut tx = self.writer.begin().await?;
-        let moved = sqlx::query(
-            "UPDATE sluice_cron SET last_slot = ?1 WHERE name = ?2 AND last_slot = ?3",
-        )
-        .bind(micros(params.last_slot))
-        .bind(&params.name)
-        .bind(micros(params.expected_last_slot))
-        .execute(&mut *tx)
-        .await?;
+        let moved =
+            sqlx::query("UPDATE sluice_cron SET last_slot = ?1 WHERE name = ?2 AND last_slot = ?3")
+                .bind(micros(params.last_slot))
+                .bind(&params.name)
+                .bind(micros(params.expected_last_slot))
+                .execute(&mut *tx)
+                .await?;
         if moved.rows_affected() == 0 {
             return Ok(None);
         }
