@@ -25,17 +25,21 @@ impl Schedule {
         let zone: Tz = timezone.parse().map_err(|_| {
             format!("`{timezone}` is not a time zone; use an IANA name such as UTC or Europe/Paris")
         })?;
-        let cron = CronParser::builder()
+        let parser = CronParser::builder()
             .seconds(Seconds::Optional)
             .year(Year::Disallowed)
-            .build()
-            .parse(expression)
-            .map_err(|error| {
-                format!(
-                    "`{expression}` is not a cron expression ({error}); use five fields \
-                     (minute hour day month weekday) or six with seconds first"
-                )
-            })?;
+            .build();
+        // The expression is the user's text and croner a parser of many forms: a panic in it
+        // is one more way of not being a cron expression, never a failed request.
+        let parsed = std::panic::catch_unwind(|| parser.parse(expression))
+            .map_err(|_| "the parser gave up on it".to_string())
+            .and_then(|parsed| parsed.map_err(|error| error.to_string()));
+        let cron = parsed.map_err(|error| {
+            format!(
+                "`{expression}` is not a cron expression ({error}); use five fields \
+                 (minute hour day month weekday) or six with seconds first"
+            )
+        })?;
         Ok(Schedule { cron, zone })
     }
 

@@ -84,7 +84,13 @@ fn check_name(name: &str) -> OpResult<()> {
 pub async fn check_cron(store: &dyn Store, name: &str, spec: CronSpec) -> OpResult<CronEntry> {
     check_name(name)?;
     let timezone = spec.timezone.unwrap_or_else(|| "UTC".to_string());
-    Schedule::parse(&spec.schedule, &timezone).map_err(OpError::Invalid)?;
+    let schedule = Schedule::parse(&spec.schedule, &timezone).map_err(OpError::Invalid)?;
+    if schedule.next_after(Utc::now()).is_none() {
+        return Err(OpError::Invalid(format!(
+            "`{}` never falls on a date to come",
+            spec.schedule
+        )));
+    }
     let misfire = match spec.misfire.as_deref() {
         None => Misfire::Skip,
         Some(text) => Misfire::parse(text).ok_or_else(|| {

@@ -153,9 +153,8 @@ async fn missed_slots_follow_the_misfire_policy(sluice: Sluice) {
     });
     let _ = node.kill();
     let _ = node.wait();
-    assert_eq!(
-        slots_of(&sluice, "greet"),
-        [],
+    assert!(
+        slots_of(&sluice, "greet").is_empty(),
         "skip inserts no missed slot"
     );
     assert_eq!(
@@ -213,6 +212,12 @@ async fn entries_are_set_and_refused_through_the_api(sluice: Sluice) {
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_input",
             "is not a cron expression",
+        ),
+        (
+            with("schedule", json!("0 0 30 2 *")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "never falls on a date",
         ),
         (
             with("timezone", json!("Mars/Olympus")),

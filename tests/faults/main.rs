@@ -7,6 +7,7 @@
 
 mod cluster;
 mod crashes;
+mod cron;
 mod hostile_load;
 mod many_nodes;
 mod outages;

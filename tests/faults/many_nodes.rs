@@ -56,7 +56,7 @@ async fn three_nodes_share_the_jobs_and_each_runs_exactly_once() {
 }
 
 /// The node holding the leader's term, if its term is current.
-async fn leader(url: &str) -> Option<String> {
+pub async fn leader(url: &str) -> Option<String> {
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
     sqlx::query_scalar("SELECT node_id FROM sluice_leader WHERE expires_at > now()")
         .fetch_optional(&mut conn)
