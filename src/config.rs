@@ -34,6 +34,37 @@ impl QueueConfig {
     }
 }
 
+/// How long the leader keeps finished jobs of each state before pruning them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub completed: Duration,
+    pub discarded: Duration,
+    pub cancelled: Duration,
+}
+
+impl Retention {
+    pub const DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    /// The same retention for every finished state.
+    pub fn all(period: Duration) -> Retention {
+        Retention {
+            completed: period,
+            discarded: period,
+            cancelled: period,
+        }
+    }
+
+    /// Each finished state with its retention.
+    pub fn by_state(&self) -> [(crate::model::JobState, Duration); 3] {
+        use crate::model::JobState;
+        [
+            (JobState::Completed, self.completed),
+            (JobState::Discarded, self.discarded),
+            (JobState::Cancelled, self.cancelled),
+        ]
+    }
+}
+
 /// How a node runs: queues, leases, pacing, retries and shutdown.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -52,8 +83,8 @@ pub struct EngineConfig {
     pub max_completion_batch: usize,
     /// How often the leader stages due jobs and rescues expired leases.
     pub maintenance_interval: Duration,
-    /// Finished jobs older than this are pruned by the leader.
-    pub retention: Duration,
+    /// How long finished jobs are kept, by state; the leader prunes older ones.
+    pub retention: Retention,
     /// First retry delay; each later one doubles, up to `backoff_max`, with jitter.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
@@ -78,7 +109,7 @@ impl EngineConfig {
             max_fetch: 1000,
             max_completion_batch: 500,
             maintenance_interval: Duration::from_secs(1),
-            retention: Duration::from_secs(7 * 24 * 3600),
+            retention: Retention::all(Retention::DEFAULT),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(3600),
             grace_period: Duration::from_secs(10),

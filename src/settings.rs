@@ -92,6 +92,27 @@ pub struct NodeSettings {
     /// Finished jobs older than this are pruned.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// Retention of completed jobs, if not `retention`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retention_completed: Option<Duration>,
+    /// Retention of discarded jobs (the dead letters), if not `retention`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retention_discarded: Option<Duration>,
+    /// Retention of cancelled jobs, if not `retention`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retention_cancelled: Option<Duration>,
     /// First retry delay; later ones double (with jitter) up to `backoff_max`.
     #[serde(with = "humantime_serde")]
     pub backoff_base: Duration,
@@ -126,6 +147,17 @@ pub struct JobSettings {
     pub idempotency_period: Duration,
 }
 
+impl NodeSettings {
+    /// The retention of each finished state: its own if set, else `retention`.
+    pub fn retention_by_state(&self) -> crate::config::Retention {
+        crate::config::Retention {
+            completed: self.retention_completed.unwrap_or(self.retention),
+            discarded: self.retention_discarded.unwrap_or(self.retention),
+            cancelled: self.retention_cancelled.unwrap_or(self.retention),
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Settings {
         let engine = crate::config::EngineConfig::new(String::new(), Vec::new());
@@ -148,7 +180,10 @@ impl Default for Settings {
                 grace: engine.grace_period,
                 poll: None,
                 maintenance_interval: engine.maintenance_interval,
-                retention: engine.retention,
+                retention: engine.retention.completed,
+                retention_completed: None,
+                retention_discarded: None,
+                retention_cancelled: None,
                 backoff_base: engine.backoff_base,
                 backoff_max: engine.backoff_max,
                 poison_limit: engine.poison_limit,

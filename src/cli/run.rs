@@ -106,7 +106,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     config.backoff_base = node.backoff_base;
     config.backoff_max = node.backoff_max;
     config.maintenance_interval = node.maintenance_interval;
-    config.retention = node.retention;
+    config.retention = node.retention_by_state();
     config.poison_limit = node.poison_limit;
     config.max_fetch = node.fetch_size;
     config.max_completion_batch = node.completion_batch;

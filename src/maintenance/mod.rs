@@ -20,7 +20,7 @@ pub struct MaintenanceConfig {
     pub interval: Duration,
     /// How long leadership lasts without renewal: a dead leader is replaced after it.
     pub term: Duration,
-    pub retention: Duration,
+    pub retention: crate::config::Retention,
     pub rescue: crate::store::JobRescue,
 }
 
@@ -105,9 +105,7 @@ pub async fn run(
         cron::insert_due(store.as_ref(), config.cron_grace(), &metrics).await;
         round = round.wrapping_add(1);
         if round % PRUNE_EVERY == 1 {
-            let finished_before =
-                Utc::now() - chrono::Duration::from_std(config.retention).unwrap_or_default();
-            match store.job_prune(JobPrune { finished_before }).await {
+            match prune_finished(store.as_ref(), &config.retention, Utc::now()).await {
                 Ok(0) => {}
                 Ok(pruned) => {
                     tracing::info!(pruned, "pruned finished jobs");
@@ -118,6 +116,8 @@ pub async fn run(
                     tracing::warn!(%error, "pruning failed");
                 }
             }
+            let finished_before = Utc::now()
+                - chrono::Duration::from_std(config.retention.completed).unwrap_or_default();
             forget_dead_nodes(store.as_ref(), &metrics).await;
             if let Err(error) = store.stats_prune(finished_before).await {
                 metrics.store_error("stats_prune");
@@ -132,6 +132,43 @@ pub async fn run(
     if leader && let Err(error) = store.leader_resign(&config.node_id).await {
         tracing::warn!(%error, "could not resign leadership");
     }
+}
+
+/// Jobs one prune statement deletes at most: a short write (measured in BENCHMARKS.md), so
+/// on SQLite's one writer a claim or an outcome waits for one batch, not a whole prune.
+pub const PRUNE_BATCH: u32 = 2_000;
+
+/// Deletes the finished jobs older than their state's retention at `now`, in batches of
+/// `PRUNE_BATCH`, yielding between them; returns how many.
+pub async fn prune_finished(
+    store: &dyn Store,
+    retention: &crate::config::Retention,
+    now: chrono::DateTime<Utc>,
+) -> crate::store::StoreResult<u64> {
+    let mut pruned = 0;
+    for (state, kept) in retention.by_state() {
+        let Some(finished_before) = chrono::Duration::from_std(kept)
+            .ok()
+            .and_then(|kept| now.checked_sub_signed(kept))
+        else {
+            continue;
+        };
+        loop {
+            let batch = store
+                .job_prune(JobPrune {
+                    state,
+                    finished_before,
+                    limit: PRUNE_BATCH,
+                })
+                .await?;
+            pruned += batch;
+            if batch < u64::from(PRUNE_BATCH) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(pruned)
 }
 
 /// Removes nodes dead for longer than `DEAD_NODES_KEPT` from the registry (a node that stops

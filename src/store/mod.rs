@@ -298,9 +298,15 @@ impl From<JobId> for JobRetry {
     }
 }
 
+/// Deletes finished jobs of one state (with their history), oldest first.
 #[derive(Debug, Clone)]
 pub struct JobPrune {
+    /// `completed`, `discarded` or `cancelled`; any other state deletes nothing.
+    pub state: JobState,
     pub finished_before: DateTime<Utc>,
+    /// The most jobs one call deletes: each call is one short write, so claims and outcomes
+    /// wait for a batch, never for a whole prune.
+    pub limit: u32,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -64,6 +64,7 @@ conformance!(
     retryable_jobs_are_staged_when_due,
     cancel_retry_delete_and_typed_not_found,
     prune_removes_only_old_finished_jobs,
+    each_finished_state_is_kept_for_its_own_retention,
     pruned_space_is_reused,
     lease_renewal_beside_outcome_writes_never_fails,
     list_count_and_queue_summaries,
@@ -771,53 +772,152 @@ async fn cancel_retry_delete_and_typed_not_found(store: Arc<dyn Store>) {
 }
 
 async fn prune_removes_only_old_finished_jobs(store: Arc<dyn Store>) {
-    let done = store.job_insert(job("greet")).await.unwrap().id;
+    // Five completed, one discarded, one cancelled, one waiting.
+    let ids = store.job_insert_many(vec![job("greet"); 7]).await.unwrap();
     let waiting = store.job_insert(job("greet")).await.unwrap().id;
+    store.job_cancel(ids[6]).await.unwrap();
     store
-        .job_fetch(fetch("default", 1, NODE, LEASE))
+        .job_fetch(fetch("default", 6, NODE, LEASE))
         .await
         .unwrap();
-    finish(
-        &store,
-        NODE,
-        vec![outcome(
-            done,
-            1,
-            Resolution::Complete {
-                output: b"1".to_vec(),
-            },
-            AttemptClass::Completed,
-        )],
-    )
-    .await;
+    let mut outcomes: Vec<JobOutcome> = ids[..5]
+        .iter()
+        .map(|&id| {
+            outcome(
+                id,
+                1,
+                Resolution::Complete {
+                    output: b"1".to_vec(),
+                },
+                AttemptClass::Completed,
+            )
+        })
+        .collect();
+    outcomes.push(outcome(
+        ids[5],
+        1,
+        Resolution::Discard,
+        AttemptClass::Failed(FailureKind::BadArgs),
+    ));
+    finish(&store, NODE, outcomes).await;
+    let prune = |state: JobState, finished_before: chrono::DateTime<Utc>, limit: u32| {
+        let store = store.clone();
+        async move {
+            store
+                .job_prune(JobPrune {
+                    state,
+                    finished_before,
+                    limit,
+                })
+                .await
+                .unwrap()
+        }
+    };
     let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
-    assert_eq!(
-        store
-            .job_prune(JobPrune {
-                finished_before: an_hour_ago
-            })
-            .await
-            .unwrap(),
-        0
-    );
     let soon = Utc::now() + chrono::Duration::seconds(5);
-    assert_eq!(
-        store
-            .job_prune(JobPrune {
-                finished_before: soon
-            })
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(prune(JobState::Completed, an_hour_ago, 100).await, 0);
+    // Each state alone, and at most the limit per call, oldest first.
+    assert_eq!(prune(JobState::Discarded, soon, 100).await, 1);
+    assert_eq!(prune(JobState::Completed, soon, 2).await, 2);
     assert!(matches!(
-        store.job_get(done).await,
+        store.job_get(ids[0]).await,
         Err(StoreError::JobNotFound(_))
     ));
+    assert_eq!(
+        store.job_get(ids[4]).await.unwrap().job.state,
+        JobState::Completed,
+        "the newest stay for later batches"
+    );
+    assert_eq!(prune(JobState::Completed, soon, 2).await, 2);
+    assert_eq!(prune(JobState::Completed, soon, 2).await, 1);
+    assert_eq!(prune(JobState::Completed, soon, 2).await, 0);
+    assert_eq!(
+        store.job_get(ids[6]).await.unwrap().job.state,
+        JobState::Cancelled
+    );
+    assert_eq!(prune(JobState::Cancelled, soon, 100).await, 1);
+    // Unfinished jobs are never pruned, whatever the state asked.
+    assert_eq!(prune(JobState::Available, soon, 100).await, 0);
     assert_eq!(
         store.job_get(waiting).await.unwrap().job.state,
         JobState::Available
     );
+}
+
+/// The leader's prune: each finished state kept for its own retention, deleted in batches
+/// until none is left.
+async fn each_finished_state_is_kept_for_its_own_retention(store: Arc<dyn Store>) {
+    let batches = sluice::maintenance::PRUNE_BATCH as usize;
+    let count = batches + batches / 4;
+    let ids = store
+        .job_insert_many(vec![job("greet"); count + 1])
+        .await
+        .unwrap();
+    store.job_cancel(ids[count]).await.unwrap();
+    let mut claimed = 0;
+    while claimed < count {
+        claimed += store
+            .job_fetch(fetch("default", 1000, NODE, LEASE))
+            .await
+            .unwrap()
+            .len();
+    }
+    let outcomes: Vec<JobOutcome> = ids[..count]
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            if i % 2 == 0 {
+                outcome(
+                    id,
+                    1,
+                    Resolution::Complete { output: vec![] },
+                    AttemptClass::Completed,
+                )
+            } else {
+                outcome(
+                    id,
+                    1,
+                    Resolution::Discard,
+                    AttemptClass::Failed(FailureKind::BadArgs),
+                )
+            }
+        })
+        .collect();
+    for chunk in outcomes.chunks(500) {
+        finish(&store, NODE, chunk.to_vec()).await;
+    }
+    let count_of = |state: JobState| {
+        let store = store.clone();
+        async move {
+            store
+                .job_count(JobCount {
+                    state: Some(state),
+                    queue: None,
+                    module: None,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // Dead letters kept for a day; completed and cancelled jobs not at all.
+    let retention = sluice::config::Retention {
+        completed: Duration::ZERO,
+        discarded: Duration::from_secs(24 * 3600),
+        cancelled: Duration::ZERO,
+    };
+    let later = Utc::now() + chrono::Duration::seconds(5);
+    let pruned = sluice::maintenance::prune_finished(store.as_ref(), &retention, later)
+        .await
+        .unwrap();
+    let completed = count.div_ceil(2) as u64;
+    assert_eq!(
+        pruned,
+        completed + 1,
+        "every completed job and the cancelled one"
+    );
+    assert_eq!(count_of(JobState::Completed).await, 0);
+    assert_eq!(count_of(JobState::Cancelled).await, 0);
+    assert_eq!(count_of(JobState::Discarded).await, (count / 2) as u64);
 }
 
 /// Runs `count` jobs to completion and prunes them; returns the store's size before the
@@ -846,12 +946,13 @@ async fn run_and_prune(store: &Arc<dyn Store>, count: usize) -> u64 {
         "the jobs table is among the sizes: {sizes:?}"
     );
     let soon = Utc::now() + chrono::Duration::seconds(5);
-    let pruned = store
-        .job_prune(JobPrune {
-            finished_before: soon,
-        })
-        .await
-        .unwrap();
+    let pruned = sluice::maintenance::prune_finished(
+        store.as_ref(),
+        &sluice::config::Retention::all(Duration::ZERO),
+        soon,
+    )
+    .await
+    .unwrap();
     assert_eq!(pruned, count as u64);
     sizes.iter().map(|(_, bytes)| bytes).sum()
 }
@@ -1546,7 +1647,9 @@ async fn postgres_deleting_jobs_deletes_their_history() {
 
     let pruned = store
         .job_prune(JobPrune {
+            state: JobState::Completed,
             finished_before: Utc::now() + chrono::Duration::hours(1),
+            limit: 100,
         })
         .await
         .unwrap();

@@ -4,7 +4,9 @@
 
 use sluice::model::NewJob;
 use sluice::sandbox::Sandbox;
-use sluice::store::JobPrune;
+use std::time::Duration;
+
+use sluice::config::Retention;
 
 use super::{Args, Context, drain, enqueue_noops};
 
@@ -22,8 +24,9 @@ pub async fn run(
         enqueue_noops(context, args.jobs, noop).await?;
         let metrics = drain(context, sandbox, queue, args.concurrency, args.jobs as u64).await?;
         let span = metrics.busy_span().unwrap_or_default().as_secs_f64();
-        let finished_before = chrono::Utc::now();
-        store.job_prune(JobPrune { finished_before }).await?;
+        let now = chrono::Utc::now();
+        sluice::maintenance::prune_finished(store.as_ref(), &Retention::all(Duration::ZERO), now)
+            .await?;
         let reclaimed = store.reclaim_space().await?;
         let sizes = store.storage_sizes().await?;
         cycles.push((args.jobs as f64 / span.max(1e-6), reclaimed, sizes));

@@ -758,11 +758,18 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(name = "store.job_prune", level = "debug", skip_all)]
     async fn job_prune(&self, params: JobPrune) -> StoreResult<u64> {
+        if !params.state.is_finished() {
+            return Ok(0);
+        }
         let done = sqlx::query(
-            "DELETE FROM sluice_jobs WHERE finalized_at IS NOT NULL AND finalized_at < $1
-             AND state IN ('completed', 'discarded', 'cancelled')",
+            "DELETE FROM sluice_jobs WHERE id IN (
+                 SELECT id FROM sluice_jobs
+                 WHERE finalized_at IS NOT NULL AND finalized_at < $1 AND state = $2
+                 ORDER BY finalized_at LIMIT $3)",
         )
         .bind(params.finished_before)
+        .bind(params.state.as_str())
+        .bind(i64::from(params.limit))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

@@ -880,11 +880,20 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(name = "store.job_prune", level = "debug", skip_all)]
     async fn job_prune(&self, params: JobPrune) -> StoreResult<u64> {
+        if !params.state.is_finished() {
+            return Ok(0);
+        }
+        // `finalized_at IS NOT NULL` restates the finalized index's predicate (SQLite uses a
+        // partial index only then): the oldest of the state are found without a scan.
         let done = sqlx::query(
-            "DELETE FROM sluice_jobs WHERE finalized_at IS NOT NULL AND finalized_at < ?
-             AND state IN ('completed', 'discarded', 'cancelled')",
+            "DELETE FROM sluice_jobs WHERE id IN (
+                 SELECT id FROM sluice_jobs
+                 WHERE finalized_at IS NOT NULL AND finalized_at < ?1 AND state = ?2
+                 ORDER BY finalized_at LIMIT ?3)",
         )
         .bind(micros(params.finished_before))
+        .bind(params.state.as_str())
+        .bind(i64::from(params.limit))
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected())
