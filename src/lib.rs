@@ -31,3 +31,4 @@ pub mod schedule;
 #[cfg(feature = "node")]
 pub mod settings;
 pub mod store;
+pub mod unique;

@@ -336,6 +336,15 @@ impl JobState {
             .find(|state| state.as_str() == text)
     }
 
+    /// The state's bit in a unique job's set of states (`UniqueKey::states`); the same
+    /// numbers are in the unique index of migration 0013.
+    pub fn bit(self) -> u8 {
+        1 << JobState::ALL
+            .iter()
+            .position(|state| *state == self)
+            .expect("every state is in ALL")
+    }
+
     /// A finished job never runs again unless a user retries it.
     pub fn is_finished(self) -> bool {
         matches!(
@@ -385,17 +394,24 @@ pub struct NewJob {
     /// Runs no earlier than this; `None` means now.
     pub scheduled_at: Option<DateTime<Utc>>,
     pub limits: LimitOverrides,
-    /// A key no other job may hold until it expires: enqueueing again with it returns the
-    /// job that holds it (an idempotency key).
+    /// A key no other job may hold while this one does: enqueueing again with it returns
+    /// the job that holds it (an idempotency key, or a unique job's key).
     pub unique: Option<UniqueKey>,
 }
 
-/// A job's unique key and until when it holds it.
+/// A job's unique key, and when the job holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UniqueKey {
     pub key: String,
-    pub expires_at: DateTime<Utc>,
+    /// An idempotency key: held in every state until then.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// A unique job's key: held while the job is in one of these states (`JobState::bit`s),
+    /// never expiring.
+    pub states: Option<u8>,
 }
+
+/// What an idempotency key is stored as: this, then the client's text.
+pub const IDEMPOTENCY_PREFIX: &str = "idempotency:";
 
 /// How long a job holds its idempotency key unless told otherwise.
 pub const DEFAULT_IDEMPOTENCY_PERIOD: std::time::Duration =
@@ -415,10 +431,11 @@ impl UniqueKey {
             .and_then(|period| Utc::now().checked_add_signed(period))
             .ok_or_else(|| "the idempotency period is too long".to_string())?;
         Ok(UniqueKey {
-            // A namespace of its own, so that unique keys built from a job's call (the
-            // flow-control issue's unique jobs) never collide with one a client chose.
-            key: format!("idempotency:{key}"),
-            expires_at,
+            // A namespace of its own, so that unique keys built from a job's call
+            // (`crate::unique`) never collide with one a client chose.
+            key: format!("{IDEMPOTENCY_PREFIX}{key}"),
+            expires_at: Some(expires_at),
+            states: None,
         })
     }
 }

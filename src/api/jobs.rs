@@ -168,7 +168,11 @@ fn new_job(request: EnqueueRequest, state: &ApiState) -> Result<NewJob, Problem>
         }
         (None, None) => None,
     };
-    Ok(NewJob {
+    if request.idempotency_key.is_some() && request.unique.is_some() {
+        return Err(OpError::Invalid("give idempotency_key or unique, not both".into()).into());
+    }
+    let unique_options = request.unique;
+    let mut job = NewJob {
         queue: request
             .queue
             .unwrap_or_else(|| NewJob::DEFAULT_QUEUE.to_string()),
@@ -190,7 +194,15 @@ fn new_job(request: EnqueueRequest, state: &ApiState) -> Result<NewJob, Problem>
             .as_deref()
             .map(|key| crate::ops::idempotency_key(key, state.idempotency_period))
             .transpose()?,
-    })
+    };
+    if let Some(options) = unique_options {
+        job.unique = Some(
+            options
+                .key_for(&job, Utc::now())
+                .map_err(OpError::Invalid)?,
+        );
+    }
+    Ok(job)
 }
 
 /// Jobs, newest first, filtered, a page at a time.

@@ -359,6 +359,10 @@ pub struct EnqueueRequest {
     /// An idempotency key: while a job holds it (24 hours by default), enqueueing with it
     /// again returns that job instead of a new one. 1 to 255 printable characters.
     pub idempotency_key: Option<String>,
+    /// A unique job: while a job of the same call (module, function, args or the fields
+    /// named, and the queue and period if asked) is unfinished, or in a finished state
+    /// named, enqueueing it again returns that job. Not with `idempotency_key`.
+    pub unique: Option<crate::unique::UniqueOptions>,
 }
 
 /// Many calls to enqueue, stored together or not at all.
@@ -372,7 +376,8 @@ pub struct BulkEnqueueRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Enqueued {
     pub ids: Vec<i64>,
-    /// Those of `ids` that already existed: their call named an idempotency key a job held.
+    /// Those of `ids` that already existed: their call named an idempotency key a job held,
+    /// or was a unique job whose key a job held.
     pub existing: Vec<i64>,
 }
 
@@ -380,8 +385,8 @@ pub struct Enqueued {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EnqueuedOne {
     pub id: i64,
-    /// The job already existed: it held the idempotency key named (the answer is then 200,
-    /// not 201).
+    /// The job already existed: it held the idempotency key named, or the unique job's key
+    /// (the answer is then 200, not 201).
     pub existing: bool,
 }
 

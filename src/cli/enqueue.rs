@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use sluice::model::{Codec, LimitOverrides, NewJob};
+use sluice::unique::UniqueOptions;
 
 use super::Context;
 
@@ -51,6 +52,41 @@ pub struct Args {
     /// with it again prints that job's id instead of making another.
     #[arg(long, conflicts_with = "batch")]
     idempotency_key: Option<String>,
+    /// A unique job: while a job of the same call (module, function, args) is unfinished,
+    /// enqueueing it again prints that job's id instead of making another.
+    #[arg(long, conflicts_with = "idempotency_key")]
+    unique: bool,
+    /// Only these fields of the args make the call the same (implies --unique).
+    #[arg(long, value_delimiter = ',', conflicts_with = "idempotency_key")]
+    unique_fields: Option<Vec<String>>,
+    /// The queue counts too: the same call on another queue is another job (implies --unique).
+    #[arg(long, conflicts_with = "idempotency_key")]
+    unique_by_queue: bool,
+    /// At most one such job per period of this length, by its scheduled time (like 1h;
+    /// implies --unique).
+    #[arg(long, value_parser = super::parse_duration, conflicts_with = "idempotency_key")]
+    unique_period: Option<Duration>,
+    /// Finished states in which a job still holds its key: completed, discarded, cancelled
+    /// (implies --unique).
+    #[arg(long, value_delimiter = ',', conflicts_with = "idempotency_key")]
+    unique_finished: Option<Vec<String>>,
+}
+
+impl Args {
+    /// The unique job options the flags name, if any does.
+    fn unique_options(&self) -> Option<UniqueOptions> {
+        let named = self.unique
+            || self.unique_fields.is_some()
+            || self.unique_by_queue
+            || self.unique_period.is_some()
+            || self.unique_finished.is_some();
+        named.then(|| UniqueOptions {
+            fields: self.unique_fields.clone(),
+            by_queue: self.unique_by_queue,
+            period_secs: self.unique_period.map(|period| period.as_secs()),
+            finished: self.unique_finished.clone().unwrap_or_default(),
+        })
+    }
 }
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
@@ -65,6 +101,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
         (None, at) => at,
     };
+    let unique = args.unique_options();
     // Through --url the node's own default applies unless --max-attempts is given.
     let max_attempts_named = args.max_attempts.is_some();
     let template = NewJob {
@@ -88,15 +125,18 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         let bar = super::progress::bar(jobs.len() as u64, "enqueued");
         let count = context
             .target
-            .enqueue_many(jobs, max_attempts_named, |stored| {
+            .enqueue_many(jobs, max_attempts_named, unique.as_ref(), |stored| {
                 bar.set_position(stored as u64)
             })
             .await;
         bar.finish_and_clear();
-        let count = count?;
+        let (count, existing) = count?;
         if context.json {
-            super::print_json(&serde_json::json!({ "count": count }));
+            super::print_json(&serde_json::json!({ "count": count, "existing": existing }));
         } else {
+            if existing > 0 {
+                eprintln!("{existing} of them were held by jobs already there");
+            }
             out!("{count}");
         }
         return Ok(());
@@ -109,13 +149,21 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .as_deref()
         .map(|key| sluice::ops::idempotency_key(key, context.settings.jobs.idempotency_period))
         .transpose()?;
-    let enqueued = context.target.enqueue(job, max_attempts_named).await?;
+    let enqueued = context
+        .target
+        .enqueue(job, max_attempts_named, unique.as_ref())
+        .await?;
     if context.json {
         super::print_view(&enqueued);
     } else {
         if enqueued.existing {
             // Not on stdout, which scripts read the id from.
-            eprintln!("job {} already holds this idempotency key", enqueued.id);
+            let what = if unique.is_some() {
+                "the same call"
+            } else {
+                "this idempotency key"
+            };
+            eprintln!("job {} already holds {what}", enqueued.id);
         }
         out!("{}", enqueued.id);
     }

@@ -12,9 +12,10 @@ use sluice::api::views::{
 };
 use sluice::app::App;
 use sluice::client::{ClientError, HttpClient, RequestBody};
-use sluice::model::{JobId, JobState, NewJob, Role};
+use sluice::model::{IDEMPOTENCY_PREFIX, JobId, JobState, NewJob, Role, UniqueKey};
 use sluice::ops::{CLI_ACTOR, CronSpec};
 use sluice::store::JobList;
+use sluice::unique::UniqueOptions;
 
 /// The store opened from the settings, or a node's API.
 pub enum Target {
@@ -370,11 +371,13 @@ impl Target {
     /// its own default number of attempts applies unless `max_attempts_named`.
     pub async fn enqueue(
         &self,
-        job: NewJob,
+        mut job: NewJob,
         max_attempts_named: bool,
+        unique: Option<&UniqueOptions>,
     ) -> anyhow::Result<EnqueuedOne> {
         match self {
             Target::Store(app) => {
+                job.unique = unique_key(&job, unique)?.or(job.unique);
                 let enqueued = sluice::ops::enqueue(app.store.as_ref(), job).await?;
                 Ok(EnqueuedOne {
                     id: enqueued.id,
@@ -384,7 +387,7 @@ impl Target {
             Target::Api(api) => {
                 let enqueued = api
                     .client
-                    .enqueue(&call_of(job, max_attempts_named)?)
+                    .enqueue(&call_of(job, max_attempts_named, unique)?)
                     .await
                     .map_err(problem_as_error)?;
                 Ok(EnqueuedOne {
@@ -399,24 +402,31 @@ impl Target {
     /// largest bulk, each all or none, calling `progress` with the count stored so far.
     pub async fn enqueue_many(
         &self,
-        jobs: Vec<NewJob>,
+        mut jobs: Vec<NewJob>,
         max_attempts_named: bool,
+        unique: Option<&UniqueOptions>,
         progress: impl Fn(usize),
-    ) -> anyhow::Result<usize> {
+    ) -> anyhow::Result<(usize, usize)> {
         let count = jobs.len();
-        match self {
+        let existing = match self {
             Target::Store(app) => {
-                sluice::ops::enqueue_many(app.store.as_ref(), jobs).await?;
+                for job in &mut jobs {
+                    job.unique = unique_key(job, unique)?.or(job.unique.take());
+                }
+                let enqueued = sluice::ops::enqueue_many(app.store.as_ref(), jobs).await?;
+                enqueued.iter().filter(|job| job.existing).count()
             }
             Target::Api(api) => {
                 let mut stored = 0;
+                let mut existing = 0;
                 for chunk in jobs.chunks(sluice::api::MAX_BULK_JOBS) {
                     let calls = chunk
                         .iter()
                         .cloned()
-                        .map(|job| call_of(job, max_attempts_named))
+                        .map(|job| call_of(job, max_attempts_named, unique))
                         .collect::<anyhow::Result<Vec<_>>>()?;
-                    api.client
+                    let enqueued = api
+                        .client
                         .enqueue_many(&calls)
                         .await
                         .map_err(problem_as_error)
@@ -425,12 +435,14 @@ impl Target {
                                 "after {stored} of {count} jobs were enqueued (lines 1 to {stored})"
                             )
                         })?;
+                    existing += enqueued.iter().filter(|job| job.existing).count();
                     stored += chunk.len();
                     progress(stored);
                 }
+                existing
             }
-        }
-        Ok(count)
+        };
+        Ok((count, existing))
     }
 }
 
@@ -515,8 +527,23 @@ pub enum UploadError {
     Other(anyhow::Error),
 }
 
+/// The unique job's key of `job`, if it is one, as a local enqueue stores it.
+fn unique_key(job: &NewJob, unique: Option<&UniqueOptions>) -> anyhow::Result<Option<UniqueKey>> {
+    let Some(options) = unique else {
+        return Ok(None);
+    };
+    let key = options
+        .key_for(job, chrono::Utc::now())
+        .map_err(sluice::ops::OpError::Invalid)?;
+    Ok(Some(key))
+}
+
 /// The client's call for a job the CLI built; its attempts only if the user named them.
-fn call_of(job: NewJob, max_attempts_named: bool) -> anyhow::Result<sluice::client::Call> {
+fn call_of(
+    job: NewJob,
+    max_attempts_named: bool,
+    unique: Option<&UniqueOptions>,
+) -> anyhow::Result<sluice::client::Call> {
     let args: serde_json::Value =
         serde_json::from_slice(&job.args).context("the args are not JSON")?;
     let mut call = sluice::client::Call::new(job.module, job.function)
@@ -541,8 +568,13 @@ fn call_of(job: NewJob, max_attempts_named: bool) -> anyhow::Result<sluice::clie
     if let Some(memory) = job.limits.memory_bytes {
         call = call.memory(memory);
     }
-    if let Some(unique) = job.unique {
-        call = call.idempotency_key(unique.key);
+    if let Some(key) = job.unique {
+        // The node namespaces the key again as it stores it.
+        let text = key.key.strip_prefix(IDEMPOTENCY_PREFIX).unwrap_or(&key.key);
+        call = call.idempotency_key(text);
+    }
+    if let Some(options) = unique {
+        call = call.unique(options.clone());
     }
     Ok(call)
 }

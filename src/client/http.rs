@@ -183,5 +183,11 @@ fn body(call: &Call) -> Result<Value, ClientError> {
         "idempotency_key",
         call.idempotency_key.clone().map(Value::String),
     );
+    set(
+        "unique",
+        call.unique
+            .as_ref()
+            .map(|options| serde_json::to_value(options).expect("options serialize")),
+    );
     Ok(body)
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::model::{Codec, LimitOverrides, NewJob, UniqueKey, UnknownFunction};
 use crate::store::StoreError;
+pub use crate::unique::UniqueOptions;
 
 pub use self::http::{HttpClient, RequestBody};
 pub use self::transaction::{enqueue_in_postgres, enqueue_in_sqlite};
@@ -35,6 +36,7 @@ pub struct Call {
     version: Option<i32>,
     limits: LimitOverrides,
     idempotency_key: Option<String>,
+    unique: Option<UniqueOptions>,
 }
 
 impl Call {
@@ -52,6 +54,7 @@ impl Call {
             version: None,
             limits: LimitOverrides::default(),
             idempotency_key: None,
+            unique: None,
         }
     }
 
@@ -128,9 +131,21 @@ impl Call {
         self
     }
 
+    /// A unique job: while a job of the same call (as `options` define it) is unfinished, or
+    /// in a finished state `options` name, enqueueing it again returns that job.
+    pub fn unique(mut self, options: UniqueOptions) -> Call {
+        self.unique = Some(options);
+        self
+    }
+
     /// The job this call stores, its options checked as `sluice enqueue` checks them.
     fn new_job(&self) -> Result<NewJob, ClientError> {
-        let job = NewJob {
+        if self.idempotency_key.is_some() && self.unique.is_some() {
+            return Err(ClientError::Invalid(
+                "give an idempotency key or unique options, not both".into(),
+            ));
+        }
+        let mut job = NewJob {
             queue: self.queue.clone(),
             module: self.module.clone(),
             module_version: self.version,
@@ -148,6 +163,13 @@ impl Call {
                 .transpose()
                 .map_err(ClientError::Invalid)?,
         };
+        if let Some(options) = &self.unique {
+            job.unique = Some(
+                options
+                    .key_for(&job, Utc::now())
+                    .map_err(ClientError::Invalid)?,
+            );
+        }
         crate::model::check_options(&job).map_err(ClientError::Invalid)?;
         Ok(job)
     }

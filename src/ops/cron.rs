@@ -188,7 +188,8 @@ pub fn slot_job(entry: &CronEntry, slot: DateTime<Utc>) -> NewJob {
         limits: LimitOverrides::default(),
         unique: Some(UniqueKey {
             key: format!("cron:{}:{}", entry.name, slot.timestamp()),
-            expires_at: slot + SLOT_KEY_HELD,
+            expires_at: Some(slot + SLOT_KEY_HELD),
+            states: None,
         }),
     }
 }

@@ -87,6 +87,7 @@ impl OpError {
                 StoreError::ModuleNotFound(_) => "module_not_found",
                 StoreError::ModuleVersionNotFound { .. } => "module_version_not_found",
                 StoreError::InvalidTransition { .. } => "invalid_transition",
+                StoreError::UniqueKeyHeld => "unique_key_held",
                 StoreError::ArgsTooLarge { .. } => "args_too_large",
                 StoreError::Invalid(_) => "invalid_input",
                 StoreError::Unavailable(_) => "database_unavailable",
@@ -105,7 +106,7 @@ impl OpError {
             | "module_version_not_found"
             | "token_not_found"
             | "cron_not_found" => ErrorKind::NotFound,
-            "invalid_transition" => ErrorKind::Conflict,
+            "invalid_transition" | "unique_key_held" => ErrorKind::Conflict,
             "module_too_large" | "args_too_large" => ErrorKind::TooLarge,
             "database_unavailable" => ErrorKind::Unavailable,
             "internal" => ErrorKind::Internal,

@@ -59,6 +59,11 @@ pub enum StoreError {
         state: JobState,
         wanted: JobState,
     },
+    /// A job cannot enter a state in which it would hold a unique key another job holds.
+    #[error(
+        "another job holds this job's unique key; retry it once that job has finished (or delete that job)"
+    )]
+    UniqueKeyHeld,
     #[error("the args are {size} bytes; the limit is {limit} bytes")]
     ArgsTooLarge { size: usize, limit: usize },
     #[error("invalid input: {0}")]
@@ -80,6 +85,14 @@ pub enum StoreError {
     )]
     SchemaBehind { found: Option<i64>, needed: i64 },
 }
+
+/// Whether a job holds the unique key it has (both dialects): an idempotency key in every
+/// state (until released at its expiry), a unique job's key while its state's bit
+/// (`JobState::bit`) is among its `unique_states`, as in migration 0013's index.
+pub(crate) const HOLDS_UNIQUE_KEY: &str = "(unique_states IS NULL OR unique_states & (CASE state \
+     WHEN 'available' THEN 1 WHEN 'scheduled' THEN 2 WHEN 'running' THEN 4 \
+     WHEN 'retryable' THEN 8 WHEN 'completed' THEN 16 WHEN 'discarded' THEN 32 \
+     WHEN 'cancelled' THEN 64 END) <> 0)";
 
 /// The newest migration a database has applied (both dialects).
 const NEWEST_APPLIED_MIGRATION: &str = "SELECT max(version) FROM _sqlx_migrations WHERE success";
@@ -119,6 +132,14 @@ impl From<sqlx::Error> for StoreError {
             }
             E::Database(db) if is_transient_code(db.code().as_deref()) => {
                 StoreError::Unavailable(error.to_string())
+            }
+            // PostgreSQL names the index, SQLite the column.
+            E::Database(db)
+                if db.is_unique_violation()
+                    && (db.message().contains("sluice_jobs_unique")
+                        || db.message().contains("sluice_jobs.unique_key")) =>
+            {
+                StoreError::UniqueKeyHeld
             }
             _ => StoreError::Database(error.to_string()),
         }

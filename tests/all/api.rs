@@ -19,6 +19,7 @@ both_stores!(
     metrics_count_a_known_run,
     a_running_node_follows_a_queues_concurrency,
     an_idempotency_key_returns_the_same_job,
+    a_unique_job_returns_the_job_of_the_same_call,
     a_killed_node_is_shown_dead,
     bulk_actions_take_ids_or_a_bounded_filter,
     enqueues_are_checked_against_the_module_as_uploaded,
@@ -1397,4 +1398,91 @@ async fn enqueues_are_checked_against_the_module_as_uploaded(sluice: Sluice) {
     let (status, problem) = node.post("/v1/jobs", fresh).await;
     assert_eq!(status, StatusCode::CREATED, "{problem}");
     assert_eq!(node.job_count().await, 4);
+}
+
+async fn a_unique_job_returns_the_job_of_the_same_call(sluice: Sluice) {
+    let node = Node::start(&sluice, &["serve"]);
+    let (status, _) = node
+        .post_raw("/v1/modules/hello", "application/wasm", hello_wasm())
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let call = |name: &str, lang: &str| {
+        json!({
+            "module": "hello", "function": "greet",
+            "args": {"name": name, "lang": lang},
+            "unique": {"fields": ["name"]},
+        })
+    };
+    let (status, first) = node.post("/v1/jobs", call("Ada", "fr")).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, again) = node.post("/v1/jobs", call("Ada", "en")).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(
+        (&again["id"], &again["existing"]),
+        (&first["id"], &json!(true))
+    );
+
+    // In bulk, with the ids found.
+    let (status, bulk) = node
+        .post(
+            "/v1/jobs/bulk",
+            json!({"jobs": [call("Ada", "de"), call("Grace", "en")]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{bulk}");
+    assert_eq!(bulk["ids"][0], first["id"]);
+    assert_eq!(bulk["existing"], json!([first["id"]]));
+    assert_ne!(bulk["ids"][1], first["id"]);
+
+    // The CLI makes the same key, on the store and through the node.
+    let args = r#"{"name":"Ada","lang":"it"}"#;
+    let local = sluice.json(&["enqueue", "hello", "greet", args, "--unique-fields", "name"]);
+    assert_eq!(
+        (&local["id"], &local["existing"]),
+        (&first["id"], &json!(true))
+    );
+    let remote = sluice.json(&[
+        "--url",
+        &node.base,
+        "enqueue",
+        "hello",
+        "greet",
+        args,
+        "--unique-fields",
+        "name",
+    ]);
+    assert_eq!(
+        (&remote["id"], &remote["existing"]),
+        (&first["id"], &json!(true))
+    );
+
+    // Refusals.
+    let mut both = call("Ada", "fr");
+    both["idempotency_key"] = json!("order-1");
+    let (status, problem) = node.post("/v1/jobs", both).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let mut running = call("Ada", "fr");
+    running["unique"]["finished"] = json!(["running"]);
+    let (status, problem) = node.post("/v1/jobs", running).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is not a finished state"),
+        "{problem}"
+    );
+
+    // A cancelled job gives its key up; it cannot come back while another holds it.
+    let (_, zed) = node.post("/v1/jobs", call("Zed", "fr")).await;
+    let zed = zed["id"].as_i64().unwrap();
+    let (status, _) = node
+        .post(&format!("/v1/jobs/{zed}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, next) = node.post("/v1/jobs", call("Zed", "fr")).await;
+    assert_eq!(status, StatusCode::CREATED, "{next}");
+    let (status, problem) = node.post(&format!("/v1/jobs/{zed}/retry"), json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["code"], "unique_key_held");
 }

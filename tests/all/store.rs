@@ -84,6 +84,7 @@ conformance!(
     listing_filters_by_function_args_and_id_range,
     queue_settings_keep_pause_and_concurrency_apart,
     a_unique_key_returns_its_holder_until_it_expires,
+    a_unique_job_holds_its_key_while_unfinished,
     stats_add_up_by_minute_and_queue,
     a_job_is_read_with_its_attempts_in_one_snapshot,
     cron_entries_are_seeded_replaced_and_removed,
@@ -1211,7 +1212,8 @@ async fn a_unique_key_returns_its_holder_until_it_expires(store: Arc<dyn Store>)
         let mut job = job("greet");
         job.unique = Some(UniqueKey {
             key: key.into(),
-            expires_at: Utc::now() + expires_in,
+            expires_at: Some(Utc::now() + expires_in),
+            states: None,
         });
         job
     };
@@ -2308,4 +2310,73 @@ async fn a_cron_slot_is_inserted_once(store: Arc<dyn Store>) {
     assert!(store.cron_remove("tick").await.unwrap());
     assert!(store.cron_fire(fire(3, vec![4])).await.unwrap().is_none());
     assert_eq!(count(store).await, 3);
+}
+
+async fn a_unique_job_holds_its_key_while_unfinished(store: Arc<dyn Store>) {
+    use sluice::unique::UniqueOptions;
+    let unique = |args: serde_json::Value, options: &UniqueOptions| {
+        let mut job = NewJob::json("hello", "greet", &args);
+        job.unique = Some(options.key_for(&job, Utc::now()).unwrap());
+        job
+    };
+    let plain = UniqueOptions::default();
+    let ada = || unique(serde_json::json!({"name": "Ada"}), &plain);
+    let first = store.job_enqueue(vec![ada()]).await.unwrap()[0];
+    assert!(!first.existing);
+    let again = store.job_enqueue(vec![ada()]).await.unwrap()[0];
+    assert_eq!((again.id, again.existing), (first.id, true));
+
+    // In bulk: the held key, another call, and the other call again.
+    let grace = || unique(serde_json::json!({"name": "Grace"}), &plain);
+    let batch = store
+        .job_enqueue(vec![ada(), grace(), grace()])
+        .await
+        .unwrap();
+    assert_eq!((batch[0].id, batch[0].existing), (first.id, true));
+    assert!(!batch[1].existing);
+    assert_eq!((batch[2].id, batch[2].existing), (batch[1].id, true));
+
+    // Claimed and running, it still holds the key; completed, it no longer does.
+    let claimed = store
+        .job_fetch(fetch("default", 1, NODE, LEASE))
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, first.id);
+    assert!(store.job_enqueue(vec![ada()]).await.unwrap()[0].existing);
+    finish(
+        &store,
+        NODE,
+        vec![outcome(
+            first.id,
+            1,
+            Resolution::Complete { output: vec![] },
+            AttemptClass::Completed,
+        )],
+    )
+    .await;
+    let next = store.job_enqueue(vec![ada()]).await.unwrap()[0];
+    assert!(!next.existing, "a completed job no longer holds its key");
+    assert_ne!(next.id, first.id);
+
+    // The completed job cannot come back while the new one holds the key.
+    let refused = store.job_retry(first.id.into()).await;
+    assert!(
+        matches!(refused, Err(StoreError::UniqueKeyHeld)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.job_get(first.id).await.unwrap().job.state,
+        JobState::Completed
+    );
+
+    // Named finished states hold the key too.
+    let kept = UniqueOptions {
+        finished: vec!["cancelled".into()],
+        ..Default::default()
+    };
+    let once = || unique(serde_json::json!({"name": "Once"}), &kept);
+    let cancelled = store.job_enqueue(vec![once()]).await.unwrap()[0];
+    store.job_cancel(cancelled.id).await.unwrap();
+    let after = store.job_enqueue(vec![once()]).await.unwrap()[0];
+    assert_eq!((after.id, after.existing), (cancelled.id, true));
 }

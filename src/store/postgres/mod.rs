@@ -1093,6 +1093,7 @@ struct InsertColumns {
     memory_limit: Vec<Option<i64>>,
     unique_key: Vec<Option<String>>,
     unique_expires_at: Vec<Option<DateTime<Utc>>>,
+    unique_states: Vec<Option<i16>>,
 }
 
 impl InsertColumns {
@@ -1111,11 +1112,16 @@ impl InsertColumns {
             .push(job.limits.timeout.map(|t| t.as_millis() as i64));
         self.memory_limit
             .push(job.limits.memory_bytes.map(|v| v as i64));
-        let (key, expires_at) = job.unique.map_or((None, None), |unique| {
-            (Some(unique.key), Some(unique.expires_at))
+        let (key, expires_at, states) = job.unique.map_or((None, None, None), |unique| {
+            (
+                Some(unique.key),
+                unique.expires_at,
+                unique.states.map(i16::from),
+            )
         });
         self.unique_key.push(key);
         self.unique_expires_at.push(expires_at);
+        self.unique_states.push(states);
     }
 }
 
@@ -1175,23 +1181,24 @@ async fn insert_jobs(conn: &mut PgConnection, jobs: Vec<NewJob>) -> StoreResult<
     let on_conflict = if keyed.is_empty() {
         ""
     } else {
-        "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
+        // Either unique index (idempotency keys, unique jobs' keys) may refuse a row.
+        "ON CONFLICT DO NOTHING"
     };
     // One statement for the whole batch; the insert trigger notifies each queue once.
     let insert = format!(
         "INSERT INTO sluice_jobs (queue, module, module_version, function, args, codec, state,
              priority, max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit,
-             unique_key, unique_expires_at)
+             unique_key, unique_expires_at, unique_states)
          SELECT queue, module, module_version, function, args, codec,
                 CASE WHEN scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
                 priority, max_attempts, COALESCE(scheduled_at, now()), fuel_limit, timeout_ms,
-                memory_limit, unique_key, unique_expires_at
+                memory_limit, unique_key, unique_expires_at, unique_states
          FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bytea[], $6::text[],
                      $7::smallint[], $8::int[], $9::timestamptz[], $10::bigint[], $11::bigint[],
-                     $12::bigint[], $13::text[], $14::timestamptz[])
+                     $12::bigint[], $13::text[], $14::timestamptz[], $15::smallint[])
               WITH ORDINALITY AS x(queue, module, module_version, function, args, codec, priority,
                                    max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit,
-                                   unique_key, unique_expires_at, ord)
+                                   unique_key, unique_expires_at, unique_states, ord)
          ORDER BY ord
          {on_conflict}
          RETURNING id, unique_key"
@@ -1221,6 +1228,7 @@ async fn insert_jobs(conn: &mut PgConnection, jobs: Vec<NewJob>) -> StoreResult<
         .bind(columns.memory_limit)
         .bind(columns.unique_key)
         .bind(columns.unique_expires_at)
+        .bind(columns.unique_states)
         .fetch_all(&mut *conn)
         .await?;
     let inserted = rows
@@ -1229,8 +1237,10 @@ async fn insert_jobs(conn: &mut PgConnection, jobs: Vec<NewJob>) -> StoreResult<
         .collect::<StoreResult<Vec<(JobId, Option<String>)>>>()?;
     let mut holders = std::collections::HashMap::new();
     if inserted.len() < keys.len() {
-        let rows = sqlx::query("SELECT id, unique_key FROM sluice_jobs WHERE unique_key = ANY($1)")
-            .bind(&keyed)
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id, unique_key FROM sluice_jobs WHERE unique_key = ANY($1) AND {HOLDS_UNIQUE_KEY}"
+        )))
+        .bind(&keyed)
             .fetch_all(&mut *conn)
             .await?;
         for row in &rows {

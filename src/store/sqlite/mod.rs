@@ -25,7 +25,7 @@ mod tokens;
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Bound parameters per row of a multi-row insert; SQLite allows 32,766 per statement.
-const INSERT_COLUMNS: usize = 17;
+const INSERT_COLUMNS: usize = 18;
 const ROWS_PER_INSERT: usize = 32_766 / INSERT_COLUMNS;
 
 /// Rows sqlx's worker thread may hand over before the caller reads them: more than a claim
@@ -214,7 +214,7 @@ async fn insert_jobs(
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO sluice_jobs (queue, module, module_version, function, args, codec, state, \
                  priority, max_attempts, inserted_at, scheduled_at, fuel_limit, timeout_ms, memory_limit, attempt, \
-                 unique_key, unique_expires_at) ",
+                 unique_key, unique_expires_at, unique_states) ",
         );
         insert.push_values(chunk, |mut row, job| {
             row.push_bind(&job.queue)
@@ -233,10 +233,16 @@ async fn insert_jobs(
                 .push_bind(job.limits.memory_bytes.map(|v| v as i64))
                 .push_bind(0)
                 .push_bind(job.unique.as_ref().map(|unique| unique.key.as_str()))
-                .push_bind(job.unique.as_ref().map(|unique| micros(unique.expires_at)));
+                .push_bind(
+                    job.unique
+                        .as_ref()
+                        .and_then(|unique| unique.expires_at.map(micros)),
+                )
+                .push_bind(job.unique.as_ref().and_then(|unique| unique.states));
         });
         if !keyed.is_empty() {
-            insert.push(" ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING");
+            // Either unique index (idempotency keys, unique jobs' keys) may refuse a row.
+            insert.push(" ON CONFLICT DO NOTHING");
         }
         insert.push(" RETURNING id, unique_key");
         let rows = insert.build().fetch_all(&mut *conn).await?;
@@ -253,7 +259,7 @@ async fn insert_jobs(
             for key in chunk {
                 list.push_bind(*key);
             }
-            find.push(")");
+            find.push(") AND ").push(HOLDS_UNIQUE_KEY);
             for row in &find.build().fetch_all(&mut *conn).await? {
                 holders.insert(row.try_get::<String, _>("unique_key")?, row.try_get("id")?);
             }
