@@ -1,5 +1,6 @@
 //! Leader-only duties: one node at a time stages due jobs, rescues jobs whose lease expired,
-//! inserts cron entries' jobs and prunes old finished jobs. Leadership is a term in the store that the leader renews.
+//! inserts cron entries' jobs and prunes old finished jobs. Leadership is a term in the store
+//! that the leader renews.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,9 +31,7 @@ impl MaintenanceConfig {
     pub fn cron_grace(&self) -> Duration {
         self.term * 2 + self.interval * 2
     }
-}
 
-impl MaintenanceConfig {
     pub fn from_engine(config: &EngineConfig) -> MaintenanceConfig {
         MaintenanceConfig {
             node_id: config.node_id.clone(),
@@ -116,6 +115,7 @@ pub async fn run(
                     tracing::warn!(%error, "pruning failed");
                 }
             }
+            // The charts' per-minute counts are kept as long as the completed jobs they count.
             let finished_before = Utc::now()
                 - chrono::Duration::from_std(config.retention.completed).unwrap_or_default();
             forget_dead_nodes(store.as_ref(), &metrics).await;
