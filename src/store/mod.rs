@@ -659,6 +659,10 @@ pub struct CronEntry {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The columns of `sluice_cron`, in the order both stores read and write them.
+pub(crate) const CRON_COLUMNS: &str = "name, schedule, timezone, misfire, queue, module, \
+     function, args, priority, max_attempts, last_slot, updated_at";
+
 /// Stores a cron entry. A new entry, or one whose schedule or time zone changed, starts
 /// from `now`: slots before it are not inserted.
 #[derive(Debug, Clone)]

@@ -5,11 +5,9 @@ use sqlx::postgres::PgRow;
 
 use super::{PostgresStore, insert_jobs};
 use crate::store::{
-    CronEntry, CronFire, CronPut, Enqueued, Misfire, StoreError, StoreResult, check_new_job,
+    CRON_COLUMNS, CronEntry, CronFire, CronPut, Enqueued, Misfire, StoreError, StoreResult,
+    check_new_job,
 };
-
-const CRON_COLUMNS: &str = "name, schedule, timezone, misfire, queue, module, function, args, \
-     priority, max_attempts, last_slot, updated_at";
 
 fn entry_from_row(row: &PgRow) -> StoreResult<CronEntry> {
     let misfire: String = row.try_get("misfire")?;

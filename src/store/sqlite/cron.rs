@@ -7,12 +7,9 @@ use sqlx::sqlite::SqliteRow;
 use super::{SqliteStore, from_micros, insert_jobs, micros};
 use crate::model::JobState;
 use crate::store::{
-    CronEntry, CronFire, CronPut, Enqueued, Misfire, StoreError, StoreResult, check_new_job,
-    initial_state,
+    CRON_COLUMNS, CronEntry, CronFire, CronPut, Enqueued, Misfire, StoreError, StoreResult,
+    check_new_job, initial_state,
 };
-
-const CRON_COLUMNS: &str = "name, schedule, timezone, misfire, queue, module, function, args, \
-     priority, max_attempts, last_slot, updated_at";
 
 fn entry_from_row(row: &SqliteRow) -> StoreResult<CronEntry> {
     let misfire: String = row.try_get("misfire")?;
