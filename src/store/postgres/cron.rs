@@ -65,12 +65,15 @@ impl PostgresStore {
         match stored {
             Some(row) => entry_from_row(&row),
             // Kept as it was: seeding does not replace.
-            None => self
-                .list_cron()
-                .await?
-                .into_iter()
-                .find(|kept| kept.name == entry.name)
-                .ok_or_else(|| StoreError::Database(format!("cron entry {} vanished", entry.name))),
+            None => {
+                let kept = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {CRON_COLUMNS} FROM sluice_cron WHERE name = $1"
+                )))
+                .bind(&entry.name)
+                .fetch_one(&self.pool)
+                .await?;
+                entry_from_row(&kept)
+            }
         }
     }
 

@@ -5,10 +5,9 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::{SqliteStore, from_micros, insert_jobs, micros};
-use crate::model::JobState;
 use crate::store::{
     CRON_COLUMNS, CronEntry, CronFire, CronPut, Enqueued, Misfire, StoreError, StoreResult,
-    check_new_job, initial_state,
+    check_new_job,
 };
 
 fn entry_from_row(row: &SqliteRow) -> StoreResult<CronEntry> {
@@ -66,12 +65,15 @@ impl SqliteStore {
         match stored {
             Some(row) => entry_from_row(&row),
             // Kept as it was: seeding does not replace.
-            None => self
-                .list_cron()
-                .await?
-                .into_iter()
-                .find(|kept| kept.name == entry.name)
-                .ok_or_else(|| StoreError::Database(format!("cron entry {} vanished", entry.name))),
+            None => {
+                let kept = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {CRON_COLUMNS} FROM sluice_cron WHERE name = ?1"
+                )))
+                .bind(&entry.name)
+                .fetch_one(&self.readers)
+                .await?;
+                entry_from_row(&kept)
+            }
         }
     }
 
@@ -112,18 +114,7 @@ impl SqliteStore {
         }
         let enqueued = insert_jobs(&mut tx, &params.jobs, now).await?;
         tx.commit().await?;
-        let mut queues: Vec<String> = params
-            .jobs
-            .iter()
-            .zip(&enqueued)
-            .filter(|(job, enqueued)| {
-                !enqueued.existing && initial_state(job, now) == JobState::Available
-            })
-            .map(|(job, _)| job.queue.clone())
-            .collect();
-        queues.sort_unstable();
-        queues.dedup();
-        self.wake(queues);
+        self.wake_inserted(&params.jobs, &enqueued, now);
         Ok(Some(enqueued))
     }
 }

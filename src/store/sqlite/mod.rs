@@ -138,6 +138,22 @@ impl SqliteStore {
             let _ = self.inserted.send(queue);
         }
     }
+
+    /// Wakes the producers of the queues where `jobs` (just committed, as `enqueued`) made
+    /// jobs available: a job found holding a key, or scheduled later, wakes nobody.
+    fn wake_inserted(&self, jobs: &[NewJob], enqueued: &[Enqueued], now: DateTime<Utc>) {
+        let mut queues: Vec<String> = jobs
+            .iter()
+            .zip(enqueued)
+            .filter(|(job, enqueued)| {
+                !enqueued.existing && initial_state(job, now) == JobState::Available
+            })
+            .map(|(job, _)| job.queue.clone())
+            .collect();
+        queues.sort_unstable();
+        queues.dedup();
+        self.wake(queues);
+    }
 }
 
 /// Enqueues `jobs` in the caller's own transaction: they exist if and only if it commits.
@@ -567,17 +583,7 @@ impl Store for SqliteStore {
         let mut tx = self.writer.begin().await?;
         let enqueued = insert_jobs(&mut tx, &jobs, now).await?;
         tx.commit().await?;
-        let mut queues: Vec<String> = jobs
-            .iter()
-            .zip(&enqueued)
-            .filter(|(job, enqueued)| {
-                !enqueued.existing && initial_state(job, now) == JobState::Available
-            })
-            .map(|(job, _)| job.queue.clone())
-            .collect();
-        queues.sort_unstable();
-        queues.dedup();
-        self.wake(queues);
+        self.wake_inserted(&jobs, &enqueued, now);
         Ok(enqueued)
     }
 
