@@ -13,6 +13,7 @@ pub mod client;
 pub mod config;
 #[cfg(feature = "node")]
 pub mod engine;
+pub mod limits;
 #[cfg(feature = "node")]
 pub mod maintenance;
 #[cfg(feature = "node")]

@@ -397,6 +397,9 @@ pub struct NewJob {
     /// A key no other job may hold while this one does: enqueueing again with it returns
     /// the job that holds it (an idempotency key, or a unique job's key).
     pub unique: Option<UniqueKey>,
+    /// The partition the job counts in on a queue with partitions, chosen by the client;
+    /// `None` lets the queue's partitioning derive it.
+    pub partition_key: Option<String>,
 }
 
 /// A job's unique key, and when the job holds it.
@@ -458,6 +461,7 @@ impl NewJob {
             scheduled_at: None,
             limits: LimitOverrides::default(),
             unique: None,
+            partition_key: None,
         }
     }
 }
@@ -490,6 +494,8 @@ pub struct Job {
     /// Attempts lost with their node (rescued after the lease expired). They are in
     /// `attempt` but do not count against `max_attempts`.
     pub lost_attempts: i32,
+    /// The partition the job counts in, on a queue that had partitions when it was enqueued.
+    pub partition_key: Option<String>,
 }
 
 impl Job {
@@ -670,6 +676,11 @@ pub fn check_options(job: &NewJob) -> Result<(), String> {
         return Err("--max-attempts must be at least 1".into());
     }
     check_queue_name(&job.queue)?;
+    if let Some(key) = &job.partition_key
+        && (key.chars().count() > 255 || key.chars().any(char::is_control))
+    {
+        return Err("a partition key is at most 255 printable characters".into());
+    }
     job.limits.validate()
 }
 

@@ -31,6 +31,11 @@ pub struct Settings {
     /// `sluice config apply` replaces them all; the CLI and API change them at run time.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub cron: BTreeMap<String, crate::ops::CronSpec>,
+    /// Queue limits every node obeys, by queue (`[limits.NAME]`): `sluice run` stores those
+    /// of queues that have none in the store, `sluice config apply` replaces them; the CLI
+    /// and API change them at run time.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, crate::limits::QueueLimits>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,6 +207,7 @@ impl Default for Settings {
                 idempotency_period: crate::ops::DEFAULT_IDEMPOTENCY_PERIOD,
             },
             cron: BTreeMap::new(),
+            limits: BTreeMap::new(),
         }
     }
 }
@@ -233,6 +239,7 @@ const SECTIONS: &[&str] = &[
     "queues",
     "jobs",
     "cron",
+    "limits",
 ];
 
 /// Variables older than the config file, kept working.

@@ -194,6 +194,7 @@ fn new_job(request: EnqueueRequest, state: &ApiState) -> Result<NewJob, Problem>
             .as_deref()
             .map(|key| crate::ops::idempotency_key(key, state.idempotency_period))
             .transpose()?,
+        partition_key: request.partition_key,
     };
     if let Some(options) = unique_options {
         job.unique = Some(

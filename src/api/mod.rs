@@ -96,7 +96,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         modules::upload, modules::list, modules::get,
         jobs::enqueue, jobs::enqueue_many, jobs::list, jobs::get, jobs::retry, jobs::cancel,
         jobs::delete, jobs::retry_many, jobs::cancel_many, jobs::delete_many,
-        queues::list, queues::pause, queues::resume, queues::set_concurrency,
+        queues::list, queues::pause, queues::resume, queues::set_concurrency, queues::set_limits,
         cron::list, cron::put, cron::remove,
         nodes::list, metrics::scrape, stats::get,
         tokens::list, tokens::create, tokens::revoke, auth::list,
@@ -108,7 +108,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
     tags(
         (name = "modules", description = "Job modules: WebAssembly components and their versions"),
         (name = "jobs", description = "Enqueue, find and act on jobs"),
-        (name = "queues", description = "Queues, their counts, pause, resume and concurrency"),
+        (name = "queues", description = "Queues, their counts, pause, resume, concurrency and limits"),
         (name = "cron", description = "Periodic jobs: the leader inserts a job per slot, once"),
         (name = "nodes", description = "The nodes that run jobs"),
         (name = "tokens", description = "The API's bearer tokens and their roles"),
@@ -292,6 +292,10 @@ fn routes(state: ApiState) -> Router {
         .route(
             "/v1/queues/{name}/concurrency",
             auth::allow(Operate, s, put(queues::set_concurrency)),
+        )
+        .route(
+            "/v1/queues/{name}/limits",
+            auth::allow(Operate, s, put(queues::set_limits)),
         )
         .route("/v1/cron", auth::allow(Read, s, get(cron::list)))
         .route(

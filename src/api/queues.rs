@@ -1,4 +1,4 @@
-//! `/v1/queues`: queues with their counts by state; pause, resume and concurrency.
+//! `/v1/queues`: queues with their counts by state; pause, resume, concurrency and limits.
 
 use axum::Extension;
 use axum::extract::State;
@@ -9,6 +9,7 @@ use super::ApiState;
 use super::auth::Caller;
 use super::problem::{ApiResult, Json, Path, Problem};
 use super::views::QueueView;
+use crate::limits::QueueLimits;
 
 /// Every queue that has jobs or settings, with its job counts by state.
 #[utoipa::path(
@@ -112,5 +113,36 @@ pub async fn set_concurrency(
 ) -> ApiResult<Json<Concurrency>> {
     crate::ops::set_queue_concurrency(state.store.as_ref(), &name, body.concurrency, &caller.name)
         .await?;
+    Ok(Json(body))
+}
+
+/// Set the limits every node obeys for this queue: a global concurrency, a rate of starts,
+/// partitions with their own concurrency and rate. `{}` lifts them all. Claims follow at
+/// once; waiting jobs without a partition key get one when the queue gains partitions.
+#[utoipa::path(
+    put, path = "/v1/queues/{name}/limits", tag = "queues",
+    params(("name" = String, Path, description = "The queue's name")),
+    request_body = QueueLimits,
+    responses(
+        (status = 200, body = QueueLimits),
+        (status = 400, description = "A malformed path or body", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON (`content-type: application/json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a queue name, or limits that could never let a job start", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn set_limits(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Json(body): Json<QueueLimits>,
+) -> ApiResult<Json<QueueLimits>> {
+    crate::ops::set_queue_limits(
+        state.store.as_ref(),
+        &name,
+        Some(body.clone()),
+        &caller.name,
+    )
+    .await?;
     Ok(Json(body))
 }

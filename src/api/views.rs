@@ -49,6 +49,9 @@ pub struct JobView {
     pub lease_expires_at: Option<DateTime<Utc>>,
     /// The completed attempt's output (JSON), or null.
     pub output: serde_json::Value,
+    /// The partition it counts in, on a queue that had partitions when it was enqueued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_key: Option<String>,
 }
 
 impl From<&Job> for JobView {
@@ -76,6 +79,7 @@ impl From<&Job> for JobView {
             lease_node: job.lease_node.clone(),
             lease_expires_at: job.lease_expires_at,
             output: output_value(job.output.as_deref()),
+            partition_key: job.partition_key.clone(),
         }
     }
 }
@@ -259,6 +263,10 @@ pub struct QueueView {
     pub paused: bool,
     /// The per-node concurrency set at run time; null: each node's own setting.
     pub concurrency: Option<u32>,
+    /// The limits every node obeys for it; null: none.
+    pub limits: Option<crate::limits::QueueLimits>,
+    /// While its rate limit holds starts back: when the next may start.
+    pub next_start_at: Option<DateTime<Utc>>,
     /// Jobs by state (every state present, zero included).
     pub counts: std::collections::BTreeMap<String, u64>,
     #[serde(default)]
@@ -273,6 +281,8 @@ impl From<&QueueSummary> for QueueView {
             name: q.name.clone(),
             paused: q.paused,
             concurrency: q.concurrency,
+            limits: q.limits.clone(),
+            next_start_at: q.next_start_at,
             counts: JobState::ALL
                 .iter()
                 .map(|state| (state.as_str().to_string(), q.count(*state)))
@@ -363,6 +373,9 @@ pub struct EnqueueRequest {
     /// named, and the queue and period if asked) is unfinished, or in a finished state
     /// named, enqueueing it again returns that job. Not with `idempotency_key`.
     pub unique: Option<crate::unique::UniqueOptions>,
+    /// The partition the job counts in on a queue with partitions, in place of the one the
+    /// queue's partitioning derives. At most 255 printable characters.
+    pub partition_key: Option<String>,
 }
 
 /// Many calls to enqueue, stored together or not at all.

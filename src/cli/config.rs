@@ -13,12 +13,13 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 pub enum Action {
-    /// Store the config file's cron entries, replacing entries of the same names (entries
-    /// the file does not name are kept). A running node seeds only the entries missing.
+    /// Store the config file's cron entries and queue limits, replacing entries and limits
+    /// of the same names (those the file does not name are kept). A running node seeds
+    /// only what is missing.
     Apply,
 }
 
-/// Pushes the config file's cron entries to the store (or a node's API); every entry is
+/// Pushes the config file's cron entries and queue limits to the store (or a node's API); every entry is
 /// checked and the first refusal stops the rest.
 pub async fn apply(context: &Context, args: Args) -> anyhow::Result<()> {
     let Some(Action::Apply) = args.action else {
@@ -33,13 +34,26 @@ pub async fn apply(context: &Context, args: Args) -> anyhow::Result<()> {
             .map_err(|error| anyhow::anyhow!("cron entry {name}: {error:#}"))?;
         applied.push(entry);
     }
+    for (name, limits) in &context.settings.limits {
+        context
+            .target
+            .set_queue_limits(name, limits)
+            .await
+            .map_err(|error| anyhow::anyhow!("limits of queue {name}: {error:#}"))?;
+    }
     if context.json {
-        super::print_view(&applied);
-    } else if applied.is_empty() {
-        out!("the config file has no cron entries");
+        super::print_json(&serde_json::json!({
+            "cron": applied,
+            "limits": context.settings.limits,
+        }));
+    } else if applied.is_empty() && context.settings.limits.is_empty() {
+        out!("the config file has no cron entries and no queue limits");
     } else {
         for entry in &applied {
             out!("cron {} applied ({})", entry.name, entry.schedule);
+        }
+        for (name, limits) in &context.settings.limits {
+            out!("queue {name}: limits {limits} applied");
         }
     }
     Ok(())

@@ -70,6 +70,10 @@ pub struct Args {
     /// (implies --unique).
     #[arg(long, value_delimiter = ',', conflicts_with = "idempotency_key")]
     unique_finished: Option<Vec<String>>,
+    /// The partition the job counts in on a queue with partitions, in place of the one the
+    /// queue's partitioning derives.
+    #[arg(long)]
+    partition_key: Option<String>,
 }
 
 impl Args {
@@ -118,6 +122,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         scheduled_at,
         limits,
         unique: None,
+        partition_key: args.partition_key.clone(),
     };
 
     if let Some(batch) = &args.batch {

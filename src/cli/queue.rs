@@ -1,5 +1,8 @@
 //! `sluice queue pause|resume NAME`: stop or restart claims from a queue on every node;
-//! `sluice queue concurrency NAME N|default`: how many of its jobs each node runs at once.
+//! `sluice queue concurrency NAME N|default`: how many of its jobs each node runs at once;
+//! `sluice queue limits NAME ...`: the limits all nodes obey together.
+
+use sluice::limits::{Partitioning, QueueLimits, RateLimit};
 
 use super::Context;
 
@@ -23,6 +26,62 @@ enum Action {
         #[arg(value_parser = parse_concurrency)]
         concurrency: Concurrency,
     },
+    /// Set the limits every node obeys for this queue, together: at most N of its jobs at
+    /// once over all nodes, at most N starts per period, and partitions, each with a
+    /// concurrency and a rate of its own. The flags given replace all the queue's limits;
+    /// none lifts them.
+    Limits(LimitFlags),
+}
+
+#[derive(clap::Args)]
+struct LimitFlags {
+    name: String,
+    /// At most this many of the queue's jobs at once, summed over all nodes.
+    #[arg(long)]
+    global: Option<u32>,
+    /// At most this many starts per period over all nodes, like 50/1s or 1000/1m.
+    #[arg(long)]
+    rate: Option<String>,
+    /// Starts allowed at once beyond the rate after a quiet spell.
+    #[arg(long, default_value_t = 0, requires = "rate")]
+    burst: u32,
+    /// Split the queue's jobs into partitions by module, function, args.FIELD or key (the
+    /// key given at enqueue).
+    #[arg(long)]
+    partition_by: Option<String>,
+    /// At most this many of one partition's jobs at once; 1 runs each partition's jobs one
+    /// at a time, in enqueue order.
+    #[arg(long, requires = "partition_by")]
+    partition_concurrency: Option<u32>,
+    /// At most this many of one partition's jobs start per period, like 2/1s.
+    #[arg(long, requires = "partition_by")]
+    partition_rate: Option<String>,
+    /// One partition's burst beyond its rate.
+    #[arg(long, default_value_t = 0, requires = "partition_rate")]
+    partition_burst: u32,
+}
+
+impl LimitFlags {
+    fn limits(&self) -> anyhow::Result<QueueLimits> {
+        let rate = |text: &Option<String>, burst| {
+            text.as_deref()
+                .map(|text| RateLimit::parse(text, burst, super::parse_duration))
+                .transpose()
+                .map_err(|reason| anyhow::anyhow!(reason))
+        };
+        Ok(QueueLimits {
+            global_concurrency: self.global,
+            rate: rate(&self.rate, self.burst)?,
+            partition: match &self.partition_by {
+                None => None,
+                Some(by) => Some(Partitioning {
+                    by: by.clone(),
+                    concurrency: self.partition_concurrency,
+                    rate: rate(&self.partition_rate, self.partition_burst)?,
+                }),
+            },
+        })
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -39,6 +98,19 @@ fn parse_concurrency(text: &str) -> Result<Concurrency, String> {
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     let (name, paused) = match args.action {
+        Action::Limits(flags) => {
+            let limits = flags.limits()?;
+            context
+                .target
+                .set_queue_limits(&flags.name, &limits)
+                .await?;
+            if context.json {
+                super::print_json(&serde_json::json!({ "name": flags.name, "limits": limits }));
+            } else {
+                out!("queue {}: limits {limits}", flags.name);
+            }
+            return Ok(());
+        }
         Action::Pause { name } => (name, true),
         Action::Resume { name } => (name, false),
         Action::Concurrency {

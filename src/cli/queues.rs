@@ -10,7 +10,7 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
         super::print_view(&queues);
         return Ok(());
     }
-    let mut headers = vec!["QUEUE", "PAUSED", "CONCURRENCY"];
+    let mut headers = vec!["QUEUE", "PAUSED", "CONCURRENCY", "LIMITS"];
     headers.extend(JobState::ALL.iter().map(|s| s.as_str()));
     let rows: Vec<Vec<String>> = queues
         .iter()
@@ -18,7 +18,11 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
             let concurrency = q
                 .concurrency
                 .map_or_else(|| "node's own".to_string(), |n| n.to_string());
-            let mut row = vec![q.name.clone(), q.paused.to_string(), concurrency];
+            let limits = q
+                .limits
+                .as_ref()
+                .map_or_else(|| "none".to_string(), ToString::to_string);
+            let mut row = vec![q.name.clone(), q.paused.to_string(), concurrency, limits];
             row.extend(JobState::ALL.iter().map(|s| {
                 let count = q.counts.get(s.as_str()).copied().unwrap_or(0);
                 // A count that stopped at the cap is a lower bound.

@@ -125,6 +125,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
     seed_cron(context, &settings).await?;
+    seed_limits(context, &settings).await?;
     let limits = sluice::sandbox::Limits {
         fuel: settings.jobs.fuel,
         timeout: settings.jobs.timeout,
@@ -283,6 +284,26 @@ fn show_progress(metrics: Arc<Metrics>, backlog: Option<u64>) -> tokio::task::Jo
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
+}
+
+/// Stores the config file's queue limits for queues that have none in the store; a mistake
+/// in them stops the node, as a bad setting does.
+async fn seed_limits(
+    context: &Context,
+    settings: &sluice::settings::Settings,
+) -> anyhow::Result<()> {
+    let store = context.app()?.store.clone();
+    for (name, limits) in &settings.limits {
+        if sluice::ops::seed_queue_limits(store.as_ref(), name, limits)
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!("limits of queue {name} in the config file: {error}")
+            })?
+        {
+            tracing::info!(queue = %name, %limits, "queue limits stored from the config file");
+        }
+    }
+    Ok(())
 }
 
 /// Stores the config file's cron entries that the store lacks. An entry naming a module or

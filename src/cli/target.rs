@@ -12,6 +12,7 @@ use sluice::api::views::{
 };
 use sluice::app::App;
 use sluice::client::{ClientError, HttpClient, RequestBody};
+use sluice::limits::QueueLimits;
 use sluice::model::{IDEMPOTENCY_PREFIX, JobId, JobState, NewJob, Role, UniqueKey};
 use sluice::ops::{CLI_ACTOR, CronSpec};
 use sluice::store::JobList;
@@ -321,6 +322,27 @@ impl Target {
         Ok(())
     }
 
+    pub async fn set_queue_limits(&self, name: &str, limits: &QueueLimits) -> anyhow::Result<()> {
+        match self {
+            Target::Store(app) => {
+                sluice::ops::set_queue_limits(
+                    app.store.as_ref(),
+                    name,
+                    Some(limits.clone()),
+                    CLI_ACTOR,
+                )
+                .await?;
+            }
+            Target::Api(api) => {
+                let path = format!("/v1/queues/{}/limits", encode(name));
+                let body = RequestBody::Json(serde_json::to_value(limits)?);
+                api.call::<serde_json::Value>(Method::PUT, &path, body)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Stores `wasm` as the next version of `name`; `sandbox` validates and compiles it when
     /// the store is local (a node's API does both itself).
     pub async fn upload(
@@ -575,6 +597,9 @@ fn call_of(
     }
     if let Some(options) = unique {
         call = call.unique(options.clone());
+    }
+    if let Some(key) = job.partition_key {
+        call = call.partition_key(key);
     }
     Ok(call)
 }

@@ -189,5 +189,9 @@ fn body(call: &Call) -> Result<Value, ClientError> {
             .as_ref()
             .map(|options| serde_json::to_value(options).expect("options serialize")),
     );
+    set(
+        "partition_key",
+        call.partition_key.clone().map(Value::String),
+    );
     Ok(body)
 }

@@ -37,6 +37,7 @@ pub struct Call {
     limits: LimitOverrides,
     idempotency_key: Option<String>,
     unique: Option<UniqueOptions>,
+    partition_key: Option<String>,
 }
 
 impl Call {
@@ -55,6 +56,7 @@ impl Call {
             limits: LimitOverrides::default(),
             idempotency_key: None,
             unique: None,
+            partition_key: None,
         }
     }
 
@@ -138,6 +140,13 @@ impl Call {
         self
     }
 
+    /// The partition the job counts in on a queue with partitions, in place of the one the
+    /// queue's partitioning would derive.
+    pub fn partition_key(mut self, key: impl Into<String>) -> Call {
+        self.partition_key = Some(key.into());
+        self
+    }
+
     /// The job this call stores, its options checked as `sluice enqueue` checks them.
     fn new_job(&self) -> Result<NewJob, ClientError> {
         if self.idempotency_key.is_some() && self.unique.is_some() {
@@ -162,6 +171,7 @@ impl Call {
                 .map(|key| UniqueKey::idempotency(key, IDEMPOTENCY_PERIOD))
                 .transpose()
                 .map_err(ClientError::Invalid)?,
+            partition_key: self.partition_key.clone(),
         };
         if let Some(options) = &self.unique {
             job.unique = Some(

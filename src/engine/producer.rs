@@ -19,7 +19,7 @@ use crate::config::QueueConfig;
 use crate::model::{
     AttemptClass, AttemptOutcome, AttemptRecord, DiscardContext, Failure, FailureKind, Job,
 };
-use crate::store::{JobFetch, JobOutcome, Resolution, StoreResult, WAKE_ALL};
+use crate::store::{Claimed, JobFetch, JobOutcome, Resolution, StoreResult, WAKE_ALL};
 
 /// Longest pause between fetch retries while the store is unreachable.
 const MAX_FETCH_BACKOFF: Duration = Duration::from_secs(2);
@@ -65,7 +65,7 @@ struct Producer {
 }
 
 /// A claim in progress: how many jobs it asked for, and its result.
-type Claim = Pin<Box<dyn Future<Output = (u32, StoreResult<Vec<Job>>)> + Send>>;
+type Claim = Pin<Box<dyn Future<Output = (u32, StoreResult<Claimed>)> + Send>>;
 
 impl Producer {
     async fn run(self, stop: CancellationToken) {
@@ -108,12 +108,19 @@ impl Producer {
                 (asked, result) = async { claim.as_mut().expect("guarded").await }, if claim.is_some() => {
                     claim = None;
                     match result {
-                        Ok(jobs) => {
+                        Ok(Claimed { jobs, held_back_until }) => {
                             let full = jobs.len() as u32 == asked;
                             let dry = started_any && self.slots.in_use() == 0 && waiting.is_empty();
                             ran_dry_floor = next_floor(ran_dry_floor, asked, full, dry, config.max_fetch);
                             backoff = Duration::from_millis(50);
                             eager = jobs.len() as u32 == asked;
+                            if let Some(until) = held_back_until {
+                                // The queue's limits held jobs back: ask again when they
+                                // free, not at the next notification or poll.
+                                let wait = (until - Utc::now()).to_std().unwrap_or_default();
+                                pause = Some(Box::pin(tokio::time::sleep(wait)));
+                                eager = true;
+                            }
                             self.hold(jobs, &mut waiting);
                         }
                         Err(error) => {
@@ -136,9 +143,9 @@ impl Producer {
         // A claim already sent may have taken jobs: wait for it, then hand back everything
         // that has not started.
         if let Some(claim) = claim
-            && let (_, Ok(jobs)) = claim.await
+            && let (_, Ok(claimed)) = claim.await
         {
-            self.hold(jobs, &mut waiting);
+            self.hold(claimed.jobs, &mut waiting);
         }
         for job in waiting {
             let _ = self
@@ -163,7 +170,7 @@ impl Producer {
             node: config.node_id.clone(),
             lease: config.lease,
         };
-        Box::pin(async move { (limit, store.job_fetch(fetch).await) })
+        Box::pin(async move { (limit, store.job_claim(fetch).await) })
     }
 
     /// Takes claimed jobs into this node's keeping: their leases are renewed from now on.

@@ -127,6 +127,10 @@ pub async fn run(
                 metrics.store_error("session_prune");
                 tracing::warn!(%error, "could not prune the dashboard's sessions");
             }
+            if let Err(error) = store.partition_rates_prune().await {
+                metrics.store_error("partition_rates_prune");
+                tracing::warn!(%error, "could not prune the partitions' rate states");
+            }
         }
     }
     if leader && let Err(error) = store.leader_resign(&config.node_id).await {

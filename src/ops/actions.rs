@@ -1,8 +1,9 @@
 //! The audited actions on jobs and queues: each acts through the store and then records who
 //! did it, so the CLI and the API cannot differ in what they log.
 
+use crate::limits::QueueLimits;
 use crate::model::{Job, JobId};
-use crate::store::{JobRetry, QueueConcurrency, QueuePause, Store};
+use crate::store::{JobRetry, QueueConcurrency, QueueLimitsSet, QueuePause, Store};
 
 use super::OpResult;
 use super::tokens::record_action;
@@ -139,4 +140,60 @@ pub async fn set_queue_concurrency(
     };
     record_action(store, actor, "queue.concurrency", &target).await;
     Ok(())
+}
+
+/// Sets the limits every node obeys for a queue (`None` lifts them). Waiting jobs without a
+/// partition key get one when the queue gains partitions.
+pub async fn set_queue_limits(
+    store: &dyn Store,
+    name: &str,
+    limits: Option<QueueLimits>,
+    actor: &str,
+) -> OpResult<()> {
+    super::queue_name(name)?;
+    // Limits that limit nothing are none.
+    let limits = limits.filter(QueueLimits::limits_anything);
+    if let Some(limits) = &limits {
+        limits.check().map_err(super::OpError::Invalid)?;
+    }
+    let target = match &limits {
+        Some(limits) => format!(
+            "{name} {}",
+            serde_json::to_string(limits).expect("limits serialize")
+        ),
+        None => format!("{name} none"),
+    };
+    store
+        .queue_set_limits(QueueLimitsSet {
+            name: name.to_string(),
+            limits,
+        })
+        .await?;
+    record_action(store, actor, "queue.limits", &target).await;
+    Ok(())
+}
+
+/// Stores a config file's limits for a queue that has none in the store yet; limits already
+/// there (set at run time, or by an earlier start) win. Returns whether they were stored.
+pub async fn seed_queue_limits(
+    store: &dyn Store,
+    name: &str,
+    limits: &QueueLimits,
+) -> OpResult<bool> {
+    super::queue_name(name)?;
+    limits.check().map_err(super::OpError::Invalid)?;
+    let settings = store.queue_settings().await?;
+    if settings
+        .iter()
+        .any(|queue| queue.name == name && queue.limits.is_some())
+    {
+        return Ok(false);
+    }
+    store
+        .queue_set_limits(QueueLimitsSet {
+            name: name.to_string(),
+            limits: Some(limits.clone()),
+        })
+        .await?;
+    Ok(true)
 }

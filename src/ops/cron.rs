@@ -191,5 +191,6 @@ pub fn slot_job(entry: &CronEntry, slot: DateTime<Utc>) -> NewJob {
             expires_at: Some(slot + SLOT_KEY_HELD),
             states: None,
         }),
+        partition_key: None,
     }
 }

@@ -11,7 +11,7 @@ mod tokens;
 
 pub use self::actions::{
     JobAction, MAX_BULK_ACTION, MAX_QUEUE_CONCURRENCY, act_on_jobs, cancel_job, delete_job,
-    retry_job, set_queue_concurrency, set_queue_paused,
+    retry_job, seed_queue_limits, set_queue_concurrency, set_queue_limits, set_queue_paused,
 };
 pub use self::cron::{CronSpec, check_cron, next_slot, put_cron, remove_cron, seed_cron, slot_job};
 pub use self::grouped::GroupedEnqueue;

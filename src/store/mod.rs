@@ -13,6 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
+use crate::limits::QueueLimits;
 use crate::model::{
     AttemptRecord, Job, JobFunction, JobId, JobState, LogLine, ModuleInfo, NewJob, Role,
 };
@@ -217,6 +218,28 @@ pub struct JobFetch {
     pub limit: u32,
     pub node: String,
     pub lease: Duration,
+}
+
+/// What a claim took, and when to ask again if a limit held jobs back.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    pub jobs: Vec<Job>,
+    /// Set when the queue's limits (not a lack of jobs) kept the claim from taking all it
+    /// asked for: the earliest time asking again can take more. A concurrency limit frees
+    /// when another node's job finishes, which no one announces, so it says "shortly".
+    pub held_back_until: Option<DateTime<Utc>>,
+}
+
+/// How long a claim held back by a concurrency limit waits before asking again: the jobs
+/// it waits for may finish on another node, which does not announce it.
+pub const HELD_BACK_POLL: Duration = Duration::from_millis(50);
+
+/// Sets (or, with `None`, clears) a queue's limits. Waiting jobs without a partition key
+/// get one when the queue gains partitions.
+#[derive(Debug, Clone)]
+pub struct QueueLimitsSet {
+    pub name: String,
+    pub limits: Option<QueueLimits>,
 }
 
 /// What to do with a job whose attempt ended.
@@ -505,6 +528,10 @@ pub struct QueueSummary {
     pub paused: bool,
     /// The per-node concurrency set for the queue at run time, if any.
     pub concurrency: Option<u32>,
+    /// The limits every node obeys for it, if any.
+    pub limits: Option<QueueLimits>,
+    /// When its rate limit lets the next job start, while that is in the future.
+    pub next_start_at: Option<DateTime<Utc>>,
     pub counts: Vec<(JobState, u64)>,
     /// States whose count reached the cap the list was asked with: their counts are lower
     /// bounds.
@@ -519,6 +546,9 @@ pub struct QueueSettings {
     /// How many of its jobs each node runs at once, replacing the node's own setting (up
     /// to the node's ceiling); `None`: each node's own.
     pub concurrency: Option<u32>,
+    pub limits: Option<QueueLimits>,
+    /// The rate limit's theoretical arrival time (GCRA), in microseconds since the epoch.
+    pub rate_tat: Option<i64>,
 }
 
 /// Sets (or, with `None`, clears) a queue's per-node concurrency.
@@ -795,8 +825,13 @@ pub trait Store: Send + Sync + 'static {
         Ok(enqueued.into_iter().map(|job| job.id).collect())
     }
     /// Claims up to `limit` available jobs of a queue for a node, in run order; a paused
-    /// queue yields none.
-    async fn job_fetch(&self, params: JobFetch) -> StoreResult<Vec<Job>>;
+    /// queue yields none. (`job_claim`, without saying when to ask again.)
+    async fn job_fetch(&self, params: JobFetch) -> StoreResult<Vec<Job>> {
+        Ok(self.job_claim(params).await?.jobs)
+    }
+    /// Claims up to `limit` available jobs of a queue within its limits, leasing them to
+    /// `node`; says when to ask again if the limits held some back.
+    async fn job_claim(&self, params: JobFetch) -> StoreResult<Claimed>;
     /// Records attempt outcomes in one statement, each only while the job still runs under
     /// this node's lease and attempt; returns the ids that were applied.
     async fn job_finish_many(&self, params: &JobFinishMany) -> StoreResult<Vec<JobId>>;
@@ -843,6 +878,9 @@ pub trait Store: Send + Sync + 'static {
     /// every few seconds).
     async fn queue_settings(&self) -> StoreResult<Vec<QueueSettings>>;
     async fn queue_set_concurrency(&self, params: QueueConcurrency) -> StoreResult<()>;
+    async fn queue_set_limits(&self, params: QueueLimitsSet) -> StoreResult<()>;
+    /// Forgets partitions' rate states that no longer hold anything back.
+    async fn partition_rates_prune(&self) -> StoreResult<u64>;
 
     // stats
     /// Adds per-minute counts to what the store holds (summed with other nodes').
@@ -984,7 +1022,8 @@ pub(crate) fn initial_state(job: &NewJob, now: DateTime<Utc>) -> JobState {
 /// The job columns, in the order both stores select them.
 pub(crate) const JOB_COLUMNS: &str = "id, queue, module, module_version, function, args, codec, \
      state, priority, attempt, max_attempts, inserted_at, scheduled_at, attempted_at, lease_node, \
-     lease_expires_at, finalized_at, fuel_limit, timeout_ms, memory_limit, output, lost_attempts";
+     lease_expires_at, finalized_at, fuel_limit, timeout_ms, memory_limit, output, lost_attempts, \
+     partition_key";
 
 /// Appends the optional state, queue and module filters of a listing or a count.
 /// The predicate of the `sluice_jobs_unsettled` index. SQLite uses a partial index only
@@ -1178,9 +1217,11 @@ pub(crate) fn summarize_queues(
             (
                 set.name.clone(),
                 QueueSummary {
+                    next_start_at: next_start_at(&set, Utc::now()),
                     name: set.name,
                     paused: set.paused,
                     concurrency: set.concurrency,
+                    limits: set.limits,
                     counts: Vec::new(),
                     capped: capped.clone(),
                 },
@@ -1192,6 +1233,8 @@ pub(crate) fn summarize_queues(
             name: queue,
             paused: false,
             concurrency: None,
+            limits: None,
+            next_start_at: None,
             counts: Vec::new(),
             capped: capped.clone(),
         });
@@ -1200,6 +1243,26 @@ pub(crate) fn summarize_queues(
         }
     }
     queues.into_values().collect()
+}
+
+/// A queue's limits as stored (JSON text).
+pub(crate) fn limits_from_json(text: Option<String>) -> StoreResult<Option<QueueLimits>> {
+    text.map(|text| {
+        serde_json::from_str(&text).map_err(|error| {
+            StoreError::Database(format!("a queue's limits are unreadable: {error}"))
+        })
+    })
+    .transpose()
+}
+
+/// When a queue's rate limit lets its next job start, if that is after `now`.
+fn next_start_at(settings: &QueueSettings, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let rate = settings.limits.as_ref()?.rate?;
+    let take = rate.take(settings.rate_tat, now.timestamp_micros(), 1);
+    if take.allowed > 0 {
+        return None;
+    }
+    DateTime::from_timestamp_micros(take.next_at)
 }
 
 /// Why a state change matched no row: the job is missing, or in a state that forbids it.

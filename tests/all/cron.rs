@@ -326,7 +326,7 @@ async fn the_config_file_seeds_and_applies_entries(sluice: Sluice) {
     write("0 4 * * *");
     sluice.ok(&["--config", config, "cron", "list"]);
     let applied = sluice.json(&["--config", config, "config", "apply"]);
-    assert_eq!(applied[0]["schedule"], "0 4 * * *");
+    assert_eq!(applied["cron"][0]["schedule"], "0 4 * * *");
     assert_eq!(sluice.json(&["cron", "list"])[0]["schedule"], "0 4 * * *");
 
     // A mistake in the file is refused with the entry's name, and nothing changes.

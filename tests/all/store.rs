@@ -18,6 +18,9 @@ use sluice::store::{
 
 use crate::support::{fresh_postgres_database, temp_dir};
 
+mod limits;
+use self::limits::*;
+
 async fn sqlite_store() -> Arc<dyn Store> {
     let path = temp_dir("sqlite").join("sluice.db");
     sluice::store::connect(&format!("sqlite://{}", path.display()))
@@ -89,6 +92,13 @@ conformance!(
     a_job_is_read_with_its_attempts_in_one_snapshot,
     cron_entries_are_seeded_replaced_and_removed,
     a_cron_slot_is_inserted_once,
+    a_global_concurrency_holds_across_claimers,
+    a_rate_limit_admits_its_burst_then_one_per_interval,
+    a_partition_limit_of_one_runs_each_key_in_order,
+    a_key_with_many_jobs_does_not_starve_a_key_with_one,
+    a_partition_rate_limits_each_key_alone,
+    partition_keys_come_from_the_client_or_the_queue,
+    a_paused_limited_queue_yields_nothing,
 );
 
 const NODE: &str = "node-a";

@@ -17,6 +17,7 @@ use crate::model::{AttemptClass, Codec, LimitOverrides};
 
 mod cron;
 mod dead_letters;
+mod limits;
 mod stats;
 mod tokens;
 
@@ -194,6 +195,7 @@ fn job_from_row(row: &PgRow) -> StoreResult<Job> {
         },
         output: row.try_get("output")?,
         lost_attempts: row.try_get("lost_attempts")?,
+        partition_key: row.try_get("partition_key")?,
     })
 }
 
@@ -457,13 +459,15 @@ impl Store for PostgresStore {
         Ok(enqueued)
     }
 
-    #[tracing::instrument(name = "store.job_fetch", level = "debug", skip_all)]
-    async fn job_fetch(&self, params: JobFetch) -> StoreResult<Vec<Job>> {
+    #[tracing::instrument(name = "store.job_claim", level = "debug", skip_all)]
+    async fn job_claim(&self, params: JobFetch) -> StoreResult<Claimed> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH picked AS (
                  SELECT id FROM sluice_jobs
                  WHERE state = 'available' AND queue = $1
-                   AND NOT EXISTS (SELECT 1 FROM sluice_queues WHERE name = $1 AND paused)
+                   -- A limited queue is claimed from under its row's lock (limits.rs).
+                   AND NOT EXISTS (SELECT 1 FROM sluice_queues
+                                   WHERE name = $1 AND (paused OR limits IS NOT NULL))
                  ORDER BY priority, scheduled_at, id
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED
@@ -492,8 +496,14 @@ impl Store for PostgresStore {
             .iter()
             .map(job_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
+        if jobs.is_empty() && self.is_limited(&params.queue).await? {
+            return self.claim_limited(&params).await;
+        }
         jobs.sort_by_key(|job| (job.priority, job.scheduled_at, job.id));
-        Ok(jobs)
+        Ok(Claimed {
+            jobs,
+            held_back_until: None,
+        })
     }
 
     #[tracing::instrument(name = "store.job_finish_many", level = "debug", skip_all)]
@@ -949,9 +959,11 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(name = "store.queue_settings", level = "debug", skip_all)]
     async fn queue_settings(&self) -> StoreResult<Vec<QueueSettings>> {
-        let rows = sqlx::query("SELECT name, paused, concurrency FROM sluice_queues")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT name, paused, concurrency, limits::text AS limits, rate_tat FROM sluice_queues",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|row| {
                 let concurrency: Option<i32> = row.try_get("concurrency")?;
@@ -959,6 +971,8 @@ impl Store for PostgresStore {
                     name: row.try_get("name")?,
                     paused: row.try_get("paused")?,
                     concurrency: concurrency.and_then(|n| u32::try_from(n).ok()),
+                    limits: limits_from_json(row.try_get("limits")?)?,
+                    rate_tat: row.try_get("rate_tat")?,
                 })
             })
             .collect()
@@ -978,6 +992,16 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    #[tracing::instrument(name = "store.queue_set_limits", level = "debug", skip_all)]
+    async fn queue_set_limits(&self, params: QueueLimitsSet) -> StoreResult<()> {
+        self.set_limits(params).await
+    }
+
+    #[tracing::instrument(name = "store.partition_rates_prune", level = "debug", skip_all)]
+    async fn partition_rates_prune(&self) -> StoreResult<u64> {
+        self.prune_partition_rates().await
     }
 
     #[tracing::instrument(name = "store.node_heartbeat", level = "debug", skip_all)]
@@ -1094,6 +1118,7 @@ struct InsertColumns {
     unique_key: Vec<Option<String>>,
     unique_expires_at: Vec<Option<DateTime<Utc>>>,
     unique_states: Vec<Option<i16>>,
+    partition_key: Vec<Option<String>>,
 }
 
 impl InsertColumns {
@@ -1168,6 +1193,8 @@ pub async fn module_in(conn: &mut PgConnection, params: ModuleGet) -> StoreResul
 /// Inserts the jobs in one statement on `conn`; with unique keys, `conn` must be in a
 /// transaction (an expired key is released, and the holders of taken keys found, with it).
 async fn insert_jobs(conn: &mut PgConnection, jobs: Vec<NewJob>) -> StoreResult<Vec<Enqueued>> {
+    let partitioned = limits::partitioned_queues(conn, &jobs).await?;
+    let partition_keys = crate::limits::partition_keys(&jobs, &partitioned);
     let keys: Vec<Option<String>> = jobs
         .iter()
         .map(|job| job.unique.as_ref().map(|unique| unique.key.clone()))
@@ -1177,6 +1204,7 @@ async fn insert_jobs(conn: &mut PgConnection, jobs: Vec<NewJob>) -> StoreResult<
     for job in jobs {
         columns.push(job);
     }
+    columns.partition_key = partition_keys;
     // Without keys, no conflict is possible: no arbiter index to check per row.
     let on_conflict = if keyed.is_empty() {
         ""
@@ -1188,17 +1216,17 @@ async fn insert_jobs(conn: &mut PgConnection, jobs: Vec<NewJob>) -> StoreResult<
     let insert = format!(
         "INSERT INTO sluice_jobs (queue, module, module_version, function, args, codec, state,
              priority, max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit,
-             unique_key, unique_expires_at, unique_states)
+             unique_key, unique_expires_at, unique_states, partition_key)
          SELECT queue, module, module_version, function, args, codec,
                 CASE WHEN scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
                 priority, max_attempts, COALESCE(scheduled_at, now()), fuel_limit, timeout_ms,
-                memory_limit, unique_key, unique_expires_at, unique_states
+                memory_limit, unique_key, unique_expires_at, unique_states, partition_key
          FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bytea[], $6::text[],
                      $7::smallint[], $8::int[], $9::timestamptz[], $10::bigint[], $11::bigint[],
-                     $12::bigint[], $13::text[], $14::timestamptz[], $15::smallint[])
+                     $12::bigint[], $13::text[], $14::timestamptz[], $15::smallint[], $16::text[])
               WITH ORDINALITY AS x(queue, module, module_version, function, args, codec, priority,
                                    max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit,
-                                   unique_key, unique_expires_at, unique_states, ord)
+                                   unique_key, unique_expires_at, unique_states, partition_key, ord)
          ORDER BY ord
          {on_conflict}
          RETURNING id, unique_key"
@@ -1229,6 +1257,7 @@ async fn insert_jobs(conn: &mut PgConnection, jobs: Vec<NewJob>) -> StoreResult<
         .bind(columns.unique_key)
         .bind(columns.unique_expires_at)
         .bind(columns.unique_states)
+        .bind(columns.partition_key)
         .fetch_all(&mut *conn)
         .await?;
     let inserted = rows

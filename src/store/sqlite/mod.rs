@@ -19,13 +19,14 @@ use crate::model::{AttemptClass, Codec, LimitOverrides};
 
 mod cron;
 mod dead_letters;
+mod limits;
 mod stats;
 mod tokens;
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Bound parameters per row of a multi-row insert; SQLite allows 32,766 per statement.
-const INSERT_COLUMNS: usize = 18;
+const INSERT_COLUMNS: usize = 19;
 const ROWS_PER_INSERT: usize = 32_766 / INSERT_COLUMNS;
 
 /// Rows sqlx's worker thread may hand over before the caller reads them: more than a claim
@@ -206,6 +207,8 @@ async fn insert_jobs(
     jobs: &[NewJob],
     now: DateTime<Utc>,
 ) -> StoreResult<Vec<Enqueued>> {
+    let partitioned = limits::partitioned_queues(conn, jobs).await?;
+    let partition_keys = crate::limits::partition_keys(jobs, &partitioned);
     let keys: Vec<Option<&str>> = jobs
         .iter()
         .map(|job| job.unique.as_ref().map(|unique| unique.key.as_str()))
@@ -226,36 +229,43 @@ async fn insert_jobs(
         release.push(")");
         release.build().execute(&mut *conn).await?;
     }
-    for chunk in jobs.chunks(ROWS_PER_INSERT) {
+    for (chunk, partition_keys) in jobs
+        .chunks(ROWS_PER_INSERT)
+        .zip(partition_keys.chunks(ROWS_PER_INSERT))
+    {
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO sluice_jobs (queue, module, module_version, function, args, codec, state, \
                  priority, max_attempts, inserted_at, scheduled_at, fuel_limit, timeout_ms, memory_limit, attempt, \
-                 unique_key, unique_expires_at, unique_states) ",
+                 unique_key, unique_expires_at, unique_states, partition_key) ",
         );
-        insert.push_values(chunk, |mut row, job| {
-            row.push_bind(&job.queue)
-                .push_bind(&job.module)
-                .push_bind(job.module_version)
-                .push_bind(&job.function)
-                .push_bind(&job.args)
-                .push_bind(job.codec.as_str())
-                .push_bind(initial_state(job, now).as_str())
-                .push_bind(job.priority)
-                .push_bind(job.max_attempts)
-                .push_bind(micros(now))
-                .push_bind(micros(job.scheduled_at.unwrap_or(now)))
-                .push_bind(job.limits.fuel.map(|v| v as i64))
-                .push_bind(job.limits.timeout.map(|t| t.as_millis() as i64))
-                .push_bind(job.limits.memory_bytes.map(|v| v as i64))
-                .push_bind(0)
-                .push_bind(job.unique.as_ref().map(|unique| unique.key.as_str()))
-                .push_bind(
-                    job.unique
-                        .as_ref()
-                        .and_then(|unique| unique.expires_at.map(micros)),
-                )
-                .push_bind(job.unique.as_ref().and_then(|unique| unique.states));
-        });
+        insert.push_values(
+            chunk.iter().zip(partition_keys),
+            |mut row, (job, partition_key)| {
+                row.push_bind(&job.queue)
+                    .push_bind(&job.module)
+                    .push_bind(job.module_version)
+                    .push_bind(&job.function)
+                    .push_bind(&job.args)
+                    .push_bind(job.codec.as_str())
+                    .push_bind(initial_state(job, now).as_str())
+                    .push_bind(job.priority)
+                    .push_bind(job.max_attempts)
+                    .push_bind(micros(now))
+                    .push_bind(micros(job.scheduled_at.unwrap_or(now)))
+                    .push_bind(job.limits.fuel.map(|v| v as i64))
+                    .push_bind(job.limits.timeout.map(|t| t.as_millis() as i64))
+                    .push_bind(job.limits.memory_bytes.map(|v| v as i64))
+                    .push_bind(0)
+                    .push_bind(job.unique.as_ref().map(|unique| unique.key.as_str()))
+                    .push_bind(
+                        job.unique
+                            .as_ref()
+                            .and_then(|unique| unique.expires_at.map(micros)),
+                    )
+                    .push_bind(job.unique.as_ref().and_then(|unique| unique.states))
+                    .push_bind(partition_key);
+            },
+        );
         if !keyed.is_empty() {
             // Either unique index (idempotency keys, unique jobs' keys) may refuse a row.
             insert.push(" ON CONFLICT DO NOTHING");
@@ -290,6 +300,8 @@ fn queue_settings_from_row(row: &SqliteRow) -> StoreResult<QueueSettings> {
         name: row.try_get("name")?,
         paused: row.try_get("paused")?,
         concurrency: concurrency.and_then(|n| u32::try_from(n).ok()),
+        limits: limits_from_json(row.try_get("limits")?)?,
+        rate_tat: row.try_get("rate_tat")?,
     })
 }
 
@@ -332,6 +344,7 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
         },
         output: row.try_get("output")?,
         lost_attempts: row.try_get("lost_attempts")?,
+        partition_key: row.try_get("partition_key")?,
     })
 }
 
@@ -587,8 +600,8 @@ impl Store for SqliteStore {
         Ok(enqueued)
     }
 
-    #[tracing::instrument(name = "store.job_fetch", level = "debug", skip_all)]
-    async fn job_fetch(&self, params: JobFetch) -> StoreResult<Vec<Job>> {
+    #[tracing::instrument(name = "store.job_claim", level = "debug", skip_all)]
+    async fn job_claim(&self, params: JobFetch) -> StoreResult<Claimed> {
         let now = now_micros();
         let expires = now + params.lease.as_micros() as i64;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -597,7 +610,9 @@ impl Store for SqliteStore {
                  lease_node = ?2, lease_expires_at = ?3
              WHERE id IN (SELECT id FROM sluice_jobs
                           WHERE state = 'available' AND queue = ?4
-                            AND NOT EXISTS (SELECT 1 FROM sluice_queues WHERE name = ?4 AND paused)
+                            -- A limited queue is claimed in limits.rs.
+                            AND NOT EXISTS (SELECT 1 FROM sluice_queues
+                                            WHERE name = ?4 AND (paused OR limits IS NOT NULL))
                           ORDER BY priority, scheduled_at, id LIMIT ?5)
              RETURNING {JOB_COLUMNS}"
         )))
@@ -612,8 +627,14 @@ impl Store for SqliteStore {
             .iter()
             .map(job_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
+        if jobs.is_empty() && self.is_limited(&params.queue).await? {
+            return self.claim_limited(&params).await;
+        }
         jobs.sort_by_key(|job| (job.priority, job.scheduled_at, job.id));
-        Ok(jobs)
+        Ok(Claimed {
+            jobs,
+            held_back_until: None,
+        })
     }
 
     #[tracing::instrument(name = "store.job_finish_many", level = "debug", skip_all)]
@@ -1061,10 +1082,21 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(name = "store.queue_settings", level = "debug", skip_all)]
     async fn queue_settings(&self) -> StoreResult<Vec<QueueSettings>> {
-        let rows = sqlx::query("SELECT name, paused, concurrency FROM sluice_queues")
-            .fetch_all(&self.readers)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name, paused, concurrency, limits, rate_tat FROM sluice_queues")
+                .fetch_all(&self.readers)
+                .await?;
         rows.iter().map(queue_settings_from_row).collect()
+    }
+
+    #[tracing::instrument(name = "store.queue_set_limits", level = "debug", skip_all)]
+    async fn queue_set_limits(&self, params: QueueLimitsSet) -> StoreResult<()> {
+        self.set_limits(params).await
+    }
+
+    #[tracing::instrument(name = "store.partition_rates_prune", level = "debug", skip_all)]
+    async fn partition_rates_prune(&self) -> StoreResult<u64> {
+        self.prune_partition_rates().await
     }
 
     #[tracing::instrument(name = "store.queue_set_concurrency", level = "debug", skip_all)]

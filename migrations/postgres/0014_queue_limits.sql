@@ -1,0 +1,20 @@
+-- Queue limits every node obeys (src/limits.rs): the limits themselves as JSON, and the
+-- state a claim keeps under a lock on the queue's row: the rate limit's theoretical arrival
+-- time (GCRA, microseconds since the epoch) and the partition the last claim ended on, so
+-- the next one starts after it and keys take turns.
+ALTER TABLE sluice_queues ADD COLUMN limits JSONB;
+ALTER TABLE sluice_queues ADD COLUMN rate_tat BIGINT;
+ALTER TABLE sluice_queues ADD COLUMN partition_cursor TEXT;
+-- The partition a job counts in, on a queue that had partitions when it was enqueued.
+ALTER TABLE sluice_jobs ADD COLUMN partition_key TEXT;
+-- Each partition's next jobs, in run order; only partitioned jobs are in it, so a queue
+-- without partitions pays nothing for it.
+CREATE INDEX sluice_jobs_partitions ON sluice_jobs (queue, partition_key, priority, scheduled_at, id)
+    WHERE state = 'available' AND partition_key IS NOT NULL;
+-- Each partition's own rate limit state; a row whose time has passed means the same as none.
+CREATE TABLE sluice_partition_rates (
+    queue TEXT   NOT NULL,
+    key   TEXT   NOT NULL,
+    tat   BIGINT NOT NULL,
+    PRIMARY KEY (queue, key)
+);
