@@ -7,9 +7,10 @@ ALTER TABLE sluice_queues ADD COLUMN rate_tat BIGINT;
 ALTER TABLE sluice_queues ADD COLUMN partition_cursor TEXT;
 -- The partition a job counts in, on a queue that had partitions when it was enqueued.
 ALTER TABLE sluice_jobs ADD COLUMN partition_key TEXT;
--- Each partition's next jobs, in run order; only partitioned jobs are in it, so a queue
--- without partitions pays nothing for it.
-CREATE INDEX sluice_jobs_partitions ON sluice_jobs (queue, partition_key, priority, scheduled_at, id)
+-- Each partition's next jobs, in enqueue order (a retried job keeps its place ahead of the
+-- jobs enqueued after it); only partitioned jobs are in it, so a queue without partitions
+-- pays nothing for it.
+CREATE INDEX sluice_jobs_partitions ON sluice_jobs (queue, partition_key, priority, id)
     WHERE state = 'available' AND partition_key IS NOT NULL;
 -- Each partition's own rate limit state; a row whose time has passed means the same as none.
 CREATE TABLE sluice_partition_rates (

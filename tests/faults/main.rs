@@ -9,6 +9,7 @@ mod cluster;
 mod crashes;
 mod cron;
 mod hostile_load;
+mod limits;
 mod many_nodes;
 mod outages;
 mod poison;

@@ -85,13 +85,17 @@ impl PostgresStore {
         let mut hold = |at: i64| held_until = Some(held_until.map_or(at, |held| held.min(at)));
         let poll = now + HELD_BACK_POLL.as_micros() as i64;
 
-        let running: Vec<(Option<String>, i64)> =
+        let running: Vec<(Option<String>, i64, i64)> =
             if limits.global_concurrency.is_some() || limits.partition.is_some() {
-                // Through the leases index: every claimed job of every queue, a few hundred
-                // at most, so a queue without limits keeps its claims as they were.
+                // Running jobs through the leases index (every queue's, a few hundred at
+                // most), retrying ones through the due index; no index of its own, so a
+                // queue without limits keeps its claims as they were.
                 sqlx::query_as(
-                    "SELECT partition_key, count(*) FROM sluice_jobs
-                     WHERE state = 'running' AND queue = $1 GROUP BY partition_key",
+                    "SELECT partition_key, count(*) FILTER (WHERE state = 'running'),
+                            count(*) FILTER (WHERE state = 'retryable')
+                     FROM sluice_jobs
+                     WHERE state IN ('running', 'retryable') AND queue = $1
+                     GROUP BY partition_key",
                 )
                 .bind(&params.queue)
                 .fetch_all(&mut *tx)
@@ -100,7 +104,7 @@ impl PostgresStore {
                 Vec::new()
             };
         if let Some(global) = limits.global_concurrency {
-            let claimed: i64 = running.iter().map(|(_, n)| n).sum();
+            let claimed: i64 = running.iter().map(|(_, n, _)| n).sum();
             let free = (i64::from(global) - claimed).max(0) as u32;
             if free < wanted {
                 wanted = free;
@@ -134,7 +138,11 @@ impl PostgresStore {
             Some(partitioning) => {
                 let running: HashMap<String, u32> = running
                     .into_iter()
-                    .filter_map(|(key, n)| Some((key?, n as u32)))
+                    // A key's job waiting to be retried (failed, or lost with its node)
+                    // holds its place too: the key's later jobs must not overtake it.
+                    .filter_map(|(key, running, retrying)| {
+                        Some((key?, (running + retrying) as u32))
+                    })
                     .collect();
                 let saturated: Vec<&String> = match partitioning.concurrency {
                     Some(limit) => running
@@ -195,7 +203,7 @@ impl PostgresStore {
                      CROSS JOIN LATERAL (
                          SELECT id FROM sluice_jobs
                          WHERE state = 'available' AND queue = $1 AND partition_key = t.key
-                         ORDER BY priority, scheduled_at, id LIMIT t.n
+                         ORDER BY priority, id LIMIT t.n
                      ) AS j",
                 )
                 .bind(&params.queue)

@@ -83,11 +83,14 @@ impl SqliteStore {
         let mut hold = |at: i64| held_until = Some(held_until.map_or(at, |held| held.min(at)));
         let poll = now + HELD_BACK_POLL.as_micros() as i64;
 
-        let running: Vec<(Option<String>, i64)> =
+        let running: Vec<(Option<String>, i64, i64)> =
             if limits.global_concurrency.is_some() || limits.partition.is_some() {
                 sqlx::query_as(
-                    "SELECT partition_key, count(*) FROM sluice_jobs
-                     WHERE state = 'running' AND queue = ?1 GROUP BY partition_key",
+                    "SELECT partition_key, count(*) FILTER (WHERE state = 'running'),
+                            count(*) FILTER (WHERE state = 'retryable')
+                     FROM sluice_jobs
+                     WHERE state IN ('running', 'retryable') AND queue = ?1
+                     GROUP BY partition_key",
                 )
                 .bind(&params.queue)
                 .fetch_all(&mut *tx)
@@ -96,7 +99,7 @@ impl SqliteStore {
                 Vec::new()
             };
         if let Some(global) = limits.global_concurrency {
-            let claimed: i64 = running.iter().map(|(_, n)| n).sum();
+            let claimed: i64 = running.iter().map(|(_, n, _)| n).sum();
             let free = (i64::from(global) - claimed).max(0) as u32;
             if free < wanted {
                 wanted = free;
@@ -131,7 +134,11 @@ impl SqliteStore {
             Some(partitioning) => {
                 let running: HashMap<String, u32> = running
                     .into_iter()
-                    .filter_map(|(key, n)| Some((key?, n as u32)))
+                    // A key's job waiting to be retried (failed, or lost with its node)
+                    // holds its place too: the key's later jobs must not overtake it.
+                    .filter_map(|(key, running, retrying)| {
+                        Some((key?, (running + retrying) as u32))
+                    })
                     .collect();
                 let saturated = match partitioning.concurrency {
                     Some(limit) => running.values().filter(|n| **n >= limit).count(),
@@ -181,7 +188,7 @@ impl SqliteStore {
                     let heads: Vec<JobId> = sqlx::query_scalar(
                         "SELECT id FROM sluice_jobs
                          WHERE state = 'available' AND queue = ?1 AND partition_key = ?2
-                         ORDER BY priority, scheduled_at, id LIMIT ?3",
+                         ORDER BY priority, id LIMIT ?3",
                     )
                     .bind(&params.queue)
                     .bind(key)

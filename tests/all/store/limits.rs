@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sluice::limits::{Partitioning, QueueLimits, RateLimit};
-use sluice::model::{AttemptClass, JobState, NewJob};
+use sluice::model::{AttemptClass, FailureKind, JobState, NewJob};
 use sluice::store::{Claimed, QueueLimitsSet, QueuePause, Resolution, Store};
 
 use super::{LEASE, NODE, fetch, finish, outcome};
@@ -203,6 +203,26 @@ pub(super) async fn a_partition_limit_of_one_runs_each_key_in_order(store: Arc<d
         [ids[1]]
     );
     assert_eq!(next.jobs[0].partition_key.as_deref(), Some("ann"));
+
+    // Her second fails and waits for its retry: her third must not overtake it.
+    let retry = outcome(
+        ids[1],
+        1,
+        Resolution::Retry { at: Utc::now() },
+        AttemptClass::Failed(FailureKind::GuestError),
+    );
+    finish(&store, "node-b", vec![retry]).await;
+    assert!(
+        users(&claim(&store, "node-b", 10).await).is_empty(),
+        "ann's key is held by her job waiting to be retried"
+    );
+    store.job_stage().await.unwrap();
+    let retried = claim(&store, "node-b", 10).await;
+    assert_eq!(
+        retried.jobs.iter().map(|job| job.id).collect::<Vec<_>>(),
+        [ids[1]],
+        "the retried job keeps its place ahead of the later ones"
+    );
 }
 
 pub(super) async fn a_key_with_many_jobs_does_not_starve_a_key_with_one(store: Arc<dyn Store>) {
