@@ -18,6 +18,7 @@ both_stores!(
     tokens_decide_who_may_do_what,
     metrics_count_a_known_run,
     a_running_node_follows_a_queues_concurrency,
+    queue_limits_hold_on_a_running_node,
     an_idempotency_key_returns_the_same_job,
     a_unique_job_returns_the_job_of_the_same_call,
     a_killed_node_is_shown_dead,
@@ -1128,6 +1129,101 @@ async fn a_running_node_follows_a_queues_concurrency(sluice: Sluice) {
     );
     let (_, audit) = node.get("/v1/audit").await;
     assert!(audit.to_string().contains("default=100"), "{audit}");
+}
+
+async fn queue_limits_hold_on_a_running_node(sluice: Sluice) {
+    let node = Node::start(&sluice, &["run", "--queue", "default=4"]);
+    let (status, _) = node
+        .post_raw("/v1/modules/hello", "application/wasm", hello_wasm())
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let set = |limits: Value| {
+        let node = &node;
+        async move {
+            let request = node
+                .http
+                .put(node.url("/v1/queues/default/limits"))
+                .json(&limits);
+            response(request.send().await.unwrap()).await
+        }
+    };
+    // Limits that could never start a job, or that name no partition, are refused in the
+    // CLI's words, and nothing is stored.
+    for (bad, words) in [
+        (json!({"global_concurrency": 0}), "1 to 1000000"),
+        (
+            json!({"rate": {"starts": 5, "period_ms": 0}}),
+            "1 ms to 1 day",
+        ),
+        (
+            json!({"partition": {"by": "colour"}}),
+            "module, function, args.FIELD or key",
+        ),
+    ] {
+        let (status, problem) = set(bad.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(words),
+            "{problem}"
+        );
+    }
+    let (status, problem) = set(json!({"global": 2})).await;
+    assert!(
+        status.is_client_error(),
+        "an unknown field: {status} {problem}"
+    );
+    let (_, queues) = node.get("/v1/queues").await;
+    assert!(
+        queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|q| q["limits"].is_null()),
+        "{queues}"
+    );
+
+    // Two at once over all nodes, though the node runs four.
+    let (status, body) = set(json!({"global_concurrency": 2})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let calls: Vec<Value> = (0..6)
+        .map(|_| json!({"module": "hello", "function": "sleep", "args": {"ms": 150}}))
+        .collect();
+    let (status, bulk) = node.post("/v1/jobs/bulk", json!({ "jobs": calls })).await;
+    assert_eq!(status, StatusCode::CREATED, "{bulk}");
+    let ids: Vec<i64> = bulk["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_i64().unwrap())
+        .collect();
+    assert_eq!(most_at_once(&node, &ids).await, 2);
+    let (_, queues) = node.get("/v1/queues").await;
+    let default = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "default")
+        .unwrap();
+    assert_eq!(
+        default["limits"],
+        json!({"global_concurrency": 2}),
+        "{queues}"
+    );
+
+    // `{}` lifts them; the change is audited.
+    let (status, _) = set(json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, queues) = node.get("/v1/queues").await;
+    assert!(
+        queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|q| q["limits"].is_null()),
+        "{queues}"
+    );
+    let (_, audit) = node.get("/v1/audit").await;
+    assert!(audit.to_string().contains("queue.limits"), "{audit}");
 }
 
 async fn an_idempotency_key_returns_the_same_job(sluice: Sluice) {

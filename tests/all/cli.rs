@@ -32,6 +32,7 @@ macro_rules! both_stores {
 }
 
 both_stores!(
+    queue_limits_from_flags_and_the_config_file,
     large_jobs_wait_for_the_memory_budget_and_spend_no_attempt,
     a_second_interrupt_exits_at_once,
     cancelling_a_running_job_interrupts_its_attempt,
@@ -709,4 +710,90 @@ async fn settings_layer_file_env_and_flags() {
         "{error}"
     );
     assert_eq!(sluice.count("available"), stored);
+}
+
+fn queue_limits_from_flags_and_the_config_file(sluice: Sluice) {
+    sluice.ok(&["upload", guests::HELLO]);
+    sluice.ok(&[
+        "enqueue",
+        "hello",
+        "greet",
+        r#"{"name":"Ada"}"#,
+        "--queue",
+        "mail",
+    ]);
+    let set = sluice.json(&[
+        "queue",
+        "limits",
+        "mail",
+        "--global",
+        "8",
+        "--rate",
+        "50/1s",
+        "--burst",
+        "5",
+        "--partition-by",
+        "args.name",
+        "--partition-concurrency",
+        "1",
+    ]);
+    assert_eq!(
+        set["limits"],
+        serde_json::json!({
+            "global_concurrency": 8,
+            "rate": {"starts": 50, "period_ms": 1000, "burst": 5},
+            "partition": {"by": "args.name", "concurrency": 1}
+        })
+    );
+    let table = sluice.ok(&["queues"]);
+    assert!(
+        table.contains("global 8, rate 50/1s+5, by args.name: 1 at once"),
+        "{table}"
+    );
+    // The job waiting when the queue gained partitions has its key.
+    let jobs = sluice.json(&["jobs", "--queue", "mail"]);
+    assert_eq!(jobs[0]["partition_key"], "Ada", "{jobs}");
+
+    // Refused in words, and the stored limits stay.
+    for (args, words) in [
+        (vec!["--rate", "50"], "is not a rate"),
+        (vec!["--rate", "0/1s"], "1 to 1000000 starts"),
+        (vec!["--partition-by", "colour"], "args.FIELD"),
+        (vec!["--global", "0"], "1 to 1000000"),
+    ] {
+        let mut full = vec!["queue", "limits", "mail"];
+        full.extend(args);
+        let error = sluice.fails(&full);
+        assert!(error.contains(words), "{full:?}: {error}");
+    }
+    let queues = sluice.json(&["queues"]);
+    let mail = |queues: &serde_json::Value| {
+        queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == "mail")
+            .unwrap()["limits"]
+            .clone()
+    };
+    assert_eq!(mail(&queues)["global_concurrency"], 8);
+
+    // The config file's limits replace them with `config apply`; no flag lifts them.
+    let file = temp_dir("limits-config").join("sluice.toml");
+    std::fs::write(
+        &file,
+        "[limits.mail]\nglobal_concurrency = 3\nrate = { starts = 10, period_ms = 60000 }\n",
+    )
+    .unwrap();
+    let config = file.to_str().unwrap();
+    sluice.ok(&["--config", config, "config", "apply"]);
+    assert_eq!(
+        mail(&sluice.json(&["queues"])),
+        serde_json::json!({
+            "global_concurrency": 3,
+            "rate": {"starts": 10, "period_ms": 60000, "burst": 0}
+        })
+    );
+    sluice.ok(&["queue", "limits", "mail"]);
+    assert!(mail(&sluice.json(&["queues"])).is_null());
 }
