@@ -313,89 +313,177 @@ pub struct RateTake {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionState {
     pub key: String,
-    /// Its jobs claimed and not yet finished.
+    /// Its jobs claimed and not yet finished, and those waiting to be retried: a key's later
+    /// jobs must not overtake them.
     pub running: u32,
     /// Its rate limit's theoretical arrival time, when it has started anything.
     pub tat: Option<i64>,
 }
 
-/// How many jobs of each partition a claim takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionPlan {
-    /// Partition key and how many of its jobs to take, in the order the keys were offered.
-    pub takes: Vec<(String, u32)>,
-    /// The new rate state of each partition that starts something: key and its new tat.
-    pub tats: Vec<(String, i64)>,
-    /// The earliest time a partition held back by its rate may start again.
-    pub next_at: Option<i64>,
-}
-
-/// Shares `wanted` starts between `keys` (each with waiting jobs, in turn order: the keys
-/// after the last claim's last key first), one per key per round so a key with thousands
-/// of jobs waiting does not starve one with a single job.
-pub fn plan_partitions(
-    partitioning: &Partitioning,
-    keys: &[PartitionState],
+/// A claim's share of `wanted` starts between partitions, in rounds: each round asks every
+/// key with room for one more job in turn (so a key with thousands of jobs waiting does not
+/// starve one with a single job), and a key that had fewer jobs than asked drops out, so
+/// the next round gives its share to the others. The store fetches each round's jobs.
+#[derive(Debug)]
+pub struct PartitionRounds<'a> {
+    partitioning: &'a Partitioning,
+    keys: Vec<PartitionState>,
+    /// How many more of each key's jobs its concurrency and rate allow.
+    room: Vec<u32>,
+    taken: Vec<u32>,
+    exhausted: Vec<bool>,
+    left: u32,
     wanted: u32,
     now: i64,
-) -> PartitionPlan {
-    let mut room: Vec<u32> = keys
-        .iter()
-        .map(|partition| {
-            let free = partitioning
-                .concurrency
-                .map_or(u32::MAX, |limit| limit.saturating_sub(partition.running));
-            match &partitioning.rate {
-                None => free,
-                Some(rate) => rate.take(partition.tat, now, free).allowed,
+}
+
+/// One round's ask of one partition: skip the jobs already taken, take the next `take`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionAsk {
+    pub key: String,
+    pub skip: u32,
+    pub take: u32,
+}
+
+/// What a claim's partitions leave behind: their new rate states, where the next claim
+/// starts, and when asking again can take more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOutcome {
+    pub tats: Vec<(String, i64)>,
+    pub cursor: Option<String>,
+    pub held_until: Option<i64>,
+}
+
+/// The most rounds one claim takes: each is one statement.
+const MAX_ROUNDS: u32 = 4;
+
+impl<'a> PartitionRounds<'a> {
+    /// `keys` in turn order: those after the last claim's last key first.
+    pub fn new(
+        partitioning: &'a Partitioning,
+        keys: Vec<PartitionState>,
+        wanted: u32,
+        now: i64,
+    ) -> PartitionRounds<'a> {
+        let room = keys
+            .iter()
+            .map(|partition| {
+                let free = partitioning
+                    .concurrency
+                    .map_or(u32::MAX, |limit| limit.saturating_sub(partition.running));
+                match &partitioning.rate {
+                    None => free,
+                    Some(rate) => rate.take(partition.tat, now, free).allowed,
+                }
+            })
+            .collect();
+        PartitionRounds {
+            partitioning,
+            taken: vec![0; keys.len()],
+            exhausted: vec![false; keys.len()],
+            keys,
+            room,
+            left: wanted,
+            wanted,
+            now,
+        }
+    }
+
+    /// The next round's asks, in turn order; none when the claim is done.
+    pub fn next_round(&mut self, round: u32) -> Vec<PartitionAsk> {
+        if round >= MAX_ROUNDS {
+            return Vec::new();
+        }
+        let mut asks = vec![0u32; self.keys.len()];
+        let mut left = self.left;
+        while left > 0 {
+            let mut gave = false;
+            for index in 0..self.keys.len() {
+                if left == 0 {
+                    break;
+                }
+                if !self.exhausted[index] && self.room[index] > asks[index] {
+                    asks[index] += 1;
+                    left -= 1;
+                    gave = true;
+                }
             }
-        })
-        .collect();
-    let mut takes = vec![0u32; keys.len()];
-    let mut left = wanted;
-    while left > 0 {
-        let mut gave = false;
-        for (index, free) in room.iter_mut().enumerate() {
-            if left == 0 {
+            if !gave {
                 break;
             }
-            if *free > 0 {
-                *free -= 1;
-                takes[index] += 1;
-                left -= 1;
-                gave = true;
-            }
         }
-        if !gave {
-            break;
+        asks.iter()
+            .enumerate()
+            .filter(|(_, take)| **take > 0)
+            .map(|(index, &take)| PartitionAsk {
+                key: self.keys[index].key.clone(),
+                skip: self.taken[index],
+                take,
+            })
+            .collect()
+    }
+
+    /// Records what a round got: `got(key)` jobs of each key asked.
+    pub fn got(&mut self, asks: &[PartitionAsk], got: impl Fn(&str) -> u32) {
+        for ask in asks {
+            let Some(index) = self.keys.iter().position(|k| k.key == ask.key) else {
+                continue;
+            };
+            let fetched = got(&ask.key).min(ask.take);
+            self.taken[index] += fetched;
+            self.room[index] -= fetched;
+            self.left -= fetched;
+            if fetched < ask.take {
+                self.exhausted[index] = true;
+            }
         }
     }
-    let mut plan = PartitionPlan {
-        takes: Vec::new(),
-        tats: Vec::new(),
-        next_at: None,
-    };
-    for (partition, &take) in keys.iter().zip(&takes) {
-        if let Some(rate) = &partitioning.rate {
-            let taken = rate.take(partition.tat, now, take);
-            if take > 0 {
-                plan.tats.push((partition.key.clone(), taken.tat));
+
+    pub fn finish(self) -> PartitionOutcome {
+        let mut outcome = PartitionOutcome {
+            tats: Vec::new(),
+            cursor: None,
+            held_until: None,
+        };
+        let short = self.left > 0;
+        let poll = self.now + crate::store::HELD_BACK_POLL.as_micros() as i64;
+        let mut hold = |at: i64| {
+            outcome.held_until = Some(outcome.held_until.map_or(at, |held: i64| held.min(at)));
+        };
+        for (index, partition) in self.keys.iter().enumerate() {
+            let taken = self.taken[index];
+            if taken > 0 {
+                outcome.cursor = Some(partition.key.clone());
             }
-            let blocked = partitioning
+            if let Some(rate) = &self.partitioning.rate
+                && taken > 0
+            {
+                let after = rate.take(partition.tat, self.now, taken);
+                outcome.tats.push((partition.key.clone(), after.tat));
+            }
+            // A key with jobs left that its own limits held back frees when one of its jobs
+            // finishes (on whichever node) or when its rate allows.
+            if !short || self.exhausted[index] || self.room[index] > 0 {
+                continue;
+            }
+            let by_concurrency = self
+                .partitioning
                 .concurrency
-                .is_some_and(|limit| partition.running + take >= limit);
-            if !blocked && rate.take(Some(taken.tat), now, 1).allowed == 0 {
-                plan.next_at = Some(
-                    plan.next_at
-                        .map_or(taken.next_at, |at| at.min(taken.next_at)),
-                );
+                .is_some_and(|limit| partition.running + taken >= limit);
+            if by_concurrency {
+                hold(poll);
+            } else if let Some(rate) = &self.partitioning.rate {
+                let tat = rate.take(partition.tat, self.now, taken).tat;
+                hold(rate.take(Some(tat), self.now, 1).next_at);
             }
         }
-        if take > 0 {
-            plan.takes.push((partition.key.clone(), take));
-        }
+        outcome
     }
-    plan
+
+    /// How many jobs the rounds took in all.
+    pub fn taken(&self) -> u32 {
+        self.wanted - self.left
+    }
 }
 
 #[cfg(test)]
@@ -448,6 +536,20 @@ mod tests {
         assert!(starts.len() >= 50 * 5, "the rate is used: {}", starts.len());
     }
 
+    fn state(key: &str, running: u32) -> PartitionState {
+        PartitionState {
+            key: key.into(),
+            running,
+            tat: None,
+        }
+    }
+
+    fn asks(asks: &[PartitionAsk]) -> Vec<(&str, u32, u32)> {
+        asks.iter()
+            .map(|ask| (ask.key.as_str(), ask.skip, ask.take))
+            .collect()
+    }
+
     #[test]
     fn partitions_take_turns_and_keep_their_own_limits() {
         let partitioning = Partitioning {
@@ -455,31 +557,47 @@ mod tests {
             concurrency: Some(2),
             rate: None,
         };
-        let keys = [
-            PartitionState {
-                key: "big".into(),
-                running: 0,
-                tat: None,
-            },
-            PartitionState {
-                key: "busy".into(),
-                running: 2,
-                tat: None,
-            },
-            PartitionState {
-                key: "small".into(),
-                running: 1,
-                tat: None,
-            },
-        ];
-        let plan = plan_partitions(&partitioning, &keys, 2, 0);
+        let keys = vec![state("big", 0), state("busy", 2), state("small", 1)];
+        let mut rounds = PartitionRounds::new(&partitioning, keys.clone(), 2, 0);
         assert_eq!(
-            plan.takes,
-            vec![("big".into(), 1), ("small".into(), 1)],
+            asks(&rounds.next_round(0)),
+            [("big", 0, 1), ("small", 0, 1)],
             "one each before a second for anyone"
         );
-        let plan = plan_partitions(&partitioning, &keys, 10, 0);
-        assert_eq!(plan.takes, vec![("big".into(), 2), ("small".into(), 1)]);
+        let mut rounds = PartitionRounds::new(&partitioning, keys, 10, 0);
+        let first = rounds.next_round(0);
+        assert_eq!(asks(&first), [("big", 0, 2), ("small", 0, 1)]);
+        rounds.got(&first, |_| 1);
+        assert_eq!(rounds.taken(), 2);
+        assert!(
+            rounds.next_round(1).is_empty(),
+            "big had one job, small is full"
+        );
+        let outcome = rounds.finish();
+        assert_eq!(outcome.cursor.as_deref(), Some("small"));
+        assert!(
+            outcome.held_until.is_some(),
+            "small and busy free when a job ends"
+        );
+    }
+
+    #[test]
+    fn a_key_with_fewer_jobs_than_asked_gives_its_share_to_the_others() {
+        let partitioning = Partitioning {
+            by: "key".into(),
+            concurrency: None,
+            rate: None,
+        };
+        let keys = vec![state("a", 0), state("b", 0)];
+        let mut rounds = PartitionRounds::new(&partitioning, keys, 10, 0);
+        let first = rounds.next_round(0);
+        assert_eq!(asks(&first), [("a", 0, 5), ("b", 0, 5)]);
+        rounds.got(&first, |key| if key == "a" { 2 } else { 5 });
+        let second = rounds.next_round(1);
+        assert_eq!(asks(&second), [("b", 5, 3)], "b takes a's share");
+        rounds.got(&second, |_| 3);
+        assert_eq!(rounds.taken(), 10);
+        assert_eq!(rounds.finish().held_until, None);
     }
 
     #[test]
@@ -489,15 +607,14 @@ mod tests {
             concurrency: None,
             rate: Some(per_second(10, 0)),
         };
-        let keys = [PartitionState {
-            key: "a".into(),
-            running: 0,
-            tat: None,
-        }];
-        let plan = plan_partitions(&partitioning, &keys, 5, 0);
-        assert_eq!(plan.takes, vec![("a".into(), 1)]);
-        assert_eq!(plan.tats, vec![("a".into(), 100_000)]);
-        assert_eq!(plan.next_at, Some(100_000));
+        let mut rounds = PartitionRounds::new(&partitioning, vec![state("a", 0)], 5, 0);
+        let first = rounds.next_round(0);
+        assert_eq!(asks(&first), [("a", 0, 1)]);
+        rounds.got(&first, |_| 1);
+        assert!(rounds.next_round(1).is_empty());
+        let outcome = rounds.finish();
+        assert_eq!(outcome.tats, vec![("a".to_string(), 100_000)]);
+        assert_eq!(outcome.held_until, Some(100_000));
     }
 
     #[test]

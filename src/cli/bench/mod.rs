@@ -78,6 +78,21 @@ pub struct Args {
         default_value = "jobs-wasm/target/wasm32-wasip2/release/hostile.wasm"
     )]
     hostile_module: PathBuf,
+    /// Limits for the benchmark's queue, as the API takes them (JSON), to measure what a
+    /// limited claim costs: like `{"global_concurrency":10000}`.
+    #[arg(long, value_parser = parse_limits)]
+    limits: Option<sluice::limits::QueueLimits>,
+    /// Give the jobs this many partition keys in turn (the client's key), for limits that
+    /// partition `by` `key`.
+    #[arg(long)]
+    partition_keys: Option<usize>,
+}
+
+fn parse_limits(text: &str) -> Result<sluice::limits::QueueLimits, String> {
+    let limits: sluice::limits::QueueLimits =
+        serde_json::from_str(text).map_err(|error| format!("not queue limits: {error}"))?;
+    limits.check()?;
+    Ok(limits)
 }
 
 /// What `sluice bench` measures.
@@ -120,9 +135,19 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     upload(context, &sandbox, &args.module, MODULE, "hello").await?;
     // A queue of its own, so the figures count only the benchmark's jobs.
     let queue = format!("bench-{:08x}", fastrand::u32(..));
+    if let Some(limits) = &args.limits {
+        let store = context.app()?.store.clone();
+        sluice::ops::set_queue_limits(store.as_ref(), &queue, Some(limits.clone()), "bench")
+            .await?;
+    }
+    let made = std::sync::atomic::AtomicUsize::new(0);
     let noop = || {
         let mut job = NewJob::json(MODULE, "noop", &serde_json::Value::Null);
         job.queue = queue.clone();
+        if let Some(keys) = args.partition_keys {
+            let n = made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            job.partition_key = Some(format!("k{}", n % keys.max(1)));
+        }
         job
     };
     match workload {

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use sqlx::{PgConnection, Row};
 
 use super::{JOB_COLUMNS, PostgresStore, job_from_row};
-use crate::limits::{PartitionBy, PartitionState, QueueLimits, plan_partitions};
+use crate::limits::{PartitionAsk, PartitionBy, PartitionRounds, PartitionState, QueueLimits};
 use crate::model::{Codec, Job, JobId, NewJob};
 use crate::store::{
-    Claimed, HELD_BACK_POLL, JobFetch, QueueLimitsSet, StoreResult, limits_from_json,
+    Claimed, HELD_BACK_POLL, JobFetch, QueueLimitsSet, StoreResult, UNSETTLED_STATES,
+    limits_from_json,
 };
 
 /// The most partitions one claim looks at beyond those it may take from.
@@ -87,16 +88,19 @@ impl PostgresStore {
 
         let running: Vec<(Option<String>, i64, i64)> =
             if limits.global_concurrency.is_some() || limits.partition.is_some() {
-                // Running jobs through the leases index (every queue's, a few hundred at
-                // most), retrying ones through the due index; no index of its own, so a
-                // queue without limits keeps its claims as they were.
-                sqlx::query_as(
-                    "SELECT partition_key, count(*) FILTER (WHERE state = 'running'),
-                            count(*) FILTER (WHERE state = 'retryable')
-                     FROM sluice_jobs
-                     WHERE state IN ('running', 'retryable') AND queue = $1
-                     GROUP BY partition_key",
-                )
+                // Each part reads a partial index of its state (every queue's running
+                // jobs, a few hundred at most; the retrying ones): no index of its own, so a
+                // queue without limits keeps its claims as they were. One condition on both
+                // states read the whole table.
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT partition_key, sum(running), sum(retrying) FROM (
+                         SELECT partition_key, 1 AS running, 0 AS retrying FROM sluice_jobs
+                         WHERE state = 'running' AND queue = $1
+                         UNION ALL
+                         SELECT partition_key, 0, 1 FROM sluice_jobs
+                         WHERE {UNSETTLED_STATES} AND state = 'retryable' AND queue = $1
+                     ) AS occupied GROUP BY partition_key"
+                )))
                 .bind(&params.queue)
                 .fetch_all(&mut *tx)
                 .await?
@@ -144,15 +148,11 @@ impl PostgresStore {
                         Some((key?, (running + retrying) as u32))
                     })
                     .collect();
-                let saturated: Vec<&String> = match partitioning.concurrency {
-                    Some(limit) => running
-                        .iter()
-                        .filter(|(_, n)| **n >= limit)
-                        .map(|(key, _)| key)
-                        .collect(),
-                    None => Vec::new(),
+                let saturated = match partitioning.concurrency {
+                    Some(limit) => running.values().filter(|n| **n >= limit).count(),
+                    None => 0,
                 };
-                let look = (i64::from(wanted) + saturated.len() as i64).min(PARTITIONS_LOOKED_AT);
+                let look = (i64::from(wanted) + saturated as i64).min(PARTITIONS_LOOKED_AT);
                 let keys = keys_in_turn(&mut tx, &params.queue, cursor.as_deref(), look).await?;
                 let tats: HashMap<String, i64> = if partitioning.rate.is_some() {
                     sqlx::query_as(
@@ -175,44 +175,28 @@ impl PostgresStore {
                         tat: tats.get(key).copied(),
                     })
                     .collect();
-                let plan = plan_partitions(partitioning, &states, wanted, now);
-                let planned: u32 = plan.takes.iter().map(|(_, n)| n).sum();
-                // Partitions with waiting jobs held back by their own concurrency free up
-                // when a job finishes, on whichever node.
-                let saturated_waiting = states.iter().any(|state| {
-                    partitioning
-                        .concurrency
-                        .is_some_and(|limit| state.running >= limit)
-                });
-                if planned < wanted && saturated_waiting {
-                    hold(poll);
+                let mut rounds = PartitionRounds::new(partitioning, states, wanted, now);
+                let mut ids = Vec::new();
+                for round in 0.. {
+                    let asks = rounds.next_round(round);
+                    if asks.is_empty() {
+                        break;
+                    }
+                    let heads = partition_heads(&mut tx, &params.queue, &asks).await?;
+                    rounds.got(&asks, |key| {
+                        heads.iter().filter(|(k, _)| k == key).count() as u32
+                    });
+                    ids.extend(heads.into_iter().map(|(_, id)| id));
                 }
-                if let Some(at) = plan.next_at {
+                let outcome = rounds.finish();
+                if let Some(at) = outcome.held_until {
                     hold(at);
                 }
-                if let Some((last, _)) = plan.takes.last() {
-                    new_cursor = Some(last.clone());
+                if outcome.cursor.is_some() {
+                    new_cursor = outcome.cursor;
                 }
-                let (queues_keys, counts): (Vec<String>, Vec<i64>) = plan
-                    .takes
-                    .iter()
-                    .map(|(key, n)| (key.clone(), i64::from(*n)))
-                    .unzip();
-                let ids: Vec<JobId> = sqlx::query_scalar(
-                    "SELECT j.id FROM unnest($2::text[], $3::bigint[]) AS t(key, n)
-                     CROSS JOIN LATERAL (
-                         SELECT id FROM sluice_jobs
-                         WHERE state = 'available' AND queue = $1 AND partition_key = t.key
-                         ORDER BY priority, id LIMIT t.n
-                     ) AS j",
-                )
-                .bind(&params.queue)
-                .bind(&queues_keys)
-                .bind(&counts)
-                .fetch_all(&mut *tx)
-                .await?;
-                if !plan.tats.is_empty() {
-                    let (keys, tats): (Vec<String>, Vec<i64>) = plan.tats.into_iter().unzip();
+                if !outcome.tats.is_empty() {
+                    let (keys, tats): (Vec<String>, Vec<i64>) = outcome.tats.into_iter().unzip();
                     sqlx::query(
                         "INSERT INTO sluice_partition_rates (queue, key, tat)
                          SELECT $1, key, tat FROM unnest($2::text[], $3::bigint[]) AS t(key, tat)
@@ -305,6 +289,32 @@ fn held(jobs: Vec<Job>, held_until: Option<i64>) -> Claimed {
         jobs,
         held_back_until: held_until.and_then(chrono::DateTime::from_timestamp_micros),
     }
+}
+
+/// The next jobs of each partition asked, in run order: `(key, id)`.
+async fn partition_heads(
+    conn: &mut PgConnection,
+    queue: &str,
+    asks: &[PartitionAsk],
+) -> StoreResult<Vec<(String, JobId)>> {
+    let keys: Vec<&str> = asks.iter().map(|ask| ask.key.as_str()).collect();
+    let skips: Vec<i64> = asks.iter().map(|ask| i64::from(ask.skip)).collect();
+    let takes: Vec<i64> = asks.iter().map(|ask| i64::from(ask.take)).collect();
+    let heads = sqlx::query_as(
+        "SELECT t.key, j.id FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS t(key, skip, n)
+         CROSS JOIN LATERAL (
+             SELECT id FROM sluice_jobs
+             WHERE state = 'available' AND queue = $1 AND partition_key = t.key
+             ORDER BY priority, id OFFSET t.skip LIMIT t.n
+         ) AS j",
+    )
+    .bind(queue)
+    .bind(&keys)
+    .bind(&skips)
+    .bind(&takes)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(heads)
 }
 
 /// Up to `limit` partition keys with available jobs, in turn: those after `cursor` (the

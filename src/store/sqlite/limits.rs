@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use sqlx::{Row, SqliteConnection};
 
 use super::{JOB_COLUMNS, SqliteStore, job_from_row, now_micros};
-use crate::limits::{PartitionBy, PartitionState, QueueLimits, plan_partitions};
+use crate::limits::{PartitionBy, PartitionRounds, PartitionState, QueueLimits};
 use crate::model::{Codec, Job, JobId, NewJob};
 use crate::store::{
-    Claimed, HELD_BACK_POLL, JobFetch, QueueLimitsSet, StoreResult, limits_from_json,
+    Claimed, HELD_BACK_POLL, JobFetch, QueueLimitsSet, StoreResult, UNSETTLED_STATES,
+    limits_from_json,
 };
 
 /// The most partitions one claim looks at beyond those it may take from.
@@ -85,13 +86,15 @@ impl SqliteStore {
 
         let running: Vec<(Option<String>, i64, i64)> =
             if limits.global_concurrency.is_some() || limits.partition.is_some() {
-                sqlx::query_as(
-                    "SELECT partition_key, count(*) FILTER (WHERE state = 'running'),
-                            count(*) FILTER (WHERE state = 'retryable')
-                     FROM sluice_jobs
-                     WHERE state IN ('running', 'retryable') AND queue = ?1
-                     GROUP BY partition_key",
-                )
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT partition_key, sum(running), sum(retrying) FROM (
+                         SELECT partition_key, 1 AS running, 0 AS retrying FROM sluice_jobs
+                         WHERE state = 'running' AND queue = ?1
+                         UNION ALL
+                         SELECT partition_key, 0, 1 FROM sluice_jobs
+                         WHERE {UNSETTLED_STATES} AND state = 'retryable' AND queue = ?1
+                     ) AS occupied GROUP BY partition_key"
+                )))
                 .bind(&params.queue)
                 .fetch_all(&mut *tx)
                 .await?
@@ -166,38 +169,40 @@ impl SqliteStore {
                         tat: tats.get(key).copied(),
                     })
                     .collect();
-                let plan = plan_partitions(partitioning, &states, wanted, now);
-                let planned: u32 = plan.takes.iter().map(|(_, n)| n).sum();
-                let saturated_waiting = states.iter().any(|state| {
-                    partitioning
-                        .concurrency
-                        .is_some_and(|limit| state.running >= limit)
-                });
-                if planned < wanted && saturated_waiting {
-                    hold(poll);
+                let mut rounds = PartitionRounds::new(partitioning, states, wanted, now);
+                for round in 0.. {
+                    let asks = rounds.next_round(round);
+                    if asks.is_empty() {
+                        break;
+                    }
+                    let mut got = HashMap::new();
+                    // One probe of the partitions index per key; SQLite has no LATERAL, and
+                    // its queries cost no round trip.
+                    for ask in &asks {
+                        let heads: Vec<JobId> = sqlx::query_scalar(
+                            "SELECT id FROM sluice_jobs
+                             WHERE state = 'available' AND queue = ?1 AND partition_key = ?2
+                             ORDER BY priority, id LIMIT ?3 OFFSET ?4",
+                        )
+                        .bind(&params.queue)
+                        .bind(&ask.key)
+                        .bind(i64::from(ask.take))
+                        .bind(i64::from(ask.skip))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        got.insert(ask.key.clone(), heads.len() as u32);
+                        ids.extend(heads);
+                    }
+                    rounds.got(&asks, |key| got.get(key).copied().unwrap_or(0));
                 }
-                if let Some(at) = plan.next_at {
+                let outcome = rounds.finish();
+                if let Some(at) = outcome.held_until {
                     hold(at);
                 }
-                if let Some((last, _)) = plan.takes.last() {
-                    new_cursor = Some(last.clone());
+                if outcome.cursor.is_some() {
+                    new_cursor = outcome.cursor;
                 }
-                // One probe of the partitions index per key; SQLite has no LATERAL, and its
-                // queries cost no round trip.
-                for (key, take) in &plan.takes {
-                    let heads: Vec<JobId> = sqlx::query_scalar(
-                        "SELECT id FROM sluice_jobs
-                         WHERE state = 'available' AND queue = ?1 AND partition_key = ?2
-                         ORDER BY priority, id LIMIT ?3",
-                    )
-                    .bind(&params.queue)
-                    .bind(key)
-                    .bind(i64::from(*take))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                    ids.extend(heads);
-                }
-                for (key, tat) in &plan.tats {
+                for (key, tat) in &outcome.tats {
                     sqlx::query(
                         "INSERT INTO sluice_partition_rates (queue, key, tat) VALUES (?1, ?2, ?3)
                          ON CONFLICT (queue, key) DO UPDATE SET tat = excluded.tat",
