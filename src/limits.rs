@@ -398,12 +398,12 @@ impl<'a> PartitionRounds<'a> {
         let mut left = self.left;
         while left > 0 {
             let mut gave = false;
-            for index in 0..self.keys.len() {
+            for (index, ask) in asks.iter_mut().enumerate() {
                 if left == 0 {
                     break;
                 }
-                if !self.exhausted[index] && self.room[index] > asks[index] {
-                    asks[index] += 1;
+                if !self.exhausted[index] && self.room[index] > *ask {
+                    *ask += 1;
                     left -= 1;
                     gave = true;
                 }
