@@ -7,6 +7,7 @@
 pub mod api;
 #[cfg(feature = "node")]
 pub mod app;
+pub mod breakers;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "node")]

@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod body;
+pub mod breakers;
 pub mod cron;
 mod dashboard;
 mod dead_letters;
@@ -98,6 +99,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         jobs::delete, jobs::retry_many, jobs::cancel_many, jobs::delete_many,
         queues::list, queues::pause, queues::resume, queues::set_concurrency, queues::set_limits,
         cron::list, cron::put, cron::remove,
+        breakers::list, breakers::put, breakers::remove, breakers::reset,
         nodes::list, metrics::scrape, stats::get,
         tokens::list, tokens::create, tokens::revoke, auth::list,
         session::get, session::create, session::delete,
@@ -110,6 +112,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         (name = "jobs", description = "Enqueue, find and act on jobs"),
         (name = "queues", description = "Queues, their counts, pause, resume, concurrency and limits"),
         (name = "cron", description = "Periodic jobs: the leader inserts a job per slot, once"),
+        (name = "breakers", description = "Circuit breakers per module and function: policies, states, resets"),
         (name = "nodes", description = "The nodes that run jobs"),
         (name = "tokens", description = "The API's bearer tokens and their roles"),
         (name = "audit", description = "Who did what, when"),
@@ -296,6 +299,19 @@ fn routes(state: ApiState) -> Router {
         .route(
             "/v1/queues/{name}/limits",
             auth::allow(Operate, s, put(queues::set_limits)),
+        )
+        .route("/v1/breakers", auth::allow(Read, s, get(breakers::list)))
+        .route(
+            "/v1/breakers/{module}/{function}",
+            auth::allow(Operate, s, put(breakers::put)).merge(auth::allow(
+                Operate,
+                s,
+                delete(breakers::remove),
+            )),
+        )
+        .route(
+            "/v1/breakers/{module}/{function}/reset",
+            auth::allow(Operate, s, post(breakers::reset)),
         )
         .route("/v1/cron", auth::allow(Read, s, get(cron::list)))
         .route(

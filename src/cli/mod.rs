@@ -10,6 +10,7 @@ macro_rules! out {
 
 mod audit;
 mod bench;
+mod breaker;
 mod config;
 mod cron;
 mod enqueue;
@@ -94,6 +95,8 @@ enum Command {
     Queue(queue::Args),
     /// Add, list and remove periodic jobs.
     Cron(cron::Args),
+    /// List, set, remove and reset circuit breakers.
+    Breaker(breaker::Args),
     /// Make, list and revoke the API's bearer tokens.
     Token(token::Args),
     /// Who did what, when: every action but enqueueing.
@@ -176,6 +179,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Queues => queues::run(&context).await,
         Command::Queue(args) => queue::run(&context, args).await,
         Command::Cron(args) => cron::run(&context, args).await,
+        Command::Breaker(args) => breaker::run(&context, args).await,
         Command::Token(args) => token::run(&context, args).await,
         Command::Audit(args) => audit::run(&context, args).await,
         Command::Migrate => migrate::run(&context).await,

@@ -5,12 +5,14 @@
 use anyhow::Context as _;
 use reqwest::Method;
 use sluice::api::auth::AuditView;
+use sluice::api::breakers::BreakerView;
 use sluice::api::cron::{CronBody, CronView};
 use sluice::api::tokens::{CreatedToken, TokenView};
 use sluice::api::views::{
     AttemptView, EnqueuedOne, JobDetailView, JobPage, JobView, ModuleView, QueueView, UploadView,
 };
 use sluice::app::App;
+use sluice::breakers::BreakerPolicy;
 use sluice::client::{ClientError, HttpClient, RequestBody};
 use sluice::limits::QueueLimits;
 use sluice::model::{IDEMPOTENCY_PREFIX, JobId, JobState, NewJob, Role, UniqueKey};
@@ -316,6 +318,69 @@ impl Target {
                 let path = format!("/v1/queues/{}/concurrency", encode(name));
                 let body = RequestBody::Json(serde_json::json!({ "concurrency": concurrency }));
                 api.call::<serde_json::Value>(Method::PUT, &path, body)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn breakers(&self) -> anyhow::Result<Vec<BreakerView>> {
+        match self {
+            Target::Store(app) => {
+                let breakers = sluice::ops::list_breakers(app.store.as_ref()).await?;
+                Ok(breakers.iter().map(BreakerView::from).collect())
+            }
+            Target::Api(api) => {
+                api.call(Method::GET, "/v1/breakers", RequestBody::Empty)
+                    .await
+            }
+        }
+    }
+
+    /// Sets (or with `None` removes) a breaker policy.
+    pub async fn set_breaker(
+        &self,
+        module: &str,
+        function: &str,
+        policy: Option<&BreakerPolicy>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Target::Store(app) => {
+                sluice::ops::set_breaker_policy(
+                    app.store.as_ref(),
+                    module,
+                    function,
+                    policy.cloned(),
+                    CLI_ACTOR,
+                )
+                .await?;
+            }
+            Target::Api(api) => {
+                let path = format!("/v1/breakers/{}/{}", encode(module), encode(function));
+                match policy {
+                    Some(policy) => {
+                        let body = RequestBody::Json(serde_json::to_value(policy)?);
+                        api.call::<serde_json::Value>(Method::PUT, &path, body)
+                            .await?;
+                    }
+                    None => {
+                        api.call::<serde_json::Value>(Method::DELETE, &path, RequestBody::Empty)
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn reset_breaker(&self, module: &str, function: &str) -> anyhow::Result<()> {
+        match self {
+            Target::Store(app) => {
+                sluice::ops::reset_breaker(app.store.as_ref(), module, function, CLI_ACTOR).await?;
+            }
+            Target::Api(api) => {
+                let path = format!("/v1/breakers/{}/{}/reset", encode(module), encode(function));
+                api.call::<serde_json::Value>(Method::POST, &path, RequestBody::Empty)
                     .await?;
             }
         }

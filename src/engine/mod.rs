@@ -6,6 +6,7 @@
 //! fallback, and claims again as soon as slots free up. Each attempt runs in its own task, so
 //! a panic there fails that attempt only. One completer writes all outcomes.
 
+mod breakers;
 mod completer;
 mod crash_point;
 mod lanes;
@@ -125,6 +126,8 @@ pub(crate) struct Shared {
     pub attempts: TaskTracker,
     /// Foreground and background lanes for attempts.
     pub lanes: lanes::Lanes,
+    /// The circuit breakers as last read, and the calls counted for them.
+    pub breakers: breakers::Breakers,
 }
 
 /// The most instances a node keeps at once: each pool slot reserves address space for its
@@ -181,6 +184,7 @@ pub async fn run_node(
         hand_back: CancellationToken::new(),
         attempts: TaskTracker::new(),
         lanes: lanes::Lanes::new(DEMOTE_AFTER, cores()),
+        breakers: breakers::Breakers::default(),
     });
     let config = &shared.config;
     tracing::info!(node = %config.node_id, queues = ?config.queues, "node starting");
@@ -220,6 +224,7 @@ pub async fn run_node(
         .map(|queue| (queue.clone(), Slots::new(queue.concurrency, ceiling)))
         .collect();
     let stats = tokio::spawn(flush_stats(shared.clone(), finished.clone()));
+    let breaker_follower = tokio::spawn(breakers::follow(shared.clone(), finished.clone()));
     let follower = tokio::spawn(follow_queue_settings(
         shared.clone(),
         queue_slots.clone(),
@@ -266,6 +271,7 @@ pub async fn run_node(
     let _ = canceller.await;
     let _ = follower.await;
     let _ = stats.await;
+    let _ = breaker_follower.await;
     let _ = maintenance.await;
     if let Err(error) = store.node_remove(&config.node_id).await {
         tracing::warn!(%error, "could not deregister the node");

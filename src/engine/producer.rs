@@ -307,6 +307,26 @@ impl Consumer {
             node = %config.node_id,
         );
         let mut permit = Some(permit);
+        // Its function's circuit breaker is open: the job waits, spending no attempt.
+        if let Err(until) = self.shared.breakers.admit(&self.shared, &job).await {
+            span.in_scope(|| tracing::debug!(%until, "circuit breaker open; the job waits"));
+            let outcome = stopped(
+                &job,
+                Utc::now(),
+                &config.node_id,
+                Resolution::Snooze { at: until },
+                AttemptClass::Abandoned,
+                format!(
+                    "the circuit breaker of {}.{} is open",
+                    job.module, job.function
+                ),
+            );
+            let _ = self.completions.send(outcome).await;
+            if permit.take().is_some() {
+                self.slot_freed.notify_one();
+            }
+            return;
+        }
         let cancel = self.cancel_token(job.id);
         let (result, started_at) = loop {
             let (result, started_at) = self.run_once(&job, &span, &cancel, &mut permit).await;
@@ -387,6 +407,7 @@ impl Consumer {
         // Waits when the completer is behind: backpressure on the whole queue.
         if !handed_back {
             self.shared.metrics.record(&job, &outcome.record);
+            self.shared.breakers.record(&job, outcome.record.outcome);
         }
         let _ = self.completions.send(outcome).await;
         if permit.take().is_some() {

@@ -127,6 +127,11 @@ pub async fn run(
                 metrics.store_error("session_prune");
                 tracing::warn!(%error, "could not prune the dashboard's sessions");
             }
+            let day_ago = (Utc::now() - chrono::Duration::days(1)).timestamp_micros();
+            if let Err(error) = store.breaker_calls_prune(day_ago).await {
+                metrics.store_error("breaker_calls_prune");
+                tracing::warn!(%error, "could not prune the breakers' call counts");
+            }
             if let Err(error) = store.partition_rates_prune().await {
                 metrics.store_error("partition_rates_prune");
                 tracing::warn!(%error, "could not prune the partitions' rate states");

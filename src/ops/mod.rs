@@ -2,6 +2,7 @@
 //! one wording, so the two faces of Sluice cannot drift apart.
 
 mod actions;
+mod breakers;
 mod cron;
 mod grouped;
 mod jobs;
@@ -12,6 +13,10 @@ mod tokens;
 pub use self::actions::{
     JobAction, MAX_BULK_ACTION, MAX_QUEUE_CONCURRENCY, act_on_jobs, cancel_job, delete_job,
     retry_job, seed_queue_limits, set_queue_concurrency, set_queue_limits, set_queue_paused,
+};
+pub use self::breakers::{
+    BreakerInfo, admit_call, list_breakers, policy_for, report_calls, reset_breaker,
+    set_breaker_policy,
 };
 pub use self::cron::{CronSpec, check_cron, next_slot, put_cron, remove_cron, seed_cron, slot_job};
 pub use self::grouped::GroupedEnqueue;
@@ -46,6 +51,8 @@ pub enum OpError {
     TokenNotFound(String),
     #[error("no cron entry named `{0}`")]
     CronNotFound(String),
+    #[error("no circuit breaker for `{0}`")]
+    BreakerNotFound(String),
     #[error(transparent)]
     Module(#[from] ModuleError),
     #[error(transparent)]
@@ -79,6 +86,7 @@ impl OpError {
             OpError::Invalid(_) => "invalid_input",
             OpError::TokenNotFound(_) => "token_not_found",
             OpError::CronNotFound(_) => "cron_not_found",
+            OpError::BreakerNotFound(_) => "breaker_not_found",
             OpError::Module(ModuleError::TooLarge { .. }) => "module_too_large",
             OpError::Module(ModuleError::Cache { .. }) => "internal",
             OpError::Module(_) => "invalid_module",
@@ -105,7 +113,8 @@ impl OpError {
             | "module_not_found"
             | "module_version_not_found"
             | "token_not_found"
-            | "cron_not_found" => ErrorKind::NotFound,
+            | "cron_not_found"
+            | "breaker_not_found" => ErrorKind::NotFound,
             "invalid_transition" | "unique_key_held" => ErrorKind::Conflict,
             "module_too_large" | "args_too_large" => ErrorKind::TooLarge,
             "database_unavailable" => ErrorKind::Unavailable,

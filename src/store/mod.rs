@@ -13,6 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
+use crate::breakers::{BreakerPolicy, BreakerStatus};
 use crate::limits::QueueLimits;
 use crate::model::{
     AttemptRecord, Job, JobFunction, JobId, JobState, LogLine, ModuleInfo, NewJob, Role,
@@ -240,6 +241,35 @@ pub const HELD_BACK_POLL: Duration = Duration::from_millis(50);
 pub struct QueueLimitsSet {
     pub name: String,
     pub limits: Option<QueueLimits>,
+}
+
+/// A breaker's row: its policy (on a policy row: `function` `*`, or one function's own) and
+/// its state, with the version a change must name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerRow {
+    pub module: String,
+    pub function: String,
+    pub policy: Option<BreakerPolicy>,
+    pub status: BreakerStatus,
+    pub version: i64,
+}
+
+/// Changes a breaker's state if its row is still at `version` (`None`: no row yet).
+#[derive(Debug, Clone)]
+pub struct BreakerPut {
+    pub module: String,
+    pub function: String,
+    pub version: Option<i64>,
+    pub status: BreakerStatus,
+}
+
+/// Calls and failures of one function, as a node counted them since its last report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerCalls {
+    pub module: String,
+    pub function: String,
+    pub calls: u64,
+    pub failures: u64,
 }
 
 /// What to do with a job whose attempt ended.
@@ -881,6 +911,30 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_set_limits(&self, params: QueueLimitsSet) -> StoreResult<()>;
     /// Forgets partitions' rate states that no longer hold anything back.
     async fn partition_rates_prune(&self) -> StoreResult<u64>;
+
+    /// Every breaker row: policies and states.
+    async fn breaker_list(&self) -> StoreResult<Vec<BreakerRow>>;
+    async fn breaker_get(&self, module: &str, function: &str) -> StoreResult<Option<BreakerRow>>;
+    /// Sets (or, with `None`, removes) the policy of a module (`function` `*`) or function.
+    async fn breaker_policy_set(
+        &self,
+        module: &str,
+        function: &str,
+        policy: Option<BreakerPolicy>,
+    ) -> StoreResult<()>;
+    /// Compare-and-set of a breaker's state: false if another node changed it first.
+    async fn breaker_put(&self, params: BreakerPut) -> StoreResult<bool>;
+    /// Adds calls to the current second's counts (`now`, microseconds).
+    async fn breaker_calls_add(&self, calls: &[BreakerCalls], now: i64) -> StoreResult<()>;
+    /// Calls and failures of a function counted since `since` (microseconds).
+    async fn breaker_calls_since(
+        &self,
+        module: &str,
+        function: &str,
+        since: i64,
+    ) -> StoreResult<(u64, u64)>;
+    /// Forgets counts older than `before` (microseconds).
+    async fn breaker_calls_prune(&self, before: i64) -> StoreResult<u64>;
 
     // stats
     /// Adds per-minute counts to what the store holds (summed with other nodes').

@@ -18,7 +18,9 @@ use sluice::store::{
 
 use crate::support::{fresh_postgres_database, temp_dir};
 
+mod breakers;
 mod limits;
+use self::breakers::*;
 use self::limits::*;
 
 async fn sqlite_store() -> Arc<dyn Store> {
@@ -99,6 +101,9 @@ conformance!(
     a_partition_rate_limits_each_key_alone,
     partition_keys_come_from_the_client_or_the_queue,
     a_paused_limited_queue_yields_nothing,
+    breaker_states_change_by_compare_and_set,
+    breaker_calls_add_up_per_second_and_prune,
+    a_breaker_opens_holds_probes_and_closes,
 );
 
 const NODE: &str = "node-a";

@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 use super::*;
 use crate::model::{AttemptClass, Codec, LimitOverrides};
 
+mod breakers;
 mod cron;
 mod dead_letters;
 mod limits;
@@ -997,6 +998,51 @@ impl Store for PostgresStore {
     #[tracing::instrument(name = "store.queue_set_limits", level = "debug", skip_all)]
     async fn queue_set_limits(&self, params: QueueLimitsSet) -> StoreResult<()> {
         self.set_limits(params).await
+    }
+
+    #[tracing::instrument(name = "store.breaker_list", level = "debug", skip_all)]
+    async fn breaker_list(&self) -> StoreResult<Vec<BreakerRow>> {
+        self.list_breakers().await
+    }
+
+    #[tracing::instrument(name = "store.breaker_get", level = "debug", skip_all)]
+    async fn breaker_get(&self, module: &str, function: &str) -> StoreResult<Option<BreakerRow>> {
+        self.get_breaker(module, function).await
+    }
+
+    #[tracing::instrument(name = "store.breaker_policy_set", level = "debug", skip_all)]
+    async fn breaker_policy_set(
+        &self,
+        module: &str,
+        function: &str,
+        policy: Option<crate::breakers::BreakerPolicy>,
+    ) -> StoreResult<()> {
+        self.set_breaker_policy(module, function, policy).await
+    }
+
+    #[tracing::instrument(name = "store.breaker_put", level = "debug", skip_all)]
+    async fn breaker_put(&self, params: BreakerPut) -> StoreResult<bool> {
+        self.put_breaker(params).await
+    }
+
+    #[tracing::instrument(name = "store.breaker_calls_add", level = "debug", skip_all)]
+    async fn breaker_calls_add(&self, calls: &[BreakerCalls], now: i64) -> StoreResult<()> {
+        self.add_breaker_calls(calls, now).await
+    }
+
+    #[tracing::instrument(name = "store.breaker_calls_since", level = "debug", skip_all)]
+    async fn breaker_calls_since(
+        &self,
+        module: &str,
+        function: &str,
+        since: i64,
+    ) -> StoreResult<(u64, u64)> {
+        self.breaker_calls_after(module, function, since).await
+    }
+
+    #[tracing::instrument(name = "store.breaker_calls_prune", level = "debug", skip_all)]
+    async fn breaker_calls_prune(&self, before: i64) -> StoreResult<u64> {
+        self.prune_breaker_calls(before).await
     }
 
     #[tracing::instrument(name = "store.partition_rates_prune", level = "debug", skip_all)]
