@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::breakers::BreakerState;
+
 /// The content type of a scrape's answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -41,6 +43,12 @@ struct AttemptLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabels {
     queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabels {
+    module: String,
+    function: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,6 +105,7 @@ pub struct NodeMetrics {
     store_errors: Family<OperationLabels, Counter>,
     queue_jobs: Family<QueueStateLabels, Gauge>,
     queue_concurrency: Family<QueueLabels, Gauge>,
+    breaker_state: Family<FunctionLabels, Gauge>,
     in_flight: Gauge,
     instance_slots: Gauge,
     instance_slots_in_use: Gauge,
@@ -208,6 +217,12 @@ impl NodeMetrics {
             "How many of a queue's jobs this node runs at once, as in force now",
             queue_concurrency.clone(),
         );
+        let breaker_state = Family::<FunctionLabels, Gauge>::default();
+        registry.register(
+            "breaker_state",
+            "Each circuit breaker as this node last read it: 0 closed, 1 half open, 2 open",
+            breaker_state.clone(),
+        );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let gauge = Gauge::default();
             registry.register(name, help, gauge.clone());
@@ -250,6 +265,7 @@ impl NodeMetrics {
             store_errors,
             queue_jobs,
             queue_concurrency,
+            breaker_state,
             in_flight,
             instance_slots,
             instance_slots_in_use,
@@ -316,6 +332,21 @@ impl NodeMetrics {
                 queue: queue.to_string(),
             })
             .set(i64::from(concurrency));
+    }
+
+    /// A circuit breaker's state as this node last read it.
+    pub fn set_breaker_state(&self, module: &str, function: &str, state: BreakerState) {
+        let value = match state {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        };
+        self.breaker_state
+            .get_or_create(&FunctionLabels {
+                module: module.to_string(),
+                function: function.to_string(),
+            })
+            .set(value);
     }
 
     /// Counts a failed call to the store; `operation` is one of a fixed few names.

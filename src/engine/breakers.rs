@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use crate::breakers::{BreakerPolicy, BreakerState, BreakerStatus};
+use crate::breakers::{ALL_FUNCTIONS, BreakerPolicy, BreakerState, BreakerStatus};
 use crate::model::{AttemptClass, Job};
 use crate::store::{BreakerCalls, BreakerRow};
 
@@ -107,6 +107,27 @@ impl Breakers {
     }
 }
 
+/// Reads the breakers from the store. A node does this once before its first claim too, so
+/// a node that just started guards its first attempts as well.
+pub(crate) async fn load(shared: &Shared) {
+    match shared.store.breaker_list().await {
+        Ok(rows) => {
+            for row in rows.iter().filter(|row| row.function != ALL_FUNCTIONS) {
+                shared.metrics.exported.set_breaker_state(
+                    &row.module,
+                    &row.function,
+                    row.status.state,
+                );
+            }
+            *shared.breakers.rows.lock().unwrap() = rows;
+        }
+        Err(error) => {
+            shared.metrics.exported.store_error("breaker_list");
+            tracing::debug!(%error, "cannot read the breakers now");
+        }
+    }
+}
+
 /// Reports the node's calls and reads the breakers again, until the node finishes (and once
 /// more then, so the last calls count).
 pub(crate) async fn follow(shared: Arc<Shared>, finished: CancellationToken) {
@@ -125,13 +146,7 @@ pub(crate) async fn follow(shared: Arc<Shared>, finished: CancellationToken) {
             tracing::debug!(%error, "cannot report calls to the breakers now");
             shared.breakers.put_back(calls);
         }
-        match shared.store.breaker_list().await {
-            Ok(rows) => *shared.breakers.rows.lock().unwrap() = rows,
-            Err(error) => {
-                shared.metrics.exported.store_error("breaker_list");
-                tracing::debug!(%error, "cannot read the breakers now");
-            }
-        }
+        load(&shared).await;
         if last {
             return;
         }

@@ -224,6 +224,7 @@ pub async fn run_node(
         .map(|queue| (queue.clone(), Slots::new(queue.concurrency, ceiling)))
         .collect();
     let stats = tokio::spawn(flush_stats(shared.clone(), finished.clone()));
+    breakers::load(&shared).await;
     let breaker_follower = tokio::spawn(breakers::follow(shared.clone(), finished.clone()));
     let follower = tokio::spawn(follow_queue_settings(
         shared.clone(),

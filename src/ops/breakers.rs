@@ -162,14 +162,8 @@ pub async fn report_calls(store: &dyn Store, calls: &[BreakerCalls]) -> StoreRes
             if next == status && row.is_some() {
                 break;
             }
-            if next.state != status.state {
-                tracing::warn!(
-                    module = %reported.module, function = %reported.function,
-                    from = status.state.as_str(), to = next.state.as_str(),
-                    calls = window.0, failures = window.1, trips = next.trips,
-                    "circuit breaker changed"
-                );
-            }
+            let changed = next.state != status.state;
+            let (from, to, trips) = (status.state, next.state, next.trips);
             let put = BreakerPut {
                 module: reported.module.clone(),
                 function: reported.function.clone(),
@@ -177,6 +171,14 @@ pub async fn report_calls(store: &dyn Store, calls: &[BreakerCalls]) -> StoreRes
                 status: next,
             };
             if store.breaker_put(put).await? {
+                if changed {
+                    tracing::warn!(
+                        module = %reported.module, function = %reported.function,
+                        from = from.as_str(), to = to.as_str(),
+                        calls = window.0, failures = window.1, trips,
+                        "circuit breaker changed"
+                    );
+                }
                 break;
             }
         }

@@ -19,6 +19,7 @@ both_stores!(
     metrics_count_a_known_run,
     a_running_node_follows_a_queues_concurrency,
     queue_limits_hold_on_a_running_node,
+    breakers_are_set_shown_reset_and_removed,
     an_idempotency_key_returns_the_same_job,
     a_unique_job_returns_the_job_of_the_same_call,
     a_killed_node_is_shown_dead,
@@ -1224,6 +1225,113 @@ async fn queue_limits_hold_on_a_running_node(sluice: Sluice) {
     );
     let (_, audit) = node.get("/v1/audit").await;
     assert!(audit.to_string().contains("queue.limits"), "{audit}");
+}
+
+async fn breakers_are_set_shown_reset_and_removed(sluice: Sluice) {
+    let node = Node::start(&sluice, &["run", "--queue", "default=2"]);
+    let (status, _) = node
+        .post_raw("/v1/modules/hello", "application/wasm", hello_wasm())
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let put = |path: &str, body: Value| {
+        let node = &node;
+        let path = path.to_string();
+        async move {
+            response(
+                node.http
+                    .put(node.url(&path))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    // Refused in the CLI's words.
+    for (bad, words) in [
+        (json!({"failure_rate": 1.5}), "above 0 and at most 1"),
+        (json!({"ignore": ["sadness"]}), "not a failure class"),
+        (json!({"probes": 0}), "1 to 1000 probes"),
+    ] {
+        let (status, problem) = put("/v1/breakers/hello/fail", bad.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(words),
+            "{problem}"
+        );
+    }
+    let (_, listed) = node.get("/v1/breakers").await;
+    assert_eq!(listed, json!([]), "nothing stored by a refusal");
+
+    // `fail` always fails: five calls open its breaker.
+    let (status, policy) = put(
+        "/v1/breakers/hello/fail",
+        json!({"min_calls": 5, "cooldown_secs": 3600, "max_cooldown_secs": 3600}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{policy}");
+    assert_eq!(policy["probes"], 3, "defaults fill the rest");
+    // Nodes follow a policy within half a second: this one shows it read it.
+    let series = r#"sluice_breaker_state{module="hello",function="fail"}"#;
+    wait_for_sample(&node, series, 0.0).await;
+    let calls: Vec<Value> = (0..5)
+        .map(|_| json!({"module": "hello", "function": "fail", "max_attempts": 1}))
+        .collect();
+    let (status, _) = node.post("/v1/jobs/bulk", json!({ "jobs": calls })).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let open = loop {
+        let (_, listed) = node.get("/v1/breakers").await;
+        if listed[0]["state"] == "open" {
+            break listed[0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the breaker never opened: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (open["calls"].as_u64(), open["failures"].as_u64()),
+        (Some(5), Some(5))
+    );
+    assert!(open["reopen_at"].is_string());
+    wait_for_sample(
+        &node,
+        r#"sluice_breaker_state{module="hello",function="fail"}"#,
+        2.0,
+    )
+    .await;
+
+    // A job enqueued while it is open waits, spending no attempt.
+    let (_, job) = node
+        .post("/v1/jobs", json!({"module": "hello", "function": "fail"}))
+        .await;
+    let id = job["id"].as_i64().unwrap();
+    let waiting = node
+        .wait_for_job(id, "scheduled until the cooldown ends", |job| {
+            job["state"] == "scheduled"
+        })
+        .await;
+    assert_eq!(waiting["attempt"], 0, "{waiting}");
+
+    // Reset closes it; removing the policy leaves the function unguarded.
+    let (status, _) = node.post("/v1/breakers/hello/fail/reset", json!({})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, listed) = node.get("/v1/breakers").await;
+    assert_eq!(listed[0]["state"], "closed", "{listed}");
+    let (status, problem) = node.post("/v1/breakers/hello/nope/reset", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    let removed = node
+        .http
+        .delete(node.url("/v1/breakers/hello/fail"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+    let (_, listed) = node.get("/v1/breakers").await;
+    assert!(listed[0]["policy"].is_null(), "{listed}");
 }
 
 async fn an_idempotency_key_returns_the_same_job(sluice: Sluice) {
