@@ -66,6 +66,54 @@ pub enum PartitionBy {
     Key,
 }
 
+/// A queue's concurrency on each node, set by the node between `min` and `max` from the
+/// queue's backlog, its jobs' wait to start, and the node's free memory budget and CPU. Not a
+/// limit shared by nodes: each node scales its own slots (up to the ceiling its pool was
+/// sized for).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "node", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Autoscale {
+    pub min: u32,
+    pub max: u32,
+    /// The least time between two changes, in seconds.
+    #[serde(default = "default_cooldown_secs")]
+    pub cooldown_secs: u64,
+    /// How long the queue must have no backlog and half its slots idle before it shrinks,
+    /// in seconds.
+    #[serde(default = "default_shrink_after_secs")]
+    pub shrink_after_secs: u64,
+    /// Jobs waiting longer than this to start (milliseconds, on average since the last
+    /// look) make it grow, as a backlog does.
+    #[serde(default = "default_target_wait_ms")]
+    pub target_wait_ms: u64,
+}
+
+fn default_cooldown_secs() -> u64 {
+    10
+}
+fn default_shrink_after_secs() -> u64 {
+    30
+}
+fn default_target_wait_ms() -> u64 {
+    1000
+}
+
+impl Autoscale {
+    pub fn check(&self) -> Result<(), String> {
+        if self.min == 0 || self.min > self.max || self.max > MAX_LIMIT {
+            return Err(format!(
+                "autoscaling needs 1 <= min <= max <= {MAX_LIMIT}, not min {} and max {}",
+                self.min, self.max
+            ));
+        }
+        if self.cooldown_secs > 86_400 || self.shrink_after_secs > 86_400 {
+            return Err("autoscaling's cooldown and shrink delay must be at most a day".into());
+        }
+        Ok(())
+    }
+}
+
 /// The longest a partition key may be; a longer one (a client's, or an args field's) is cut.
 pub const MAX_PARTITION_KEY_CHARS: usize = 255;
 

@@ -393,12 +393,18 @@ impl NodeMetrics {
         *counted_at = Some(Instant::now());
     }
 
-    /// The text of a scrape (OpenMetrics).
-    pub fn render(&self) -> String {
+    /// What the node's sources say of it now.
+    pub fn sample(&self) -> NodeSample {
         let mut sample = NodeSample::default();
         for sampler in self.samplers.lock().unwrap().iter() {
             sampler(&mut sample);
         }
+        sample
+    }
+
+    /// The text of a scrape (OpenMetrics).
+    pub fn render(&self) -> String {
+        let sample = self.sample();
         let set = |gauge: &Gauge, value: u64| {
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
         };

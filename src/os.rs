@@ -21,6 +21,20 @@ pub fn lower_thread_priority(nice: i32) -> bool {
     }
 }
 
+/// The CPU time this whole process has used (every thread).
+pub fn process_cpu_time() -> std::time::Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) writes only the timespec it is given, which lives here.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) } == 0;
+    if !ok {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
 /// The CPU time the calling thread has used: what it computed, not how long it waited.
 pub fn thread_cpu_time() -> std::time::Duration {
     let mut now = libc::timespec {

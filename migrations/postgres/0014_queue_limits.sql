@@ -5,6 +5,8 @@
 ALTER TABLE sluice_queues ADD COLUMN limits JSONB;
 ALTER TABLE sluice_queues ADD COLUMN rate_tat BIGINT;
 ALTER TABLE sluice_queues ADD COLUMN partition_cursor TEXT;
+-- Autoscaling of the queue's concurrency on each node (src/limits.rs, Autoscale).
+ALTER TABLE sluice_queues ADD COLUMN autoscale JSONB;
 -- The partition a job counts in, on a queue that had partitions when it was enqueued.
 ALTER TABLE sluice_jobs ADD COLUMN partition_key TEXT;
 -- Each partition's next jobs, in enqueue order (a retried job keeps its place ahead of the

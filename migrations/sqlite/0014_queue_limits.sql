@@ -4,6 +4,7 @@
 ALTER TABLE sluice_queues ADD COLUMN limits TEXT;
 ALTER TABLE sluice_queues ADD COLUMN rate_tat INTEGER;
 ALTER TABLE sluice_queues ADD COLUMN partition_cursor TEXT;
+ALTER TABLE sluice_queues ADD COLUMN autoscale TEXT;
 ALTER TABLE sluice_jobs ADD COLUMN partition_key TEXT;
 CREATE INDEX sluice_jobs_partitions ON sluice_jobs (queue, partition_key, priority, id)
     WHERE state = 'available' AND partition_key IS NOT NULL;

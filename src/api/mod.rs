@@ -98,6 +98,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         jobs::enqueue, jobs::enqueue_many, jobs::list, jobs::get, jobs::retry, jobs::cancel,
         jobs::delete, jobs::retry_many, jobs::cancel_many, jobs::delete_many,
         queues::list, queues::pause, queues::resume, queues::set_concurrency, queues::set_limits,
+        queues::set_autoscale,
         cron::list, cron::put, cron::remove,
         breakers::list, breakers::put, breakers::remove, breakers::reset,
         nodes::list, metrics::scrape, stats::get,
@@ -295,6 +296,10 @@ fn routes(state: ApiState) -> Router {
         .route(
             "/v1/queues/{name}/concurrency",
             auth::allow(Operate, s, put(queues::set_concurrency)),
+        )
+        .route(
+            "/v1/queues/{name}/autoscale",
+            auth::allow(Operate, s, put(queues::set_autoscale)),
         )
         .route(
             "/v1/queues/{name}/limits",

@@ -9,7 +9,7 @@ use super::ApiState;
 use super::auth::Caller;
 use super::problem::{ApiResult, Json, Path, Problem};
 use super::views::QueueView;
-use crate::limits::QueueLimits;
+use crate::limits::{Autoscale, QueueLimits};
 
 /// Every queue that has jobs or settings, with its job counts by state.
 #[utoipa::path(
@@ -113,6 +113,46 @@ pub async fn set_concurrency(
 ) -> ApiResult<Json<Concurrency>> {
     crate::ops::set_queue_concurrency(state.store.as_ref(), &name, body.concurrency, &caller.name)
         .await?;
+    Ok(Json(body))
+}
+
+/// A queue's autoscaling, as set or stopped.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoscaleBody {
+    /// The bounds and pace of each node's concurrency for the queue; null stops it (each
+    /// node goes back to the queue's set concurrency, or its own).
+    pub autoscale: Option<Autoscale>,
+}
+
+/// Scale this queue's concurrency on each node between a min and a max, from its backlog,
+/// its jobs' wait to start and the node's memory and CPU; nodes follow within seconds, and
+/// log each change.
+#[utoipa::path(
+    put, path = "/v1/queues/{name}/autoscale", tag = "queues",
+    params(("name" = String, Path, description = "The queue's name")),
+    request_body = AutoscaleBody,
+    responses(
+        (status = 200, body = AutoscaleBody),
+        (status = 400, description = "A malformed path or body", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not JSON (`content-type: application/json`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a queue name, or bounds that do not hold", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn set_autoscale(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    Json(body): Json<AutoscaleBody>,
+) -> ApiResult<Json<AutoscaleBody>> {
+    crate::ops::set_queue_autoscale(
+        state.store.as_ref(),
+        &name,
+        body.autoscale.clone(),
+        &caller.name,
+    )
+    .await?;
     Ok(Json(body))
 }
 

@@ -265,6 +265,8 @@ pub struct QueueView {
     pub concurrency: Option<u32>,
     /// The limits every node obeys for it; null: none.
     pub limits: Option<crate::limits::QueueLimits>,
+    /// The bounds each node scales its concurrency between; null: it does not autoscale.
+    pub autoscale: Option<crate::limits::Autoscale>,
     /// While its rate limit holds starts back: when the next may start.
     pub next_start_at: Option<DateTime<Utc>>,
     /// Jobs by state (every state present, zero included).
@@ -282,6 +284,7 @@ impl From<&QueueSummary> for QueueView {
             paused: q.paused,
             concurrency: q.concurrency,
             limits: q.limits.clone(),
+            autoscale: q.autoscale.clone(),
             next_start_at: q.next_start_at,
             counts: JobState::ALL
                 .iter()

@@ -2,7 +2,7 @@
 //! `sluice queue concurrency NAME N|default`: how many of its jobs each node runs at once;
 //! `sluice queue limits NAME ...`: the limits all nodes obey together.
 
-use sluice::limits::{Partitioning, QueueLimits, RateLimit};
+use sluice::limits::{Autoscale, Partitioning, QueueLimits, RateLimit};
 
 use super::Context;
 
@@ -31,6 +31,31 @@ enum Action {
     /// concurrency and a rate of its own. The flags given replace all the queue's limits;
     /// none lifts them.
     Limits(LimitFlags),
+    /// Scale this queue's concurrency on each node between --min and --max, from its
+    /// backlog, its jobs' wait to start, and the node's memory and CPU (up to the slots each
+    /// node's pool was sized for: its --queue concurrency). `--off` stops it.
+    Autoscale(AutoscaleFlags),
+}
+
+#[derive(clap::Args)]
+struct AutoscaleFlags {
+    name: String,
+    #[arg(long, required_unless_present = "off")]
+    min: Option<u32>,
+    #[arg(long, required_unless_present = "off")]
+    max: Option<u32>,
+    /// The least time between two changes.
+    #[arg(long, value_parser = super::parse_duration, default_value = "10s")]
+    cooldown: std::time::Duration,
+    /// How long the queue stays without backlog, half its slots idle, before it shrinks.
+    #[arg(long, value_parser = super::parse_duration, default_value = "30s")]
+    shrink_after: std::time::Duration,
+    /// Jobs waiting longer than this to start make it grow.
+    #[arg(long, value_parser = super::parse_duration, default_value = "1s")]
+    target_wait: std::time::Duration,
+    /// Stop autoscaling: each node goes back to the queue's set concurrency, or its own.
+    #[arg(long, conflicts_with_all = ["min", "max"])]
+    off: bool,
 }
 
 #[derive(clap::Args)]
@@ -98,6 +123,39 @@ fn parse_concurrency(text: &str) -> Result<Concurrency, String> {
 
 pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     let (name, paused) = match args.action {
+        Action::Autoscale(flags) => {
+            let autoscale = match (flags.off, flags.min, flags.max) {
+                (false, Some(min), Some(max)) => Some(Autoscale {
+                    min,
+                    max,
+                    cooldown_secs: flags.cooldown.as_secs(),
+                    shrink_after_secs: flags.shrink_after.as_secs(),
+                    target_wait_ms: u64::try_from(flags.target_wait.as_millis())
+                        .unwrap_or(u64::MAX),
+                }),
+                _ => None,
+            };
+            context
+                .target
+                .set_queue_autoscale(&flags.name, autoscale.as_ref())
+                .await?;
+            if context.json {
+                super::print_json(
+                    &serde_json::json!({ "name": flags.name, "autoscale": autoscale }),
+                );
+            } else {
+                match autoscale {
+                    Some(a) => out!(
+                        "queue {}: autoscaled between {} and {} on each node",
+                        flags.name,
+                        a.min,
+                        a.max
+                    ),
+                    None => out!("queue {}: not autoscaled", flags.name),
+                }
+            }
+            return Ok(());
+        }
         Action::Limits(flags) => {
             let limits = flags.limits()?;
             context

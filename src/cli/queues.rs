@@ -15,9 +15,11 @@ pub async fn run(context: &Context) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = queues
         .iter()
         .map(|q| {
-            let concurrency = q
-                .concurrency
-                .map_or_else(|| "node's own".to_string(), |n| n.to_string());
+            let concurrency = match (&q.autoscale, q.concurrency) {
+                (Some(auto), _) => format!("auto {}..{}", auto.min, auto.max),
+                (None, Some(n)) => n.to_string(),
+                (None, None) => "node's own".to_string(),
+            };
             let limits = q
                 .limits
                 .as_ref()

@@ -14,7 +14,7 @@ use sluice::api::views::{
 use sluice::app::App;
 use sluice::breakers::BreakerPolicy;
 use sluice::client::{ClientError, HttpClient, RequestBody};
-use sluice::limits::QueueLimits;
+use sluice::limits::{Autoscale, QueueLimits};
 use sluice::model::{IDEMPOTENCY_PREFIX, JobId, JobState, NewJob, Role, UniqueKey};
 use sluice::ops::{CLI_ACTOR, CronSpec};
 use sluice::store::JobList;
@@ -381,6 +381,31 @@ impl Target {
             Target::Api(api) => {
                 let path = format!("/v1/breakers/{}/{}/reset", encode(module), encode(function));
                 api.call::<serde_json::Value>(Method::POST, &path, RequestBody::Empty)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn set_queue_autoscale(
+        &self,
+        name: &str,
+        autoscale: Option<&Autoscale>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Target::Store(app) => {
+                sluice::ops::set_queue_autoscale(
+                    app.store.as_ref(),
+                    name,
+                    autoscale.cloned(),
+                    CLI_ACTOR,
+                )
+                .await?;
+            }
+            Target::Api(api) => {
+                let path = format!("/v1/queues/{}/autoscale", encode(name));
+                let body = RequestBody::Json(serde_json::json!({ "autoscale": autoscale }));
+                api.call::<serde_json::Value>(Method::PUT, &path, body)
                     .await?;
             }
         }

@@ -31,6 +31,8 @@ pub struct Metrics {
     last_write: Mutex<Option<Instant>>,
     /// Per-minute counts by queue not yet added to the store's stats.
     minutes: Mutex<HashMap<String, BTreeMap<DateTime<Utc>, MinuteStats>>>,
+    /// Waits to start by queue since the autoscaler last looked: their sum and count.
+    waits: Mutex<HashMap<String, (Duration, u32)>>,
 }
 
 impl Metrics {
@@ -40,6 +42,12 @@ impl Metrics {
             exported,
             ..Metrics::default()
         }
+    }
+
+    /// The average wait to start of `queue`'s attempts since the last call, if any started.
+    pub(crate) fn take_average_wait(&self, queue: &str) -> Option<Duration> {
+        let (sum, count) = self.waits.lock().unwrap().remove(queue)?;
+        Some(sum / count.max(1))
     }
 
     /// Counts a finished attempt of `job`.
@@ -60,6 +68,14 @@ impl Metrics {
                 .entry(minute)
                 .or_insert_with(|| MinuteStats::new(minute, job.queue.clone()))
                 .count(outcome == AttemptClass::Completed, queue_wait);
+            drop(minutes);
+            let mut waits = self.waits.lock().unwrap();
+            if let Some((sum, count)) = waits.get_mut(&job.queue) {
+                *sum += queue_wait;
+                *count += 1;
+            } else {
+                waits.insert(job.queue.clone(), (queue_wait, 1));
+            }
         }
         self.exported.attempt(&AttemptSample {
             queue: &job.queue,

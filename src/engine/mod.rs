@@ -6,6 +6,7 @@
 //! fallback, and claims again as soon as slots free up. Each attempt runs in its own task, so
 //! a panic there fails that attempt only. One completer writes all outcomes.
 
+mod autoscale;
 mod breakers;
 mod completer;
 mod crash_point;
@@ -27,8 +28,8 @@ pub use self::metrics::Metrics;
 pub use self::retry::RetryPolicy;
 use self::slots::Slots;
 use crate::config::{EngineConfig, QueueConfig};
-use crate::model::{AttemptReport, Job, JobId};
-use crate::store::{NodeHeartbeat, Store};
+use crate::model::{AttemptReport, Job, JobId, JobState};
+use crate::store::{JobCount, NodeHeartbeat, Store};
 
 /// Runs one attempt of a claimed job. Every problem of the job's own (bad module, trap, fuel,
 /// memory, deadline) is a classified report; `NotStarted` is for the node's problems only.
@@ -359,11 +360,16 @@ async fn flush_stats(shared: Arc<Shared>, finished: CancellationToken) {
     }
 }
 
-/// How often a node reads the queues' run-time settings (their concurrency).
+/// How often a node reads the queues' run-time settings (their concurrency, autoscaling).
 const QUEUE_SETTINGS_POLL: Duration = Duration::from_secs(2);
 
+/// The most available jobs counted for an autoscaling decision: past it, a backlog is a
+/// backlog.
+const BACKLOG_COUNT_CAP: u32 = 10_000;
+
 /// Applies each queue's concurrency as set in the store (or the node's own when cleared),
-/// clamped to the node's ceiling, until the node finishes.
+/// or scales it when the queue autoscales, clamped to the node's ceiling, until the node
+/// finishes.
 async fn follow_queue_settings(
     shared: Arc<Shared>,
     queues: Vec<(QueueConfig, Arc<Slots>)>,
@@ -373,6 +379,8 @@ async fn follow_queue_settings(
     for (queue, slots) in &queues {
         exported.set_queue_concurrency(&queue.name, slots.limit());
     }
+    let mut scalers: HashMap<String, autoscale::Autoscaler> = HashMap::new();
+    let mut cpu = CpuShare::new();
     let mut ticks = tokio::time::interval(QUEUE_SETTINGS_POLL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -388,10 +396,16 @@ async fn follow_queue_settings(
                 continue;
             }
         };
+        let cpu_busy = cpu.since_last();
         for (queue, slots) in &queues {
-            let wanted = settings
-                .iter()
-                .find(|set| set.name == queue.name)
+            let setting = settings.iter().find(|set| set.name == queue.name);
+            if let Some(policy) = setting.and_then(|set| set.autoscale.as_ref()) {
+                let scaler = scalers.entry(queue.name.clone()).or_default();
+                autoscale_queue(&shared, queue, slots, policy, scaler, cpu_busy).await;
+                continue;
+            }
+            scalers.remove(&queue.name);
+            let wanted = setting
                 .and_then(|set| set.concurrency)
                 .unwrap_or(queue.concurrency);
             let before = slots.limit();
@@ -402,6 +416,93 @@ async fn follow_queue_settings(
                     tracing::info!(queue = %queue.name, concurrency = now, wanted, "queue concurrency changed");
                 }
             }
+        }
+    }
+}
+
+/// One autoscaling look at `queue`: its backlog in the store, its slots, its jobs' waits,
+/// the node's memory budget and CPU; a change is logged with what decided it.
+async fn autoscale_queue(
+    shared: &Shared,
+    queue: &QueueConfig,
+    slots: &Slots,
+    policy: &crate::limits::Autoscale,
+    scaler: &mut autoscale::Autoscaler,
+    cpu_busy: f64,
+) {
+    let backlog = match shared
+        .store
+        .job_count(JobCount {
+            state: Some(JobState::Available),
+            queue: Some(queue.name.clone()),
+            module: None,
+        })
+        .await
+    {
+        Ok(count) => count.min(u64::from(BACKLOG_COUNT_CAP)),
+        Err(error) => {
+            shared.metrics.exported.store_error("job_count");
+            tracing::debug!(%error, "cannot count the backlog now");
+            return;
+        }
+    };
+    let sample = shared.metrics.exported.sample();
+    let memory_used = if sample.memory_budget_bytes == 0 {
+        0.0
+    } else {
+        sample.memory_budget_used_bytes as f64 / sample.memory_budget_bytes as f64
+    };
+    let signals = autoscale::Signals {
+        backlog,
+        in_use: slots.in_use(),
+        limit: slots.limit(),
+        wait: shared.metrics.take_average_wait(&queue.name),
+        memory_used,
+        cpu_busy,
+    };
+    let Some((wanted, reason)) = scaler.decide(policy, signals, Instant::now()) else {
+        return;
+    };
+    let before = slots.limit();
+    let now = slots.set_limit(wanted);
+    if now != before {
+        shared
+            .metrics
+            .exported
+            .set_queue_concurrency(&queue.name, now);
+        tracing::info!(
+            queue = %queue.name, from = before, to = now, wanted, reason = reason.as_str(),
+            backlog, wait_ms = signals.wait.map(|wait| wait.as_millis() as u64),
+            memory_used = format!("{:.0}%", memory_used * 100.0),
+            cpu_busy = format!("{:.0}%", cpu_busy * 100.0),
+            "queue concurrency autoscaled"
+        );
+    }
+}
+
+/// The share of the machine's cores this process kept busy between two looks.
+struct CpuShare {
+    at: Instant,
+    used: Duration,
+}
+
+impl CpuShare {
+    fn new() -> CpuShare {
+        CpuShare {
+            at: Instant::now(),
+            used: crate::os::process_cpu_time(),
+        }
+    }
+
+    fn since_last(&mut self) -> f64 {
+        let next = CpuShare::new();
+        let wall = next.at.duration_since(self.at).as_secs_f64() * cores() as f64;
+        let used = next.used.saturating_sub(self.used).as_secs_f64();
+        *self = next;
+        if wall > 0.0 {
+            (used / wall).min(1.0)
+        } else {
+            0.0
         }
     }
 }

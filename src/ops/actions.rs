@@ -1,9 +1,9 @@
 //! The audited actions on jobs and queues: each acts through the store and then records who
 //! did it, so the CLI and the API cannot differ in what they log.
 
-use crate::limits::QueueLimits;
+use crate::limits::{Autoscale, QueueLimits};
 use crate::model::{Job, JobId};
-use crate::store::{JobRetry, QueueConcurrency, QueueLimitsSet, QueuePause, Store};
+use crate::store::{JobRetry, QueueAutoscale, QueueConcurrency, QueueLimitsSet, QueuePause, Store};
 
 use super::OpResult;
 use super::tokens::record_action;
@@ -196,4 +196,29 @@ pub async fn seed_queue_limits(
         })
         .await?;
     Ok(true)
+}
+
+/// Sets (or with `None` stops) the autoscaling of a queue's concurrency on every node.
+pub async fn set_queue_autoscale(
+    store: &dyn Store,
+    name: &str,
+    autoscale: Option<Autoscale>,
+    actor: &str,
+) -> OpResult<()> {
+    super::queue_name(name)?;
+    if let Some(autoscale) = &autoscale {
+        autoscale.check().map_err(super::OpError::Invalid)?;
+    }
+    let target = match &autoscale {
+        Some(autoscale) => format!("{name} {}..{}", autoscale.min, autoscale.max),
+        None => format!("{name} off"),
+    };
+    store
+        .queue_set_autoscale(QueueAutoscale {
+            name: name.to_string(),
+            autoscale,
+        })
+        .await?;
+    record_action(store, actor, "queue.autoscale", &target).await;
+    Ok(())
 }

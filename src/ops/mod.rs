@@ -12,7 +12,8 @@ mod tokens;
 
 pub use self::actions::{
     JobAction, MAX_BULK_ACTION, MAX_QUEUE_CONCURRENCY, act_on_jobs, cancel_job, delete_job,
-    retry_job, seed_queue_limits, set_queue_concurrency, set_queue_limits, set_queue_paused,
+    retry_job, seed_queue_limits, set_queue_autoscale, set_queue_concurrency, set_queue_limits,
+    set_queue_paused,
 };
 pub use self::breakers::{
     BreakerInfo, admit_call, list_breakers, policy_for, report_calls, reset_breaker,

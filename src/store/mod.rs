@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use crate::breakers::{BreakerPolicy, BreakerStatus};
-use crate::limits::QueueLimits;
+use crate::limits::{Autoscale, QueueLimits};
 use crate::model::{
     AttemptRecord, Job, JobFunction, JobId, JobState, LogLine, ModuleInfo, NewJob, Role,
 };
@@ -560,6 +560,8 @@ pub struct QueueSummary {
     pub concurrency: Option<u32>,
     /// The limits every node obeys for it, if any.
     pub limits: Option<QueueLimits>,
+    /// The bounds each node scales its concurrency between, if it autoscales.
+    pub autoscale: Option<Autoscale>,
     /// When its rate limit lets the next job start, while that is in the future.
     pub next_start_at: Option<DateTime<Utc>>,
     pub counts: Vec<(JobState, u64)>,
@@ -579,6 +581,16 @@ pub struct QueueSettings {
     pub limits: Option<QueueLimits>,
     /// The rate limit's theoretical arrival time (GCRA), in microseconds since the epoch.
     pub rate_tat: Option<i64>,
+    /// Each node scales the queue's concurrency between these bounds, in place of
+    /// `concurrency`.
+    pub autoscale: Option<Autoscale>,
+}
+
+/// Sets (or, with `None`, stops) a queue's autoscaling.
+#[derive(Debug, Clone)]
+pub struct QueueAutoscale {
+    pub name: String,
+    pub autoscale: Option<Autoscale>,
 }
 
 /// Sets (or, with `None`, clears) a queue's per-node concurrency.
@@ -909,6 +921,7 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_settings(&self) -> StoreResult<Vec<QueueSettings>>;
     async fn queue_set_concurrency(&self, params: QueueConcurrency) -> StoreResult<()>;
     async fn queue_set_limits(&self, params: QueueLimitsSet) -> StoreResult<()>;
+    async fn queue_set_autoscale(&self, params: QueueAutoscale) -> StoreResult<()>;
     /// Forgets partitions' rate states that no longer hold anything back.
     async fn partition_rates_prune(&self) -> StoreResult<u64>;
 
@@ -1276,6 +1289,7 @@ pub(crate) fn summarize_queues(
                     paused: set.paused,
                     concurrency: set.concurrency,
                     limits: set.limits,
+                    autoscale: set.autoscale,
                     counts: Vec::new(),
                     capped: capped.clone(),
                 },
@@ -1288,6 +1302,7 @@ pub(crate) fn summarize_queues(
             paused: false,
             concurrency: None,
             limits: None,
+            autoscale: None,
             next_start_at: None,
             counts: Vec::new(),
             capped: capped.clone(),
@@ -1304,6 +1319,16 @@ pub(crate) fn limits_from_json(text: Option<String>) -> StoreResult<Option<Queue
     text.map(|text| {
         serde_json::from_str(&text).map_err(|error| {
             StoreError::Database(format!("a queue's limits are unreadable: {error}"))
+        })
+    })
+    .transpose()
+}
+
+/// A queue's autoscaling as stored (JSON text).
+pub(crate) fn autoscale_from_json(text: Option<String>) -> StoreResult<Option<Autoscale>> {
+    text.map(|text| {
+        serde_json::from_str(&text).map_err(|error| {
+            StoreError::Database(format!("a queue's autoscaling is unreadable: {error}"))
         })
     })
     .transpose()

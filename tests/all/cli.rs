@@ -796,4 +796,18 @@ fn queue_limits_from_flags_and_the_config_file(sluice: Sluice) {
     );
     sluice.ok(&["queue", "limits", "mail"]);
     assert!(mail(&sluice.json(&["queues"])).is_null());
+
+    // Autoscaling is set apart from the limits, shown, refused in words, and stopped.
+    sluice.ok(&["queue", "autoscale", "mail", "--min", "2", "--max", "8"]);
+    assert!(sluice.ok(&["queues"]).contains("auto 2..8"));
+    let error = sluice.fails(&["queue", "autoscale", "mail", "--min", "5", "--max", "2"]);
+    assert!(error.contains("1 <= min <= max"), "{error}");
+    let queues = sluice.json(&["queues"]);
+    let autoscale = &queues.as_array().unwrap()[0]["autoscale"];
+    assert_eq!(
+        (autoscale["min"].as_u64(), autoscale["max"].as_u64()),
+        (Some(2), Some(8))
+    );
+    sluice.ok(&["queue", "autoscale", "mail", "--off"]);
+    assert!(sluice.json(&["queues"])[0]["autoscale"].is_null());
 }

@@ -5,6 +5,7 @@
 //! runs (`cluster::own_the_machine`). `SLUICE_SOAK=1` scales every scenario up for a long
 //! manual run (`.ci/soak`).
 
+mod autoscale;
 mod breakers;
 mod cluster;
 mod crashes;

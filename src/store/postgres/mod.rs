@@ -961,7 +961,8 @@ impl Store for PostgresStore {
     #[tracing::instrument(name = "store.queue_settings", level = "debug", skip_all)]
     async fn queue_settings(&self) -> StoreResult<Vec<QueueSettings>> {
         let rows = sqlx::query(
-            "SELECT name, paused, concurrency, limits::text AS limits, rate_tat FROM sluice_queues",
+            "SELECT name, paused, concurrency, limits::text AS limits, rate_tat,
+                    autoscale::text AS autoscale FROM sluice_queues",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -974,6 +975,7 @@ impl Store for PostgresStore {
                     concurrency: concurrency.and_then(|n| u32::try_from(n).ok()),
                     limits: limits_from_json(row.try_get("limits")?)?,
                     rate_tat: row.try_get("rate_tat")?,
+                    autoscale: autoscale_from_json(row.try_get("autoscale")?)?,
                 })
             })
             .collect()
@@ -1043,6 +1045,22 @@ impl Store for PostgresStore {
     #[tracing::instrument(name = "store.breaker_calls_prune", level = "debug", skip_all)]
     async fn breaker_calls_prune(&self, before: i64) -> StoreResult<u64> {
         self.prune_breaker_calls(before).await
+    }
+
+    #[tracing::instrument(name = "store.queue_set_autoscale", level = "debug", skip_all)]
+    async fn queue_set_autoscale(&self, params: QueueAutoscale) -> StoreResult<()> {
+        let autoscale = params
+            .autoscale
+            .map(|autoscale| serde_json::to_string(&autoscale).expect("settings serialize"));
+        sqlx::query(
+            "INSERT INTO sluice_queues (name, paused, autoscale) VALUES ($1, false, $2::jsonb)
+             ON CONFLICT (name) DO UPDATE SET autoscale = $2::jsonb, updated_at = now()",
+        )
+        .bind(&params.name)
+        .bind(autoscale)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     #[tracing::instrument(name = "store.partition_rates_prune", level = "debug", skip_all)]

@@ -303,6 +303,7 @@ fn queue_settings_from_row(row: &SqliteRow) -> StoreResult<QueueSettings> {
         concurrency: concurrency.and_then(|n| u32::try_from(n).ok()),
         limits: limits_from_json(row.try_get("limits")?)?,
         rate_tat: row.try_get("rate_tat")?,
+        autoscale: autoscale_from_json(row.try_get("autoscale")?)?,
     })
 }
 
@@ -1083,10 +1084,11 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(name = "store.queue_settings", level = "debug", skip_all)]
     async fn queue_settings(&self) -> StoreResult<Vec<QueueSettings>> {
-        let rows =
-            sqlx::query("SELECT name, paused, concurrency, limits, rate_tat FROM sluice_queues")
-                .fetch_all(&self.readers)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT name, paused, concurrency, limits, rate_tat, autoscale FROM sluice_queues",
+        )
+        .fetch_all(&self.readers)
+        .await?;
         rows.iter().map(queue_settings_from_row).collect()
     }
 
@@ -1138,6 +1140,23 @@ impl Store for SqliteStore {
     #[tracing::instrument(name = "store.breaker_calls_prune", level = "debug", skip_all)]
     async fn breaker_calls_prune(&self, before: i64) -> StoreResult<u64> {
         self.prune_breaker_calls(before).await
+    }
+
+    #[tracing::instrument(name = "store.queue_set_autoscale", level = "debug", skip_all)]
+    async fn queue_set_autoscale(&self, params: QueueAutoscale) -> StoreResult<()> {
+        let autoscale = params
+            .autoscale
+            .map(|autoscale| serde_json::to_string(&autoscale).expect("settings serialize"));
+        sqlx::query(
+            "INSERT INTO sluice_queues (name, paused, autoscale, updated_at) VALUES (?1, 0, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET autoscale = ?2, updated_at = ?3",
+        )
+        .bind(&params.name)
+        .bind(autoscale)
+        .bind(now_micros())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
     }
 
     #[tracing::instrument(name = "store.partition_rates_prune", level = "debug", skip_all)]
