@@ -36,6 +36,13 @@ pub struct Settings {
     /// and API change them at run time.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub limits: BTreeMap<String, crate::limits::QueueLimits>,
+    /// Queue autoscaling, by queue (`[autoscale.NAME]`), seeded and applied as the limits are.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub autoscale: BTreeMap<String, crate::limits::Autoscale>,
+    /// Circuit breaker policies, by `module.function` or `module.*`
+    /// (`[breakers."mailer.send"]`), seeded and applied as the limits are.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub breakers: BTreeMap<String, crate::breakers::BreakerPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,6 +215,8 @@ impl Default for Settings {
             },
             cron: BTreeMap::new(),
             limits: BTreeMap::new(),
+            autoscale: BTreeMap::new(),
+            breakers: BTreeMap::new(),
         }
     }
 }
@@ -240,6 +249,8 @@ const SECTIONS: &[&str] = &[
     "jobs",
     "cron",
     "limits",
+    "autoscale",
+    "breakers",
 ];
 
 /// Variables older than the config file, kept working.

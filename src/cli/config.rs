@@ -41,19 +41,50 @@ pub async fn apply(context: &Context, args: Args) -> anyhow::Result<()> {
             .await
             .map_err(|error| anyhow::anyhow!("limits of queue {name}: {error:#}"))?;
     }
+    for (name, autoscale) in &context.settings.autoscale {
+        context
+            .target
+            .set_queue_autoscale(name, Some(autoscale))
+            .await
+            .map_err(|error| anyhow::anyhow!("autoscale of queue {name}: {error:#}"))?;
+    }
+    for (key, policy) in &context.settings.breakers {
+        let (module, function) = super::run::breaker_key(key)?;
+        context
+            .target
+            .set_breaker(module, function, Some(policy))
+            .await
+            .map_err(|error| anyhow::anyhow!("breaker {key}: {error:#}"))?;
+    }
     if context.json {
         super::print_json(&serde_json::json!({
             "cron": applied,
             "limits": context.settings.limits,
+            "autoscale": context.settings.autoscale,
+            "breakers": context.settings.breakers,
         }));
-    } else if applied.is_empty() && context.settings.limits.is_empty() {
-        out!("the config file has no cron entries and no queue limits");
+    } else if applied.is_empty()
+        && context.settings.limits.is_empty()
+        && context.settings.autoscale.is_empty()
+        && context.settings.breakers.is_empty()
+    {
+        out!("the config file has no cron entries, queue limits, autoscaling or breakers");
     } else {
         for entry in &applied {
             out!("cron {} applied ({})", entry.name, entry.schedule);
         }
         for (name, limits) in &context.settings.limits {
             out!("queue {name}: limits {limits} applied");
+        }
+        for (name, autoscale) in &context.settings.autoscale {
+            out!(
+                "queue {name}: autoscaled between {} and {} applied",
+                autoscale.min,
+                autoscale.max
+            );
+        }
+        for key in context.settings.breakers.keys() {
+            out!("breaker {key} applied");
         }
     }
     Ok(())

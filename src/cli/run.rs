@@ -126,6 +126,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
     seed_cron(context, &settings).await?;
     seed_limits(context, &settings).await?;
+    seed_breakers_and_autoscale(context, &settings).await?;
     let limits = sluice::sandbox::Limits {
         fuel: settings.jobs.fuel,
         timeout: settings.jobs.timeout,
@@ -304,6 +305,66 @@ async fn seed_limits(
         }
     }
     Ok(())
+}
+
+/// Stores the config file's breaker policies and queue autoscaling where the store has none.
+async fn seed_breakers_and_autoscale(
+    context: &Context,
+    settings: &sluice::settings::Settings,
+) -> anyhow::Result<()> {
+    let store = context.app()?.store.clone();
+    if !settings.breakers.is_empty() {
+        let rows = store.breaker_list().await?;
+        for (key, policy) in &settings.breakers {
+            let (module, function) = breaker_key(key)?;
+            let present = rows.iter().any(|row| {
+                row.module == module && row.function == function && row.policy.is_some()
+            });
+            if !present {
+                sluice::ops::set_breaker_policy(
+                    store.as_ref(),
+                    module,
+                    function,
+                    Some(policy.clone()),
+                    "config",
+                )
+                .await
+                .map_err(|error| anyhow::anyhow!("breaker {key} in the config file: {error}"))?;
+            }
+        }
+    }
+    if !settings.autoscale.is_empty() {
+        let queues = store.queue_settings().await?;
+        for (name, autoscale) in &settings.autoscale {
+            let present = queues
+                .iter()
+                .any(|queue| &queue.name == name && queue.autoscale.is_some());
+            if !present {
+                sluice::ops::set_queue_autoscale(
+                    store.as_ref(),
+                    name,
+                    Some(autoscale.clone()),
+                    "config",
+                )
+                .await
+                .map_err(|error| {
+                    anyhow::anyhow!("autoscale of queue {name} in the config file: {error}")
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `module.function` (or `module.*`), as the config file names a breaker.
+pub(super) fn breaker_key(key: &str) -> anyhow::Result<(&str, &str)> {
+    key.split_once('.')
+        .filter(|(module, function)| !module.is_empty() && !function.is_empty())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "breaker `{key}` in the config file: name it module.function or module.*"
+            )
+        })
 }
 
 /// Stores the config file's cron entries that the store lacks. An entry naming a module or

@@ -782,7 +782,9 @@ fn queue_limits_from_flags_and_the_config_file(sluice: Sluice) {
     let file = temp_dir("limits-config").join("sluice.toml");
     std::fs::write(
         &file,
-        "[limits.mail]\nglobal_concurrency = 3\nrate = { starts = 10, period_ms = 60000 }\n",
+        "[limits.mail]\nglobal_concurrency = 3\nrate = { starts = 10, period_ms = 60000 }\n\
+         [autoscale.mail]\nmin = 1\nmax = 4\n\
+         [breakers.\"hello.greet\"]\nmin_calls = 7\n",
     )
     .unwrap();
     let config = file.to_str().unwrap();
@@ -794,6 +796,12 @@ fn queue_limits_from_flags_and_the_config_file(sluice: Sluice) {
             "rate": {"starts": 10, "period_ms": 60000, "burst": 0}
         })
     );
+    let breakers = sluice.json(&["breaker", "list"]);
+    assert_eq!(breakers[0]["function"], "greet", "{breakers}");
+    assert_eq!(breakers[0]["policy"]["min_calls"], 7, "{breakers}");
+    let queues = sluice.json(&["queues"]);
+    assert_eq!(queues[0]["autoscale"]["max"], 4, "{queues}");
+    sluice.ok(&["queue", "autoscale", "mail", "--off"]);
     sluice.ok(&["queue", "limits", "mail"]);
     assert!(mail(&sluice.json(&["queues"])).is_null());
 
