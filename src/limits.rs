@@ -357,6 +357,143 @@ pub struct RateTake {
     pub next_at: i64,
 }
 
+/// A limited claim, planned from what the store read under the queue's lock: how many jobs
+/// the global concurrency and the rate let it take, the partitions' share, and what it leaves
+/// behind (the rate's state, the partition cursor, when to ask again). The stores fetch and
+/// claim; the decisions are made here, once for both.
+#[derive(Debug)]
+pub struct LimitedClaim<'a> {
+    limits: &'a QueueLimits,
+    rate_tat: Option<i64>,
+    now: i64,
+    /// How many jobs it may take.
+    pub wanted: u32,
+    held_until: Option<i64>,
+    /// Claimed and retrying jobs by partition key.
+    occupied: HashMap<String, u32>,
+    pub cursor: Option<String>,
+}
+
+/// A partition key's claimed and retrying jobs, as the store counts them: `(key, claimed,
+/// retrying)`, the key `None` outside partitions.
+pub type Occupancy = (Option<String>, i64, i64);
+
+/// The most partitions one claim looks at beyond those it may take from.
+const PARTITIONS_LOOKED_AT: i64 = 1000;
+
+impl<'a> LimitedClaim<'a> {
+    /// Whether the claim must count the queue's claimed and retrying jobs first.
+    pub fn counts_occupancy(limits: &QueueLimits) -> bool {
+        limits.global_concurrency.is_some() || limits.partition.is_some()
+    }
+
+    /// Applies the global concurrency and the rate to the `asked` jobs.
+    pub fn new(
+        limits: &'a QueueLimits,
+        rate_tat: Option<i64>,
+        cursor: Option<String>,
+        occupancy: Vec<Occupancy>,
+        asked: u32,
+        now: i64,
+    ) -> LimitedClaim<'a> {
+        let claimed: i64 = occupancy.iter().map(|(_, n, _)| n).sum();
+        let mut claim = LimitedClaim {
+            limits,
+            rate_tat,
+            now,
+            wanted: asked,
+            held_until: None,
+            // A key's job waiting to be retried (failed, or lost with its node) holds its
+            // place too: the key's later jobs must not overtake it.
+            occupied: occupancy
+                .into_iter()
+                .filter_map(|(key, claimed, retrying)| Some((key?, (claimed + retrying) as u32)))
+                .collect(),
+            cursor,
+        };
+        if let Some(global) = limits.global_concurrency {
+            let free = (i64::from(global) - claimed).max(0) as u32;
+            if free < claim.wanted {
+                claim.wanted = free;
+                claim.hold(claim.poll());
+            }
+        }
+        if let Some(rate) = &limits.rate {
+            let take = rate.take(rate_tat, now, claim.wanted);
+            if take.allowed < claim.wanted {
+                claim.wanted = take.allowed;
+                claim.hold(take.next_at);
+            }
+        }
+        claim
+    }
+
+    fn poll(&self) -> i64 {
+        self.now + crate::store::HELD_BACK_POLL.as_micros() as i64
+    }
+
+    fn hold(&mut self, at: i64) {
+        self.held_until = Some(self.held_until.map_or(at, |held| held.min(at)));
+    }
+
+    /// How many partition keys to look at: one per job it may take, plus those already full.
+    pub fn keys_to_look_at(&self) -> i64 {
+        let full = match self.limits.partition.as_ref().and_then(|p| p.concurrency) {
+            Some(limit) => self.occupied.values().filter(|n| **n >= limit).count(),
+            None => 0,
+        };
+        (i64::from(self.wanted) + full as i64).min(PARTITIONS_LOOKED_AT)
+    }
+
+    /// The rounds that share the claim between `keys` (in turn order, with their rates'
+    /// states in `tats`), for a queue with partitions.
+    pub fn rounds(
+        &self,
+        keys: &[String],
+        tats: &HashMap<String, i64>,
+    ) -> Option<PartitionRounds<'a>> {
+        let partitioning = self.limits.partition.as_ref()?;
+        let states = keys
+            .iter()
+            .map(|key| PartitionState {
+                key: key.clone(),
+                running: self.occupied.get(key).copied().unwrap_or(0),
+                tat: tats.get(key).copied(),
+            })
+            .collect();
+        Some(PartitionRounds::new(
+            partitioning,
+            states,
+            self.wanted,
+            self.now,
+        ))
+    }
+
+    /// Takes in what the rounds decided; returns the partitions' new rate states to store.
+    pub fn partitions_done(&mut self, outcome: PartitionOutcome) -> Vec<(String, i64)> {
+        if let Some(at) = outcome.held_until {
+            self.hold(at);
+        }
+        if outcome.cursor.is_some() {
+            self.cursor = outcome.cursor;
+        }
+        outcome.tats
+    }
+
+    /// The rate's new state once `claimed` jobs were taken, and when to ask again.
+    pub fn finish(&self, claimed: u32) -> (Option<i64>, Option<chrono::DateTime<chrono::Utc>>) {
+        let tat = self
+            .limits
+            .rate
+            .map(|rate| rate.take(self.rate_tat, self.now, claimed).tat)
+            .or(self.rate_tat);
+        let held = self
+            .held_until
+            .and_then(chrono::DateTime::from_timestamp_micros);
+        (tat, held)
+    }
+}
+
 /// One partition's state as a claim sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionState {

@@ -1324,6 +1324,30 @@ pub(crate) fn limits_from_json(text: Option<String>) -> StoreResult<Option<Queue
     .transpose()
 }
 
+/// A waiting job's parts that a partition key is made from, as a backfill reads them.
+pub(crate) fn partition_source(
+    queue: &str,
+    module: String,
+    function: String,
+    args: Vec<u8>,
+    codec: &str,
+) -> NewJob {
+    NewJob {
+        queue: queue.to_string(),
+        module,
+        module_version: None,
+        function,
+        args,
+        codec: crate::model::Codec::parse(codec).unwrap_or(crate::model::Codec::Json),
+        priority: 0,
+        max_attempts: 1,
+        scheduled_at: None,
+        limits: Default::default(),
+        unique: None,
+        partition_key: None,
+    }
+}
+
 /// A queue's autoscaling as stored (JSON text).
 pub(crate) fn autoscale_from_json(text: Option<String>) -> StoreResult<Option<Autoscale>> {
     text.map(|text| {

@@ -6,15 +6,13 @@ use std::collections::HashMap;
 use sqlx::{PgConnection, Row};
 
 use super::{JOB_COLUMNS, PostgresStore, job_from_row};
-use crate::limits::{PartitionAsk, PartitionBy, PartitionRounds, PartitionState, QueueLimits};
-use crate::model::{Codec, Job, JobId, NewJob};
+use crate::limits::{LimitedClaim, Occupancy, PartitionAsk, PartitionBy, QueueLimits};
+use crate::model::{Job, JobId, NewJob};
 use crate::store::{
-    Claimed, HELD_BACK_POLL, JobFetch, QueueLimitsSet, StoreResult, UNSETTLED_STATES,
-    limits_from_json,
+    Claimed, JobFetch, QueueLimitsSet, StoreResult, UNSETTLED_STATES, limits_from_json,
+    partition_source,
 };
 
-/// The most partitions one claim looks at beyond those it may take from.
-const PARTITIONS_LOOKED_AT: i64 = 1000;
 /// Waiting jobs given a partition key per statement when a queue gains partitions.
 const BACKFILL_BATCH: i64 = 2000;
 
@@ -81,79 +79,52 @@ impl PostgresStore {
         let cursor: Option<String> = row.try_get("partition_cursor")?;
         let now: i64 = row.try_get("now")?;
 
-        let mut wanted = params.limit;
-        let mut held_until: Option<i64> = None;
-        let mut hold = |at: i64| held_until = Some(held_until.map_or(at, |held| held.min(at)));
-        let poll = now + HELD_BACK_POLL.as_micros() as i64;
-
-        let running: Vec<(Option<String>, i64, i64)> =
-            if limits.global_concurrency.is_some() || limits.partition.is_some() {
-                // Each part reads a partial index of its state (every queue's running
-                // jobs, a few hundred at most; the retrying ones): no index of its own, so a
-                // queue without limits keeps its claims as they were. One condition on both
-                // states read the whole table.
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT partition_key, sum(running), sum(retrying) FROM (
-                         SELECT partition_key, 1 AS running, 0 AS retrying FROM sluice_jobs
-                         WHERE state = 'running' AND queue = $1
-                         UNION ALL
-                         SELECT partition_key, 0, 1 FROM sluice_jobs
-                         WHERE {UNSETTLED_STATES} AND state = 'retryable' AND queue = $1
-                     ) AS occupied GROUP BY partition_key"
-                )))
-                .bind(&params.queue)
-                .fetch_all(&mut *tx)
-                .await?
-            } else {
-                Vec::new()
-            };
-        if let Some(global) = limits.global_concurrency {
-            let claimed: i64 = running.iter().map(|(_, n, _)| n).sum();
-            let free = (i64::from(global) - claimed).max(0) as u32;
-            if free < wanted {
-                wanted = free;
-                hold(poll);
-            }
-        }
-        if let Some(rate) = &limits.rate {
-            let take = rate.take(rate_tat, now, wanted);
-            if take.allowed < wanted {
-                wanted = take.allowed;
-                hold(take.next_at);
-            }
-        }
-        if wanted == 0 {
+        let occupancy: Vec<Occupancy> = if LimitedClaim::counts_occupancy(&limits) {
+            // Each part reads a partial index of its state (every queue's claimed
+            // jobs, a few hundred at most; the retrying ones): no index of its own, so a
+            // queue without limits keeps its claims as they were. One condition on both
+            // states read the whole table.
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT partition_key, sum(running), sum(retrying) FROM (
+                     SELECT partition_key, 1 AS running, 0 AS retrying FROM sluice_jobs
+                     WHERE state = 'running' AND queue = $1
+                     UNION ALL
+                     SELECT partition_key, 0, 1 FROM sluice_jobs
+                     WHERE {UNSETTLED_STATES} AND state = 'retryable' AND queue = $1
+                 ) AS occupied GROUP BY partition_key"
+            )))
+            .bind(&params.queue)
+            .fetch_all(&mut *tx)
+            .await?
+        } else {
+            Vec::new()
+        };
+        let mut claim = LimitedClaim::new(&limits, rate_tat, cursor, occupancy, params.limit, now);
+        if claim.wanted == 0 {
             tx.commit().await?;
-            return Ok(held(Vec::new(), held_until));
+            let (_, held_back_until) = claim.finish(0);
+            return Ok(Claimed {
+                jobs: Vec::new(),
+                held_back_until,
+            });
         }
 
-        let mut new_cursor = cursor.clone();
-        let ids: Vec<JobId> = match &limits.partition {
+        let mut ids: Vec<JobId> = Vec::new();
+        match &limits.partition {
             None => {
-                sqlx::query_scalar(
+                ids = sqlx::query_scalar(
                     "SELECT id FROM sluice_jobs WHERE state = 'available' AND queue = $1
                      ORDER BY priority, scheduled_at, id LIMIT $2",
                 )
                 .bind(&params.queue)
-                .bind(i64::from(wanted))
+                .bind(i64::from(claim.wanted))
                 .fetch_all(&mut *tx)
-                .await?
+                .await?;
             }
             Some(partitioning) => {
-                let running: HashMap<String, u32> = running
-                    .into_iter()
-                    // A key's job waiting to be retried (failed, or lost with its node)
-                    // holds its place too: the key's later jobs must not overtake it.
-                    .filter_map(|(key, running, retrying)| {
-                        Some((key?, (running + retrying) as u32))
-                    })
-                    .collect();
-                let saturated = match partitioning.concurrency {
-                    Some(limit) => running.values().filter(|n| **n >= limit).count(),
-                    None => 0,
-                };
-                let look = (i64::from(wanted) + saturated as i64).min(PARTITIONS_LOOKED_AT);
-                let keys = keys_in_turn(&mut tx, &params.queue, cursor.as_deref(), look).await?;
+                let look = claim.keys_to_look_at();
+                let keys =
+                    keys_in_turn(&mut tx, &params.queue, claim.cursor.as_deref(), look).await?;
                 let tats: HashMap<String, i64> = if partitioning.rate.is_some() {
                     sqlx::query_as(
                         "SELECT key, tat FROM sluice_partition_rates WHERE queue = $1 AND key = ANY($2)",
@@ -167,16 +138,7 @@ impl PostgresStore {
                 } else {
                     HashMap::new()
                 };
-                let states: Vec<PartitionState> = keys
-                    .iter()
-                    .map(|key| PartitionState {
-                        key: key.clone(),
-                        running: running.get(key).copied().unwrap_or(0),
-                        tat: tats.get(key).copied(),
-                    })
-                    .collect();
-                let mut rounds = PartitionRounds::new(partitioning, states, wanted, now);
-                let mut ids = Vec::new();
+                let mut rounds = claim.rounds(&keys, &tats).expect("a queue with partitions");
                 for round in 0.. {
                     let asks = rounds.next_round(round);
                     if asks.is_empty() {
@@ -188,15 +150,9 @@ impl PostgresStore {
                     });
                     ids.extend(heads.into_iter().map(|(_, id)| id));
                 }
-                let outcome = rounds.finish();
-                if let Some(at) = outcome.held_until {
-                    hold(at);
-                }
-                if outcome.cursor.is_some() {
-                    new_cursor = outcome.cursor;
-                }
-                if !outcome.tats.is_empty() {
-                    let (keys, tats): (Vec<String>, Vec<i64>) = outcome.tats.into_iter().unzip();
+                let tats = claim.partitions_done(rounds.finish());
+                if !tats.is_empty() {
+                    let (keys, tats): (Vec<String>, Vec<i64>) = tats.into_iter().unzip();
                     sqlx::query(
                         "INSERT INTO sluice_partition_rates (queue, key, tat)
                          SELECT $1, key, tat FROM unnest($2::text[], $3::bigint[]) AS t(key, tat)
@@ -208,9 +164,8 @@ impl PostgresStore {
                     .execute(&mut *tx)
                     .await?;
                 }
-                ids
             }
-        };
+        }
 
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE sluice_jobs
@@ -231,20 +186,20 @@ impl PostgresStore {
             .map(job_from_row)
             .collect::<StoreResult<Vec<Job>>>()?;
         jobs.sort_by_key(|job| (job.priority, job.scheduled_at, job.id));
-        let new_tat = limits
-            .rate
-            .map(|rate| rate.take(rate_tat, now, jobs.len() as u32).tat)
-            .or(rate_tat);
+        let (new_tat, held_back_until) = claim.finish(jobs.len() as u32);
         sqlx::query(
             "UPDATE sluice_queues SET rate_tat = $2, partition_cursor = $3 WHERE name = $1",
         )
         .bind(&params.queue)
         .bind(new_tat)
-        .bind(new_cursor)
+        .bind(&claim.cursor)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(held(jobs, held_until))
+        Ok(Claimed {
+            jobs,
+            held_back_until,
+        })
     }
 
     pub(super) async fn set_limits(&self, params: QueueLimitsSet) -> StoreResult<()> {
@@ -281,13 +236,6 @@ impl PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
-    }
-}
-
-fn held(jobs: Vec<Job>, held_until: Option<i64>) -> Claimed {
-    Claimed {
-        jobs,
-        held_back_until: held_until.and_then(chrono::DateTime::from_timestamp_micros),
     }
 }
 
@@ -396,20 +344,13 @@ async fn backfill_partition_keys(
         let mut keys = Vec::with_capacity(rows.len());
         for row in &rows {
             let codec: String = row.try_get("codec")?;
-            let job = NewJob {
-                queue: queue.to_string(),
-                module: row.try_get("module")?,
-                module_version: None,
-                function: row.try_get("function")?,
-                args: row.try_get("args")?,
-                codec: Codec::parse(&codec).unwrap_or(Codec::Json),
-                priority: 0,
-                max_attempts: 1,
-                scheduled_at: None,
-                limits: Default::default(),
-                unique: None,
-                partition_key: None,
-            };
+            let job = partition_source(
+                queue,
+                row.try_get("module")?,
+                row.try_get("function")?,
+                row.try_get("args")?,
+                &codec,
+            );
             ids.push(row.try_get::<JobId, _>("id")?);
             keys.push(by.key_of(&job));
         }
