@@ -220,6 +220,11 @@ pub struct Failure {
     pub trap_code: Option<String>,
     /// A few innermost wasm frames, when the guest trapped.
     pub backtrace: Option<String>,
+    /// The guest's word that the call should be tried again after this long, the attempt not
+    /// counted: a downstream said "too many requests". The host side of "retry after D"; a
+    /// guest says it through the `sluice:job` contract's next version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Failure {
@@ -229,6 +234,15 @@ impl Failure {
             message: message.into(),
             trap_code: None,
             backtrace: None,
+            retry_after: None,
+        }
+    }
+
+    /// A failure that asks to be tried again after `delay` without spending an attempt.
+    pub fn retry_after(message: impl Into<String>, delay: std::time::Duration) -> Failure {
+        Failure {
+            retry_after: Some(delay),
+            ..Failure::new(FailureKind::GuestError, message)
         }
     }
 }

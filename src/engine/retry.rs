@@ -7,6 +7,9 @@ use chrono::{DateTime, Utc};
 use crate::model::{AttemptOutcome, Job};
 use crate::store::Resolution;
 
+/// The longest a guest may defer its job by "retry after": a day.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub base: Duration,
@@ -21,6 +24,15 @@ impl RetryPolicy {
             AttemptOutcome::Completed { output } => Resolution::Complete {
                 output: output.clone(),
             },
+            // Deferred by the guest (a downstream said 429): back after the delay asked,
+            // the attempt not spent, however many are left.
+            AttemptOutcome::Failed(failure) if let Some(delay) = failure.retry_after => {
+                Resolution::Snooze {
+                    at: now
+                        + chrono::Duration::from_std(delay.min(MAX_RETRY_AFTER))
+                            .unwrap_or_default(),
+                }
+            }
             AttemptOutcome::Failed(failure) => {
                 if !failure.kind.is_retryable() || job.counted_attempts() >= job.max_attempts {
                     Resolution::Discard
@@ -47,6 +59,69 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(attempt: i32, max_attempts: i32) -> Job {
+        Job {
+            id: 1,
+            queue: "default".into(),
+            module: "m".into(),
+            module_version: None,
+            function: "f".into(),
+            args: Vec::new(),
+            codec: crate::model::Codec::Json,
+            state: crate::model::JobState::Running,
+            priority: 0,
+            attempt,
+            max_attempts,
+            inserted_at: Utc::now(),
+            scheduled_at: Utc::now(),
+            attempted_at: None,
+            lease_node: None,
+            lease_expires_at: None,
+            finalized_at: None,
+            limits: Default::default(),
+            output: None,
+            lost_attempts: 0,
+            partition_key: None,
+        }
+    }
+
+    #[test]
+    fn a_retry_after_snoozes_without_spending_the_attempt() {
+        use crate::model::{Failure, FailureKind};
+        let policy = RetryPolicy {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
+        let now = Utc::now();
+        let deferred = AttemptOutcome::Failed(Failure::retry_after(
+            "the mail API said 429",
+            Duration::from_secs(90),
+        ));
+        // On its last attempt: deferred, not discarded; the snooze does not count.
+        let resolution = policy.resolve(&job(3, 3), &deferred, now);
+        assert_eq!(
+            resolution,
+            Resolution::Snooze {
+                at: now + chrono::Duration::seconds(90)
+            }
+        );
+        assert!(!resolution.counts());
+        let failed = AttemptOutcome::Failed(Failure::new(FailureKind::GuestError, "boom"));
+        assert_eq!(
+            policy.resolve(&job(3, 3), &failed, now),
+            Resolution::Discard
+        );
+        // A delay past a day is cut to a day.
+        let far =
+            AttemptOutcome::Failed(Failure::retry_after("later", Duration::from_secs(1 << 30)));
+        assert_eq!(
+            policy.resolve(&job(1, 3), &far, now),
+            Resolution::Snooze {
+                at: now + chrono::Duration::days(1)
+            }
+        );
+    }
 
     #[test]
     fn backoff_doubles_within_jitter_and_is_capped() {
