@@ -14,6 +14,7 @@ mod modules;
 mod nodes;
 pub mod problem;
 mod queues;
+mod retention;
 pub mod session;
 mod stats;
 pub mod tokens;
@@ -101,6 +102,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         queues::set_autoscale,
         cron::list, cron::put, cron::remove,
         breakers::list, breakers::put, breakers::remove, breakers::reset,
+        retention::get, retention::put,
         nodes::list, metrics::scrape, stats::get,
         tokens::list, tokens::create, tokens::revoke, auth::list,
         session::get, session::create, session::delete,
@@ -113,6 +115,7 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         (name = "jobs", description = "Enqueue, find and act on jobs"),
         (name = "queues", description = "Queues, their counts, pause, resume, concurrency and limits"),
         (name = "cron", description = "Periodic jobs: the leader inserts a job per slot, once"),
+        (name = "retention", description = "How long finished jobs are kept, by state"),
         (name = "breakers", description = "Circuit breakers per module and function: policies, states, resets"),
         (name = "nodes", description = "The nodes that run jobs"),
         (name = "tokens", description = "The API's bearer tokens and their roles"),
@@ -304,6 +307,14 @@ fn routes(state: ApiState) -> Router {
         .route(
             "/v1/queues/{name}/limits",
             auth::allow(Operate, s, put(queues::set_limits)),
+        )
+        .route(
+            "/v1/retention",
+            auth::allow(Read, s, get(retention::get)).merge(auth::allow(
+                Operate,
+                s,
+                put(retention::put),
+            )),
         )
         .route("/v1/breakers", auth::allow(Read, s, get(breakers::list)))
         .route(

@@ -41,6 +41,12 @@ pub async fn apply(context: &Context, args: Args) -> anyhow::Result<()> {
             .await
             .map_err(|error| anyhow::anyhow!("limits of queue {name}: {error:#}"))?;
     }
+    let retention = sluice::ops::RetentionSecs::from(context.settings.node.retention_by_state());
+    context
+        .target
+        .set_retention(retention)
+        .await
+        .map_err(|error| anyhow::anyhow!("retention: {error:#}"))?;
     for (name, autoscale) in &context.settings.autoscale {
         context
             .target
@@ -60,16 +66,17 @@ pub async fn apply(context: &Context, args: Args) -> anyhow::Result<()> {
         super::print_json(&serde_json::json!({
             "cron": applied,
             "limits": context.settings.limits,
+            "retention": retention,
             "autoscale": context.settings.autoscale,
             "breakers": context.settings.breakers,
         }));
-    } else if applied.is_empty()
-        && context.settings.limits.is_empty()
-        && context.settings.autoscale.is_empty()
-        && context.settings.breakers.is_empty()
-    {
-        out!("the config file has no cron entries, queue limits, autoscaling or breakers");
     } else {
+        out!(
+            "retention applied: completed {} s, discarded {} s, cancelled {} s",
+            retention.completed_secs,
+            retention.discarded_secs,
+            retention.cancelled_secs
+        );
         for entry in &applied {
             out!("cron {} applied ({})", entry.name, entry.schedule);
         }

@@ -21,6 +21,7 @@ mod modules;
 mod progress;
 mod queue;
 mod queues;
+mod retention;
 mod run;
 mod serve;
 mod target;
@@ -97,6 +98,8 @@ enum Command {
     Cron(cron::Args),
     /// List, set, remove and reset circuit breakers.
     Breaker(breaker::Args),
+    /// Show or set how long finished jobs are kept, by state (every node alike).
+    Retention(retention::Args),
     /// Make, list and revoke the API's bearer tokens.
     Token(token::Args),
     /// Who did what, when: every action but enqueueing.
@@ -180,6 +183,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Queue(args) => queue::run(&context, args).await,
         Command::Cron(args) => cron::run(&context, args).await,
         Command::Breaker(args) => breaker::run(&context, args).await,
+        Command::Retention(args) => retention::run(&context, args).await,
         Command::Token(args) => token::run(&context, args).await,
         Command::Audit(args) => audit::run(&context, args).await,
         Command::Migrate => migrate::run(&context).await,

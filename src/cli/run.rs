@@ -127,6 +127,17 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     seed_cron(context, &settings).await?;
     seed_limits(context, &settings).await?;
     seed_breakers_and_autoscale(context, &settings).await?;
+    let store = context.app()?.store.clone();
+    let retention = sluice::ops::seed_retention(store.as_ref(), config.retention)
+        .await
+        .map_err(|error| anyhow::anyhow!("the retention of this node's settings: {error}"))?;
+    if retention != config.retention {
+        tracing::warn!(
+            stored = ?sluice::ops::RetentionSecs::from(retention),
+            this_node = ?sluice::ops::RetentionSecs::from(config.retention),
+            "the store's retention wins over this node's; `sluice retention set` or `sluice config apply` changes it"
+        );
+    }
     let limits = sluice::sandbox::Limits {
         fuel: settings.jobs.fuel,
         timeout: settings.jobs.timeout,

@@ -16,7 +16,7 @@ use sluice::breakers::BreakerPolicy;
 use sluice::client::{ClientError, HttpClient, RequestBody};
 use sluice::limits::{Autoscale, QueueLimits};
 use sluice::model::{IDEMPOTENCY_PREFIX, JobId, JobState, NewJob, Role, UniqueKey};
-use sluice::ops::{CLI_ACTOR, CronSpec};
+use sluice::ops::{CLI_ACTOR, CronSpec, RetentionSecs};
 use sluice::store::JobList;
 use sluice::unique::UniqueOptions;
 
@@ -381,6 +381,32 @@ impl Target {
             Target::Api(api) => {
                 let path = format!("/v1/breakers/{}/{}/reset", encode(module), encode(function));
                 api.call::<serde_json::Value>(Method::POST, &path, RequestBody::Empty)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn retention(&self) -> anyhow::Result<Option<RetentionSecs>> {
+        match self {
+            Target::Store(app) => Ok(sluice::ops::stored_retention(app.store.as_ref())
+                .await?
+                .map(RetentionSecs::from)),
+            Target::Api(api) => {
+                api.call(Method::GET, "/v1/retention", RequestBody::Empty)
+                    .await
+            }
+        }
+    }
+
+    pub async fn set_retention(&self, retention: RetentionSecs) -> anyhow::Result<()> {
+        match self {
+            Target::Store(app) => {
+                sluice::ops::set_retention(app.store.as_ref(), retention, CLI_ACTOR).await?;
+            }
+            Target::Api(api) => {
+                let body = RequestBody::Json(serde_json::to_value(retention)?);
+                api.call::<serde_json::Value>(Method::PUT, "/v1/retention", body)
                     .await?;
             }
         }

@@ -104,7 +104,16 @@ pub async fn run(
         cron::insert_due(store.as_ref(), config.cron_grace(), &metrics).await;
         round = round.wrapping_add(1);
         if round % PRUNE_EVERY == 1 {
-            match prune_finished(store.as_ref(), &config.retention, Utc::now()).await {
+            // The store's retention, so every leader prunes alike; the node's own until one
+            // is stored.
+            let retention = match crate::ops::stored_retention(store.as_ref()).await {
+                Ok(stored) => stored.unwrap_or(config.retention),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the stored retention; using this node's");
+                    config.retention
+                }
+            };
+            match prune_finished(store.as_ref(), &retention, Utc::now()).await {
                 Ok(0) => {}
                 Ok(pruned) => {
                     tracing::info!(pruned, "pruned finished jobs");
@@ -116,8 +125,8 @@ pub async fn run(
                 }
             }
             // The charts' per-minute counts are kept as long as the completed jobs they count.
-            let finished_before = Utc::now()
-                - chrono::Duration::from_std(config.retention.completed).unwrap_or_default();
+            let finished_before =
+                Utc::now() - chrono::Duration::from_std(retention.completed).unwrap_or_default();
             forget_dead_nodes(store.as_ref(), &metrics).await;
             if let Err(error) = store.stats_prune(finished_before).await {
                 metrics.store_error("stats_prune");

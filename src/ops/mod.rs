@@ -8,6 +8,7 @@ mod grouped;
 mod jobs;
 mod modules;
 mod recent_modules;
+mod retention;
 mod tokens;
 
 pub use self::actions::{
@@ -27,6 +28,7 @@ pub use self::jobs::{
 };
 pub use self::modules::{upload, valid_module_name};
 pub use self::recent_modules::RecentModules;
+pub use self::retention::{RetentionSecs, seed_retention, set_retention, stored_retention};
 pub use self::tokens::{
     CLI_ACTOR, SESSION_LIFETIME, SESSION_PREFIX, Session, TOKEN_PREFIX, authenticate, create_token,
     csrf_token, revoke_token, session_token, sign_in, sign_out,

@@ -925,6 +925,12 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets partitions' rate states that no longer hold anything back.
     async fn partition_rates_prune(&self) -> StoreResult<u64>;
 
+    /// A setting every node obeys, as JSON text, by name.
+    async fn setting_get(&self, key: &str) -> StoreResult<Option<String>>;
+    /// Stores a setting (JSON text); with `replace` false only where it is absent. Returns
+    /// whether it was stored.
+    async fn setting_put(&self, key: &str, value: &str, replace: bool) -> StoreResult<bool>;
+
     /// Every breaker row: policies and states.
     async fn breaker_list(&self) -> StoreResult<Vec<BreakerRow>>;
     async fn breaker_get(&self, module: &str, function: &str) -> StoreResult<Option<BreakerRow>>;

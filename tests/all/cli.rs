@@ -32,6 +32,7 @@ macro_rules! both_stores {
 }
 
 both_stores!(
+    retention_is_stored_seeded_set_and_applied,
     queue_limits_from_flags_and_the_config_file,
     large_jobs_wait_for_the_memory_budget_and_spend_no_attempt,
     a_second_interrupt_exits_at_once,
@@ -818,4 +819,48 @@ fn queue_limits_from_flags_and_the_config_file(sluice: Sluice) {
     );
     sluice.ok(&["queue", "autoscale", "mail", "--off"]);
     assert!(sluice.json(&["queues"])[0]["autoscale"].is_null());
+}
+
+fn retention_is_stored_seeded_set_and_applied(sluice: Sluice) {
+    assert!(
+        sluice
+            .ok(&["retention"])
+            .contains("no retention stored yet")
+    );
+    // The first node to start stores its own; a later node's differs and is warned about.
+    sluice.ok(&["run", "--exit-when-idle", "--retention", "3d"]);
+    let stored = sluice.json(&["retention"]);
+    assert_eq!(
+        stored,
+        serde_json::json!({"completed_secs": 259_200, "discarded_secs": 259_200, "cancelled_secs": 259_200})
+    );
+    let output = sluice.output(&["run", "--exit-when-idle", "--retention", "1d"]);
+    assert!(output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("the store's retention wins"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(sluice.json(&["retention"])["completed_secs"], 259_200);
+
+    // Set one state; the others keep theirs. Out of range is refused in words.
+    let set = sluice.json(&["retention", "set", "--discarded", "30d"]);
+    assert_eq!(set["discarded_secs"], 2_592_000);
+    assert_eq!(set["completed_secs"], 259_200);
+    let error = sluice.fails(&["retention", "set", "--completed", "1s"]);
+    assert!(error.contains("a minute to ten years"), "{error}");
+    assert_eq!(sluice.json(&["retention"])["completed_secs"], 259_200);
+
+    // `config apply` pushes the file's.
+    let file = temp_dir("retention-config").join("sluice.toml");
+    std::fs::write(
+        &file,
+        "[node]\nretention = \"2d\"\nretention_discarded = \"14d\"\n",
+    )
+    .unwrap();
+    sluice.ok(&["--config", file.to_str().unwrap(), "config", "apply"]);
+    assert_eq!(
+        sluice.json(&["retention"]),
+        serde_json::json!({"completed_secs": 172_800, "discarded_secs": 1_209_600, "cancelled_secs": 172_800})
+    );
 }

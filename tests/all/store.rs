@@ -104,7 +104,38 @@ conformance!(
     breaker_states_change_by_compare_and_set,
     breaker_calls_add_up_per_second_and_prune,
     a_breaker_opens_holds_probes_and_closes,
+    settings_are_stored_by_name,
 );
+
+async fn settings_are_stored_by_name(store: Arc<dyn Store>) {
+    assert_eq!(store.setting_get("retention").await.unwrap(), None);
+    assert!(
+        store
+            .setting_put("retention", r#"{"a":1}"#, false)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .setting_put("retention", r#"{"a":2}"#, false)
+            .await
+            .unwrap(),
+        "a seed does not replace"
+    );
+    let read: serde_json::Value =
+        serde_json::from_str(&store.setting_get("retention").await.unwrap().unwrap()).unwrap();
+    assert_eq!(read, serde_json::json!({"a": 1}));
+    assert!(
+        store
+            .setting_put("retention", r#"{"a":3}"#, true)
+            .await
+            .unwrap()
+    );
+    let read: serde_json::Value =
+        serde_json::from_str(&store.setting_get("retention").await.unwrap().unwrap()).unwrap();
+    assert_eq!(read, serde_json::json!({"a": 3}));
+    assert_eq!(store.setting_get("other").await.unwrap(), None);
+}
 
 const NODE: &str = "node-a";
 const LEASE: Duration = Duration::from_secs(60);

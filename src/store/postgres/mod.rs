@@ -1002,6 +1002,33 @@ impl Store for PostgresStore {
         self.set_limits(params).await
     }
 
+    #[tracing::instrument(name = "store.setting_get", level = "debug", skip_all)]
+    async fn setting_get(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value::text FROM sluice_settings WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    #[tracing::instrument(name = "store.setting_put", level = "debug", skip_all)]
+    async fn setting_put(&self, key: &str, value: &str, replace: bool) -> StoreResult<bool> {
+        let statement = if replace {
+            "INSERT INTO sluice_settings (key, value) VALUES ($1, $2::jsonb)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()"
+        } else {
+            "INSERT INTO sluice_settings (key, value) VALUES ($1, $2::jsonb)
+             ON CONFLICT (key) DO NOTHING"
+        };
+        let done = sqlx::query(statement)
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     #[tracing::instrument(name = "store.breaker_list", level = "debug", skip_all)]
     async fn breaker_list(&self) -> StoreResult<Vec<BreakerRow>> {
         self.list_breakers().await

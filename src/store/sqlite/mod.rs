@@ -1097,6 +1097,34 @@ impl Store for SqliteStore {
         self.set_limits(params).await
     }
 
+    #[tracing::instrument(name = "store.setting_get", level = "debug", skip_all)]
+    async fn setting_get(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM sluice_settings WHERE key = ?1")
+                .bind(key)
+                .fetch_optional(&self.readers)
+                .await?,
+        )
+    }
+
+    #[tracing::instrument(name = "store.setting_put", level = "debug", skip_all)]
+    async fn setting_put(&self, key: &str, value: &str, replace: bool) -> StoreResult<bool> {
+        let statement = if replace {
+            "INSERT INTO sluice_settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+        } else {
+            "INSERT INTO sluice_settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO NOTHING"
+        };
+        let done = sqlx::query(statement)
+            .bind(key)
+            .bind(value)
+            .bind(now_micros())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     #[tracing::instrument(name = "store.breaker_list", level = "debug", skip_all)]
     async fn breaker_list(&self) -> StoreResult<Vec<BreakerRow>> {
         self.list_breakers().await
