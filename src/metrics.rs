@@ -106,6 +106,7 @@ pub struct NodeMetrics {
     queue_jobs: Family<QueueStateLabels, Gauge>,
     queue_concurrency: Family<QueueLabels, Gauge>,
     breaker_state: Family<FunctionLabels, Gauge>,
+    claims_held_back: Family<QueueLabels, Counter>,
     in_flight: Gauge,
     instance_slots: Gauge,
     instance_slots_in_use: Gauge,
@@ -223,6 +224,12 @@ impl NodeMetrics {
             "Each circuit breaker as this node last read it: 0 closed, 1 half open, 2 open",
             breaker_state.clone(),
         );
+        let claims_held_back = Family::<QueueLabels, Counter>::default();
+        registry.register(
+            "claims_held_back",
+            "Claims of this node that a queue's limits (global concurrency, rate, partitions) held back",
+            claims_held_back.clone(),
+        );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let gauge = Gauge::default();
             registry.register(name, help, gauge.clone());
@@ -266,6 +273,7 @@ impl NodeMetrics {
             queue_jobs,
             queue_concurrency,
             breaker_state,
+            claims_held_back,
             in_flight,
             instance_slots,
             instance_slots_in_use,
@@ -332,6 +340,15 @@ impl NodeMetrics {
                 queue: queue.to_string(),
             })
             .set(i64::from(concurrency));
+    }
+
+    /// Counts a claim that `queue`'s limits held back.
+    pub fn claim_held_back(&self, queue: &str) {
+        self.claims_held_back
+            .get_or_create(&QueueLabels {
+                queue: queue.to_string(),
+            })
+            .inc();
     }
 
     /// A circuit breaker's state as this node last read it.

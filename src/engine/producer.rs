@@ -115,6 +115,7 @@ impl Producer {
                             backoff = Duration::from_millis(50);
                             eager = jobs.len() as u32 == asked;
                             if let Some(until) = held_back_until {
+                                self.shared.metrics.exported.claim_held_back(&self.queue.name);
                                 // The queue's limits held jobs back: ask again when they
                                 // free, not at the next notification or poll.
                                 let wait = (until - Utc::now()).to_std().unwrap_or_default();

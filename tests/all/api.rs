@@ -1198,6 +1198,9 @@ async fn queue_limits_hold_on_a_running_node(sluice: Sluice) {
         .map(|id| id.as_i64().unwrap())
         .collect();
     assert_eq!(most_at_once(&node, &ids).await, 2);
+    let (_, scrape) = node.text("/metrics").await;
+    let held = sample(&scrape, r#"sluice_claims_held_back_total{queue="default"}"#);
+    assert!(held.is_some_and(|n| n >= 1.0), "{scrape}");
     let (_, queues) = node.get("/v1/queues").await;
     let default = queues
         .as_array()
