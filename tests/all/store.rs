@@ -100,7 +100,7 @@ conformance!(
     a_key_with_many_jobs_does_not_starve_a_key_with_one,
     a_partition_rate_limits_each_key_alone,
     partition_keys_come_from_the_client_or_the_queue,
-    a_paused_limited_queue_yields_nothing,
+    a_paused_limited_queue_yields_nothing_and_its_settings_stay_apart,
     breaker_states_change_by_compare_and_set,
     breaker_calls_add_up_per_second_and_prune,
     a_breaker_opens_holds_probes_and_closes,

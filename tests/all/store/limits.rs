@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use sluice::limits::{Partitioning, QueueLimits, RateLimit};
+use sluice::limits::{Autoscale, Partitioning, QueueLimits, RateLimit};
 use sluice::model::{AttemptClass, FailureKind, JobState, NewJob};
-use sluice::store::{Claimed, QueueLimitsSet, QueuePause, Resolution, Store};
+use sluice::store::{Claimed, QueueAutoscale, QueueLimitsSet, QueuePause, Resolution, Store};
 
 use super::{LEASE, NODE, fetch, finish, outcome};
 
@@ -316,7 +316,9 @@ pub(super) async fn partition_keys_come_from_the_client_or_the_queue(store: Arc<
     assert_eq!(plain.partition_key, None);
 }
 
-pub(super) async fn a_paused_limited_queue_yields_nothing(store: Arc<dyn Store>) {
+pub(super) async fn a_paused_limited_queue_yields_nothing_and_its_settings_stay_apart(
+    store: Arc<dyn Store>,
+) {
     set(
         &store,
         Some(QueueLimits {
@@ -347,4 +349,32 @@ pub(super) async fn a_paused_limited_queue_yields_nothing(store: Arc<dyn Store>)
     let settings = store.queue_settings().await.unwrap();
     let queue = settings.iter().find(|q| q.name == QUEUE).unwrap();
     assert!(!queue.paused && queue.limits.is_some());
+
+    // So is autoscaling, which does not make the queue limited.
+    let autoscale = Autoscale {
+        min: 2,
+        max: 8,
+        cooldown_secs: 10,
+        shrink_after_secs: 30,
+        target_wait_ms: 1000,
+    };
+    store
+        .queue_set_autoscale(QueueAutoscale {
+            name: QUEUE.into(),
+            autoscale: Some(autoscale.clone()),
+        })
+        .await
+        .unwrap();
+    set(&store, None).await;
+    let settings = store.queue_settings().await.unwrap();
+    let queue = settings.iter().find(|q| q.name == QUEUE).unwrap();
+    assert_eq!(queue.autoscale.as_ref(), Some(&autoscale));
+    assert!(queue.limits.is_none());
+    store.job_insert(call("bob")).await.unwrap();
+    let plain = claim(&store, NODE, 10).await;
+    assert_eq!(plain.jobs.len(), 1);
+    assert!(
+        plain.held_back_until.is_none(),
+        "claimed as a queue without limits"
+    );
 }
