@@ -4,6 +4,7 @@
 //! without asking the store; only an open or half-open one asks it (for a probe).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ type Function = (String, String);
 /// What the node knows of the breakers.
 #[derive(Default)]
 pub(crate) struct Breakers {
+    /// Whether any breaker has a policy: without one, an attempt passes without a lock.
+    any_policy: AtomicBool,
     rows: Mutex<Vec<BreakerRow>>,
     /// Calls and failures counted since the last report, by function.
     counted: Mutex<HashMap<Function, (u64, u64)>>,
@@ -30,6 +33,9 @@ pub(crate) struct Breakers {
 
 impl Breakers {
     fn policy(&self, job: &Job) -> Option<(BreakerPolicy, BreakerStatus)> {
+        if !self.any_policy.load(Ordering::Relaxed) {
+            return None;
+        }
         let rows = self.rows.lock().unwrap();
         let policy = crate::ops::policy_for(&rows, &job.module, &job.function)?.clone();
         let status = rows
@@ -119,7 +125,12 @@ pub(crate) async fn load(shared: &Shared) {
                     row.status.state,
                 );
             }
+            let any_policy = rows.iter().any(|row| row.policy.is_some());
             *shared.breakers.rows.lock().unwrap() = rows;
+            shared
+                .breakers
+                .any_policy
+                .store(any_policy, Ordering::Relaxed);
         }
         Err(error) => {
             shared.metrics.exported.store_error("breaker_list");

@@ -171,7 +171,11 @@ impl PostgresStore {
             "UPDATE sluice_jobs
              SET state = 'running', attempt = attempt + 1,
                  attempted_at = to_timestamp($2::double precision / 1000000),
-                 lease_node = $3, lease_expires_at = now() + $4 * interval '1 microsecond'
+                 lease_node = $3,
+                 -- From the moment the lock was held, not the transaction's start (`now()`):
+                 -- a claim that waited its turn still gives a whole lease.
+                 lease_expires_at = to_timestamp($2::double precision / 1000000)
+                                    + $4 * interval '1 microsecond'
              WHERE id = ANY($1) AND state = 'available'
              RETURNING {JOB_COLUMNS}"
         )))
