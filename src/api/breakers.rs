@@ -132,6 +132,7 @@ pub async fn remove(
         (status = 204, description = "Closed"),
         (status = 400, description = "A malformed path", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No breaker for that function", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Text no name could hold (a NUL character)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -141,6 +141,7 @@ pub async fn put(
         (status = 204, description = "Removed"),
         (status = 400, description = "A malformed path", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such entry", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Text no name could hold (a NUL character)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -125,6 +125,7 @@ pub struct ModuleVersions {
         (status = 200, body = ModuleVersions),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "A malformed path", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Text no name could hold (a NUL character)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -114,6 +114,7 @@ pub async fn create(
         (status = 204, description = "Revoked"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "A malformed path", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Text no name could hold (a NUL character)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
     )
 )]

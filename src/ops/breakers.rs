@@ -54,12 +54,7 @@ pub async fn set_breaker_policy(
     policy: Option<BreakerPolicy>,
     actor: &str,
 ) -> OpResult<()> {
-    super::valid_module_name(module)?;
-    if function.is_empty() {
-        return Err(OpError::Invalid(
-            "name a function, or * for all of them".into(),
-        ));
-    }
+    check_names(module, function)?;
     if let Some(policy) = &policy {
         policy.check().map_err(OpError::Invalid)?;
     }
@@ -72,6 +67,21 @@ pub async fn set_breaker_policy(
     };
     store.breaker_policy_set(module, function, policy).await?;
     record_action(store, actor, "breaker.policy", &target).await;
+    Ok(())
+}
+
+/// A module's name and a function's (or `*`), checked before they reach the store.
+fn check_names(module: &str, function: &str) -> OpResult<()> {
+    super::valid_module_name(module)?;
+    if function.is_empty()
+        || function.chars().count() > 128
+        || function.chars().any(char::is_control)
+    {
+        return Err(OpError::Invalid(format!(
+            "`{}` is not a function name: use 1 to 128 printable characters, or * for all",
+            function.escape_debug()
+        )));
+    }
     Ok(())
 }
 
@@ -111,6 +121,7 @@ pub async fn reset_breaker(
     function: &str,
     actor: &str,
 ) -> OpResult<()> {
+    check_names(module, function)?;
     let Some(row) = store.breaker_get(module, function).await? else {
         return Err(OpError::BreakerNotFound(format!("{module}.{function}")));
     };

@@ -120,7 +120,7 @@ pub async fn check_cron(store: &dyn Store, name: &str, spec: CronSpec) -> OpResu
     };
     // The job a slot would insert goes through every check an enqueue does.
     let sample = slot_job(&entry, entry.last_slot);
-    crate::model::check_options(&sample).map_err(OpError::Invalid)?;
+    super::jobs::check_options(&sample)?;
     crate::store::check_new_job(&sample, crate::store::DEFAULT_MAX_ARGS_BYTES)?;
     super::jobs::check_call(store, &sample).await?;
     Ok(entry)

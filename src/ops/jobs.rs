@@ -73,7 +73,20 @@ pub fn json_args(text: &str) -> OpResult<Vec<u8>> {
     Ok(serde_json::to_vec(&value).expect("a JSON value always serializes"))
 }
 
-fn check_options(job: &NewJob) -> OpResult<()> {
+/// The job's options, and names that could be a module's and a function's: a name no
+/// module could have is refused here, before any lookup (PostgreSQL refuses a NUL in text,
+/// which made such a lookup a 500).
+pub(super) fn check_options(job: &NewJob) -> OpResult<()> {
+    super::valid_module_name(&job.module)?;
+    if job.function.is_empty()
+        || job.function.chars().count() > 128
+        || job.function.chars().any(char::is_control)
+    {
+        return Err(OpError::Invalid(format!(
+            "`{}` is not a function name: use 1 to 128 printable characters",
+            job.function.escape_debug()
+        )));
+    }
     crate::model::check_options(job).map_err(OpError::Invalid)
 }
 

@@ -143,6 +143,11 @@ impl From<sqlx::Error> for StoreError {
             {
                 StoreError::UniqueKeyHeld
             }
+            // PostgreSQL refuses a NUL in text (22021): the caller's input, whichever
+            // lookup or write it reached, is refused as such, never a server error.
+            E::Database(db) if db.code().as_deref() == Some("22021") => StoreError::Invalid(
+                "text with a NUL character (\\0) cannot be stored or looked up".into(),
+            ),
             _ => StoreError::Database(error.to_string()),
         }
     }

@@ -487,6 +487,19 @@ async fn bad_requests_are_problems_and_store_nothing(sluice: Sluice) {
             "module_not_found",
             "no module named `nope`",
         ),
+        // A NUL no name could hold (PostgreSQL refuses it in text): refused, not a 500.
+        (
+            json!({"module": "a\u{0}", "function": "greet"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_module_name",
+            "is not a valid module name",
+        ),
+        (
+            greet(json!({"function": "gr\u{0}eet"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+            "is not a function name",
+        ),
         (
             greet(json!({"version": 9})),
             StatusCode::NOT_FOUND,
@@ -577,6 +590,23 @@ async fn bad_requests_are_problems_and_store_nothing(sluice: Sluice) {
             "{problem} should say {words}"
         );
     }
+    // A NUL in a path or a filter is a 4xx wherever it lands, on either store.
+    for path in [
+        "/v1/jobs?module=%00",
+        "/v1/jobs?queue=%00",
+        "/v1/modules/%00",
+        "/v1/breakers",
+    ] {
+        let (got, body) = node.get(path).await;
+        assert!(
+            got.is_client_error() || got == StatusCode::OK,
+            "{path}: {got} {body}"
+        );
+    }
+    let (got, body) = node
+        .post("/v1/breakers/hello/gr%00eet/reset", json!({}))
+        .await;
+    assert_eq!(got, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     // The same refusals in bulk: the bad call is named, and none of the batch is stored.
     let (status, problem) = node
         .post(
