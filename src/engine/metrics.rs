@@ -29,10 +29,18 @@ pub struct Metrics {
     /// drain, as `sluice bench` measures it.
     first_claim: OnceLock<Instant>,
     last_write: Mutex<Option<Instant>>,
-    /// Per-minute counts by queue not yet added to the store's stats.
-    minutes: Mutex<HashMap<String, BTreeMap<DateTime<Utc>, MinuteStats>>>,
-    /// Waits to start by queue since the autoscaler last looked: their sum and count.
-    waits: Mutex<HashMap<String, (Duration, u32)>>,
+    /// What each queue's attempts added up to, under one lock taken once per attempt.
+    queues: Mutex<HashMap<String, QueueTally>>,
+}
+
+/// One queue's counts not yet taken by their readers.
+#[derive(Default)]
+struct QueueTally {
+    /// Per-minute counts not yet added to the store's stats.
+    minutes: BTreeMap<DateTime<Utc>, MinuteStats>,
+    /// Waits to start since the autoscaler last looked: their sum and count.
+    wait_sum: Duration,
+    waits: u64,
 }
 
 impl Metrics {
@@ -46,8 +54,11 @@ impl Metrics {
 
     /// The average wait to start of `queue`'s attempts since the last call, if any started.
     pub(crate) fn take_average_wait(&self, queue: &str) -> Option<Duration> {
-        let (sum, count) = self.waits.lock().unwrap().remove(queue)?;
-        Some(sum / count.max(1))
+        let mut queues = self.queues.lock().unwrap();
+        let tally = queues.get_mut(queue)?;
+        let waits = std::mem::take(&mut tally.waits);
+        let sum = std::mem::take(&mut tally.wait_sum);
+        (waits > 0).then(|| sum.div_f64(waits as f64))
     }
 
     /// Counts a finished attempt of `job`.
@@ -58,24 +69,19 @@ impl Metrics {
             .unwrap_or_default();
         if let AttemptClass::Completed | AttemptClass::Failed(_) = outcome {
             let minute = MinuteStats::minute_of(record.finished_at);
-            let mut minutes = self.minutes.lock().unwrap();
+            let mut queues = self.queues.lock().unwrap();
             // Looked up by `&str`: no allocation per attempt once the queue is known.
-            if !minutes.contains_key(&job.queue) {
-                minutes.insert(job.queue.clone(), BTreeMap::new());
+            if !queues.contains_key(&job.queue) {
+                queues.insert(job.queue.clone(), QueueTally::default());
             }
-            let queue = minutes.get_mut(&job.queue).expect("inserted");
-            queue
+            let tally = queues.get_mut(&job.queue).expect("inserted");
+            tally
+                .minutes
                 .entry(minute)
                 .or_insert_with(|| MinuteStats::new(minute, job.queue.clone()))
                 .count(outcome == AttemptClass::Completed, queue_wait);
-            drop(minutes);
-            let mut waits = self.waits.lock().unwrap();
-            if let Some((sum, count)) = waits.get_mut(&job.queue) {
-                *sum += queue_wait;
-                *count += 1;
-            } else {
-                waits.insert(job.queue.clone(), (queue_wait, 1));
-            }
+            tally.wait_sum = tally.wait_sum.saturating_add(queue_wait);
+            tally.waits += 1;
         }
         self.exported.attempt(&AttemptSample {
             queue: &job.queue,
@@ -115,18 +121,18 @@ impl Metrics {
 
     /// The per-minute counts gathered since the last call, for the store's stats.
     pub(crate) fn take_minutes(&self) -> Vec<MinuteStats> {
-        let taken = std::mem::take(&mut *self.minutes.lock().unwrap());
-        taken
-            .into_values()
-            .flat_map(BTreeMap::into_values)
+        let mut queues = self.queues.lock().unwrap();
+        queues
+            .values_mut()
+            .flat_map(|tally| std::mem::take(&mut tally.minutes).into_values())
             .collect()
     }
 
     /// Puts back counts the store could not take, to be added with the next ones.
     pub(crate) fn restore_minutes(&self, rows: Vec<MinuteStats>) {
-        let mut minutes = self.minutes.lock().unwrap();
+        let mut queues = self.queues.lock().unwrap();
         for row in rows {
-            let queue = minutes.entry(row.queue.clone()).or_default();
+            let queue = &mut queues.entry(row.queue.clone()).or_default().minutes;
             match queue.get_mut(&row.minute) {
                 Some(kept) => kept.add(&row),
                 None => {

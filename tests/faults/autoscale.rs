@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sluice_test_artifacts as guests;
 use sqlx::{Connection, Row};
 
-use crate::cluster::{Node, enqueue_many, own_the_machine, until};
+use crate::cluster::{Node, completed, enqueue_many, own_the_machine, until};
 use crate::support::binary::Sluice;
 
 /// The concurrencies the node's log says it scaled to, in order.
@@ -58,15 +58,8 @@ async fn autoscaling_reaches_its_max_under_a_backlog_and_shrinks_after() {
     })
     .await;
     let url = sluice.database_url.clone();
-    let completed = || async {
-        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sluice_jobs WHERE state = 'completed'")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap()
-    };
     until(Duration::from_secs(120), "the backlog drained", || async {
-        completed().await == jobs as i64
+        completed(&url).await == jobs as i64
     })
     .await;
     until(

@@ -334,3 +334,13 @@ where
     }
     started.elapsed()
 }
+
+/// How many jobs of the PostgreSQL store at `url` completed.
+pub async fn completed(url: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM sluice_jobs WHERE state = 'completed'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sluice_test_artifacts as guests;
 use sqlx::{Connection, Row};
 
-use crate::cluster::{History, Node, enqueue_many, own_the_machine, until};
+use crate::cluster::{History, Node, completed, enqueue_many, own_the_machine, until};
 use crate::support::binary::Sluice;
 use crate::support::temp_dir;
 
@@ -26,14 +26,6 @@ fn worst_second(starts: &[DateTime<Utc>]) -> (usize, Option<DateTime<Utc>>) {
         }
     }
     worst
-}
-
-async fn completed(url: &str) -> i64 {
-    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-    sqlx::query_scalar("SELECT count(*) FROM sluice_jobs WHERE state = 'completed'")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
