@@ -10,6 +10,7 @@ pub mod app;
 pub mod breakers;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod compose;
 #[cfg(feature = "node")]
 pub mod config;
 #[cfg(feature = "node")]

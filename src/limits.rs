@@ -817,6 +817,9 @@ mod tests {
             limits: Default::default(),
             unique: None,
             partition_key: key.map(str::to_string),
+            depends_on: Vec::new(),
+            parent_id: None,
+            batch_id: None,
         };
         let limits = HashMap::from([(
             "q".to_string(),

@@ -279,6 +279,9 @@ pub struct AttemptReport {
     pub logs: Vec<LogLine>,
     /// Bytes of guest output dropped once the log cap was reached.
     pub logs_dropped_bytes: u64,
+    /// What a completed attempt composed (children, batches, events); empty otherwise.
+    #[serde(default, skip_serializing_if = "crate::compose::Composed::is_empty")]
+    pub composed: crate::compose::Composed,
 }
 
 impl AttemptReport {
@@ -317,12 +320,15 @@ pub enum JobState {
     Completed,
     /// Failed its last attempt (or failed in a way retrying cannot fix): the dead letters.
     Discarded,
-    /// Stopped by a user.
+    /// Stopped by a user, or because a job it waited for failed.
     Cancelled,
+    /// Waiting for the jobs it depends on to end.
+    Held,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 7] = [
+    /// In the order of their `bit`s: a new state goes last, so stored bits keep meaning.
+    pub const ALL: [JobState; 8] = [
         JobState::Available,
         JobState::Scheduled,
         JobState::Running,
@@ -330,6 +336,7 @@ impl JobState {
         JobState::Completed,
         JobState::Discarded,
         JobState::Cancelled,
+        JobState::Held,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -341,6 +348,7 @@ impl JobState {
             JobState::Completed => "completed",
             JobState::Discarded => "discarded",
             JobState::Cancelled => "cancelled",
+            JobState::Held => "held",
         }
     }
 
@@ -367,10 +375,13 @@ impl JobState {
         )
     }
 
-    /// The state machine. Insertion makes a job `available` or `scheduled`.
+    /// The state machine. Insertion makes a job `available`, `scheduled` or `held`.
     pub fn can_move_to(self, next: JobState) -> bool {
         use JobState::*;
         match (self, next) {
+            // its dependencies ended (and it runs, now or when scheduled); one failed, or a
+            // user cancelled it
+            (Held, Available | Scheduled | Cancelled) => true,
             // fetch; cancel
             (Available, Running | Cancelled) => true,
             // staging when due, or a user's retry; cancel
@@ -414,6 +425,12 @@ pub struct NewJob {
     /// The partition the job counts in on a queue with partitions, chosen by the client;
     /// `None` lets the queue's partitioning derive it.
     pub partition_key: Option<String>,
+    /// The jobs it waits for (stored ones: `JobRef::Stored`); it is `held` until each ended.
+    pub depends_on: Vec<crate::compose::Dependency>,
+    /// The job whose completed attempt enqueued it; set by the store.
+    pub parent_id: Option<JobId>,
+    /// The batch it belongs to; set by the store.
+    pub batch_id: Option<i64>,
 }
 
 /// A job's unique key, and when the job holds it.
@@ -461,6 +478,13 @@ impl NewJob {
     pub const DEFAULT_QUEUE: &'static str = "default";
     pub const DEFAULT_MAX_ATTEMPTS: i32 = 20;
 
+    /// The same job with other args.
+    pub fn with_args(mut self, args: Vec<u8>, codec: Codec) -> NewJob {
+        self.args = args;
+        self.codec = codec;
+        self
+    }
+
     /// A JSON-args job on the default queue with default settings.
     pub fn json(module: &str, function: &str, args: &serde_json::Value) -> NewJob {
         NewJob {
@@ -476,6 +500,9 @@ impl NewJob {
             limits: LimitOverrides::default(),
             unique: None,
             partition_key: None,
+            depends_on: Vec::new(),
+            parent_id: None,
+            batch_id: None,
         }
     }
 }
@@ -510,6 +537,12 @@ pub struct Job {
     pub lost_attempts: i32,
     /// The partition the job counts in, on a queue that had partitions when it was enqueued.
     pub partition_key: Option<String>,
+    /// The job whose completed attempt enqueued this one.
+    pub parent_id: Option<JobId>,
+    /// The batch the job belongs to.
+    pub batch_id: Option<i64>,
+    /// How many jobs it waited for (it was `held` until they all ended).
+    pub waits_for: i32,
 }
 
 impl Job {
@@ -690,12 +723,18 @@ pub fn check_options(job: &NewJob) -> Result<(), String> {
         return Err("--max-attempts must be at least 1".into());
     }
     check_queue_name(&job.queue)?;
-    if let Some(key) = &job.partition_key
-        && (key.chars().count() > 255 || key.chars().any(char::is_control))
-    {
-        return Err("a partition key is at most 255 printable characters".into());
+    if let Some(key) = &job.partition_key {
+        check_partition_key(key)?;
     }
     job.limits.validate()
+}
+
+/// A partition key: what a client, a child job or a topic event may name.
+pub fn check_partition_key(key: &str) -> Result<(), String> {
+    if key.chars().count() > 255 || key.chars().any(char::is_control) {
+        return Err("a partition key is at most 255 printable characters".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

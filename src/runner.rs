@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
+use crate::compose::{CallSpec, ChildJob, JobContext};
 use crate::engine::{AttemptStart, NotStarted, RunResult, Runner};
-use crate::model::{AttemptOutcome, AttemptReport, Failure, FailureKind, Job};
-use crate::sandbox::{ModuleError, PreparedModule, Sandbox};
+use crate::model::{AttemptOutcome, AttemptReport, Failure, FailureKind, Job, JobId, ModuleInfo};
+use crate::sandbox::{Composing, ModuleError, PreparedModule, Sandbox, Surroundings};
 use crate::store::{ModuleGet, Store, StoreError};
 
 /// How long a node trusts its idea of a module's latest version.
@@ -40,6 +41,8 @@ pub struct SandboxRunner {
     /// while it loads wait for that one load (a node starting on a backlog otherwise
     /// fetched and loaded it once per slot).
     prepared: Mutex<HashMap<(String, i32), Loaded>>,
+    /// What composing guests ask of the store.
+    surroundings: Arc<StoreSurroundings>,
 }
 
 /// Why a module could not be loaded: the store did not answer, or the module is bad.
@@ -69,6 +72,11 @@ impl SandboxRunner {
         latest_ttl: Duration,
     ) -> SandboxRunner {
         SandboxRunner {
+            surroundings: Arc::new(StoreSurroundings {
+                store: store.clone(),
+                ttl: latest_ttl,
+                catalogue: Mutex::default(),
+            }),
             store,
             sandbox,
             latest_ttl,
@@ -128,6 +136,89 @@ impl SandboxRunner {
     }
 }
 
+impl SandboxRunner {
+    /// What the job's guest may compose with: its context (with the outputs of the jobs it
+    /// waited for, read only for a job that waited) and this runner's answers.
+    async fn composing(&self, job: &Job) -> Result<Composing, StoreError> {
+        let dependencies = if job.waits_for > 0 {
+            let mut found = self.store.dependency_results(job.id).await?;
+            crate::compose::inline_outputs(&mut found);
+            found
+        } else {
+            Vec::new()
+        };
+        Ok(Composing {
+            context: JobContext {
+                id: job.id,
+                attempt: job.attempt,
+                parent: job.parent_id,
+                batch: job.batch_id,
+                dependencies,
+            },
+            surroundings: self.surroundings.clone(),
+        })
+    }
+}
+
+/// The runner's answers to a composing guest, from the store: a module's catalogue (cached
+/// like the latest versions, so a fan-out of thousands asks once) and dependencies' outputs.
+struct StoreSurroundings {
+    store: Arc<dyn Store>,
+    ttl: Duration,
+    catalogue: Mutex<HashMap<String, (Arc<ModuleInfo>, Instant)>>,
+}
+
+impl StoreSurroundings {
+    async fn module(&self, name: &str) -> Result<Arc<ModuleInfo>, StoreError> {
+        if let Some((module, at)) = self.catalogue.lock().unwrap().get(name)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(module.clone());
+        }
+        let module = Arc::new(
+            self.store
+                .module_get(ModuleGet {
+                    name: name.to_string(),
+                    version: None,
+                })
+                .await?,
+        );
+        self.catalogue
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), (module.clone(), Instant::now()));
+        Ok(module)
+    }
+}
+
+#[async_trait::async_trait]
+impl Surroundings for StoreSurroundings {
+    async fn check_call(&self, call: &CallSpec, child: Option<&ChildJob>) -> Result<(), String> {
+        crate::compose::check_args(&call.args, call.codec)?;
+        let job = match child {
+            Some(child) => child.new_job(chrono::Utc::now()),
+            None => crate::model::NewJob {
+                module: call.module.clone(),
+                function: call.function.clone(),
+                ..crate::model::NewJob::json("m", "f", &serde_json::Value::Null)
+            },
+        };
+        crate::ops::check_job_options(&job).map_err(|e| e.to_string())?;
+        let module = self.module(&call.module).await.map_err(|e| e.to_string())?;
+        module
+            .check_exports(&call.function)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn output_of(&self, job: JobId) -> Result<Vec<u8>, String> {
+        match self.store.job_output(job).await {
+            Ok(Some(output)) => Ok(output),
+            Ok(None) => Err(format!("job {job} has no output")),
+            Err(error) => Err(format!("cannot read the output of job {job}: {error}")),
+        }
+    }
+}
+
 /// Modules a node loads before it claims work: the most recently uploaded ones.
 const WARM_UP_MODULES: usize = 8;
 
@@ -176,6 +267,13 @@ impl Runner for SandboxRunner {
                 return Ok(module_failure(Some(version), message));
             }
         };
+        let composing = match self.composing(job).await {
+            Ok(composing) => composing,
+            Err(error) => {
+                let message = format!("cannot read the jobs job {} waited for: {error}", job.id);
+                return Err(NotStarted::now(message));
+            }
+        };
         let on_start = |timeout| started.now(timeout);
         let report = self
             .sandbox
@@ -185,6 +283,7 @@ impl Runner for SandboxRunner {
                 &job.args,
                 job.codec,
                 &job.limits,
+                Some(composing),
                 on_start,
             )
             .await
@@ -209,6 +308,7 @@ fn module_failure(version: Option<i32>, message: String) -> RunResult {
             peak_memory_bytes: 0,
             logs: Vec::new(),
             logs_dropped_bytes: 0,
+            composed: Default::default(),
         },
     }
 }

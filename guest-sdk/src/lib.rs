@@ -18,21 +18,31 @@
 //! ```
 //!
 //! A job function takes zero or one argument of any `serde::Deserialize` type and returns
-//! `Result<T, E>` with `T: serde::Serialize` and `E: Display`. Args arrive as JSON (the CLI and
-//! HTTP edges) or postcard (compact binary, for Rust-typed enqueue); output is always JSON.
-//! `Err(e)` fails the attempt with `e.to_string()`; a panic fails it with the panic message.
+//! `Result<T, E>` with `T: serde::Serialize` and `E` any `Display` error or a [`JobFailure`].
+//! Args arrive as JSON (the CLI and HTTP edges) or postcard (compact binary, for Rust-typed
+//! enqueue); output is always JSON. `Err(e)` fails the attempt with `e.to_string()`; a panic
+//! fails it with the panic message; `Err(JobFailure::retry_after(..))` runs the job again
+//! later without spending an attempt.
+//!
+//! Jobs compose through [`compose`]: a job enqueues children, opens batches, publishes to
+//! topics and reads the outputs of the jobs it waited for. This SDK speaks the contract
+//! `sluice:job@0.2.0` (`wit/0.2.0/job.wit`); modules built with the 0.1.0 SDK keep running.
 
-use std::fmt::Display;
+pub mod compose;
+mod failure;
+
+pub use failure::JobFailure;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// The generated WIT bindings of `wit/job.wit`; `export_jobs!` is the supported way to use them.
+/// The generated WIT bindings of `wit/0.2.0/job.wit`; `export_jobs!` and [`compose`] are
+/// the supported way to use them.
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "job",
-        path: "wit",
+        path: "wit/0.2.0",
         pub_export_macro: true,
         export_macro_name: "__export_job_world",
         default_bindings_module: "::sluice_guest_sdk::bindings",
@@ -68,12 +78,12 @@ pub trait JobResult {
     fn into_output(self) -> Result<Vec<u8>, JobError>;
 }
 
-impl<T: Serialize, E: Display> JobResult for Result<T, E> {
+impl<T: Serialize, E: Into<JobFailure>> JobResult for Result<T, E> {
     fn into_output(self) -> Result<Vec<u8>, JobError> {
         match self {
             Ok(value) => serde_json::to_vec(&value)
                 .map_err(|e| JobError::Failed(format!("cannot serialize the job's output: {e}"))),
-            Err(e) => Err(JobError::Failed(e.to_string())),
+            Err(e) => Err(e.into().into_job_error()),
         }
     }
 }

@@ -9,8 +9,11 @@ use std::process::Command;
 /// (constant name, guest package, built file name).
 const GUESTS: &[(&str, &str, &str)] = &[
     ("CATALOGUE_BOMB", "catalogue-bomb", "catalogue_bomb.wasm"),
+    ("CLASSIC", "classic", "classic.wasm"),
+    ("COMPOSER", "composer", "composer.wasm"),
     ("HELLO", "hello", "hello.wasm"),
     ("HOSTILE", "hostile", "hostile.wasm"),
+    ("PIPELINE", "pipeline", "pipeline.wasm"),
     ("WRONG_WORLD", "wrong-world", "wrong-world.wasm"),
 ];
 

@@ -62,6 +62,7 @@ pub async fn enqueue(
         }
     }
     let job = new_job(request, &state)?;
+    check_indexes(&job, 0)?;
     let queue = job.queue.clone();
     let enqueued = state.enqueuer.enqueue(job).await?;
     let status = if enqueued.existing {
@@ -109,9 +110,10 @@ pub async fn enqueue_many(
     }
     let mut jobs = Vec::with_capacity(request.jobs.len());
     for (index, call) in request.jobs.into_iter().enumerate() {
-        jobs.push(
-            new_job(call, &state).map_err(|problem| problem.prefixed(&format!("job {index}")))?,
-        );
+        let job = new_job(call, &state)
+            .and_then(|job| check_indexes(&job, index).map(|()| job))
+            .map_err(|problem| problem.prefixed(&format!("job {index}")))?;
+        jobs.push(job);
     }
     let queues: Vec<String> = jobs.iter().map(|job| job.queue.clone()).collect();
     let enqueued = crate::ops::enqueue_many(state.store.as_ref(), jobs).await?;
@@ -137,8 +139,43 @@ pub async fn enqueue_many(
     ))
 }
 
+/// Refuses a dependency by index on a job that is not before the `index`-th of its request.
+pub(super) fn check_indexes(job: &NewJob, index: usize) -> Result<(), Problem> {
+    for dependency in &job.depends_on {
+        if let crate::compose::JobRef::Child(earlier) = dependency.on
+            && earlier as usize >= index
+        {
+            return Err(OpError::Invalid(format!(
+                "a dependency's `index` names an earlier job of the same bulk request; {earlier} is not before this one"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// A dependency as the request names it.
+fn dependency(
+    request: super::views::DependencyRequest,
+) -> Result<crate::compose::Dependency, OpError> {
+    use crate::compose::JobRef;
+    let on = match (request.job, request.index) {
+        (Some(id), None) if id > 0 => JobRef::Stored(id),
+        (None, Some(index)) => JobRef::Child(index),
+        _ => {
+            return Err(OpError::Invalid(
+                "a dependency names a job id (`job`, positive) or an earlier job of the request (`index`), one of them".into(),
+            ));
+        }
+    };
+    Ok(crate::compose::Dependency {
+        on,
+        if_failed: request.if_failed.unwrap_or_default(),
+    })
+}
+
 /// The job the request describes, or why it cannot be one.
-fn new_job(request: EnqueueRequest, state: &ApiState) -> Result<NewJob, Problem> {
+pub(super) fn new_job(request: EnqueueRequest, state: &ApiState) -> Result<NewJob, Problem> {
     let codec = request.codec.unwrap_or(Codec::Json);
     let args = match codec {
         Codec::Json => serde_json::to_vec(&request.args).expect("a JSON value always serializes"),
@@ -172,6 +209,11 @@ fn new_job(request: EnqueueRequest, state: &ApiState) -> Result<NewJob, Problem>
         return Err(OpError::Invalid("give idempotency_key or unique, not both".into()).into());
     }
     let unique_options = request.unique;
+    let depends_on = request
+        .depends_on
+        .into_iter()
+        .map(dependency)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut job = NewJob {
         queue: request
             .queue
@@ -195,6 +237,9 @@ fn new_job(request: EnqueueRequest, state: &ApiState) -> Result<NewJob, Problem>
             .map(|key| crate::ops::idempotency_key(key, state.idempotency_period))
             .transpose()?,
         partition_key: request.partition_key,
+        depends_on,
+        parent_id: None,
+        batch_id: None,
     };
     if let Some(options) = unique_options {
         job.unique = Some(
@@ -290,6 +335,25 @@ pub async fn get(
         job: JobView::from(&detail.job),
         attempts: detail.attempts.iter().map(AttemptView::from).collect(),
     }))
+}
+
+/// A job's parent, children, dependencies both ways, and batch.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/tree", tag = "jobs",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, body = super::views::JobTreeView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "A malformed path", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unavailable; try again", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn tree(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<super::views::JobTreeView>> {
+    let tree = crate::ops::compose::tree(state.store.as_ref(), id).await?;
+    Ok(Json(super::views::JobTreeView::from(&tree)))
 }
 
 /// Run the job again now (a finished job gets one more attempt). With a body, its `args`

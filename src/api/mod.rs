@@ -3,6 +3,7 @@
 //! `/openapi.json`. Errors are problem documents (`problem.rs`).
 
 pub mod auth;
+pub mod batches;
 mod body;
 pub mod breakers;
 pub mod cron;
@@ -18,6 +19,7 @@ mod retention;
 pub mod session;
 mod stats;
 pub mod tokens;
+pub mod topics;
 pub mod views;
 
 use std::future::Future;
@@ -96,12 +98,14 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
     ),
     paths(
         modules::upload, modules::list, modules::get,
-        jobs::enqueue, jobs::enqueue_many, jobs::list, jobs::get, jobs::retry, jobs::cancel,
+        jobs::enqueue, jobs::enqueue_many, jobs::list, jobs::get, jobs::tree, jobs::retry, jobs::cancel,
         jobs::delete, jobs::retry_many, jobs::cancel_many, jobs::delete_many,
         queues::list, queues::pause, queues::resume, queues::set_concurrency, queues::set_limits,
         queues::set_autoscale,
         cron::list, cron::put, cron::remove,
         breakers::list, breakers::put, breakers::remove, breakers::reset,
+        batches::create, batches::get,
+        topics::list, topics::subscribe, topics::unsubscribe, topics::publish,
         retention::get, retention::put,
         nodes::list, metrics::scrape, stats::get,
         tokens::list, tokens::create, tokens::revoke, auth::list,
@@ -117,6 +121,8 @@ pub const MAX_JSON_BODY: usize = 64 << 20;
         (name = "cron", description = "Periodic jobs: the leader inserts a job per slot, once"),
         (name = "retention", description = "How long finished jobs are kept, by state"),
         (name = "breakers", description = "Circuit breakers per module and function: policies, states, resets"),
+        (name = "batches", description = "Groups of jobs with callbacks when they end"),
+        (name = "topics", description = "Topics: each subscription gets its own job for every event published"),
         (name = "nodes", description = "The nodes that run jobs"),
         (name = "tokens", description = "The API's bearer tokens and their roles"),
         (name = "audit", description = "Who did what, when"),
@@ -317,6 +323,25 @@ fn routes(state: ApiState) -> Router {
             )),
         )
         .route("/v1/breakers", auth::allow(Read, s, get(breakers::list)))
+        .route(
+            "/v1/batches",
+            auth::allow(Operate, s, post(batches::create)),
+        )
+        .route("/v1/batches/{id}", auth::allow(Read, s, get(batches::get)))
+        .route("/v1/topics", auth::allow(Read, s, get(topics::list)))
+        .route(
+            "/v1/topics/{topic}/subscriptions",
+            auth::allow(Operate, s, post(topics::subscribe)).merge(auth::allow(
+                Operate,
+                s,
+                delete(topics::unsubscribe),
+            )),
+        )
+        .route(
+            "/v1/topics/{topic}/events",
+            auth::allow(Operate, s, post(topics::publish)),
+        )
+        .route("/v1/jobs/{id}/tree", auth::allow(Read, s, get(jobs::tree)))
         .route(
             "/v1/breakers/{module}/{function}",
             auth::allow(Operate, s, put(breakers::put)).merge(auth::allow(

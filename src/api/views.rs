@@ -52,6 +52,19 @@ pub struct JobView {
     /// The partition it counts in, on a queue that had partitions when it was enqueued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition_key: Option<String>,
+    /// The job whose completed attempt enqueued this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<i64>,
+    /// The batch it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<i64>,
+    /// How many jobs it waits (or waited) for; it is `held` until they have all ended.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waits_for: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 impl From<&Job> for JobView {
@@ -80,6 +93,9 @@ impl From<&Job> for JobView {
             lease_expires_at: job.lease_expires_at,
             output: output_value(job.output.as_deref()),
             partition_key: job.partition_key.clone(),
+            parent_id: job.parent_id,
+            batch_id: job.batch_id,
+            waits_for: job.waits_for,
         }
     }
 }
@@ -379,6 +395,31 @@ pub struct EnqueueRequest {
     /// The partition the job counts in on a queue with partitions, in place of the one the
     /// queue's partitioning derives. At most 255 printable characters.
     pub partition_key: Option<String>,
+    /// Jobs to wait for: the job is `held` until each has completed, been discarded or
+    /// been cancelled, and then reads their outputs.
+    #[serde(default)]
+    pub depends_on: Vec<DependencyRequest>,
+}
+
+/// A job to wait for: a stored job by id, or (in a bulk enqueue) an earlier job of the
+/// same request by its index.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DependencyRequest {
+    /// A stored job's id.
+    pub job: Option<i64>,
+    /// The index of an earlier job of the same bulk request.
+    pub index: Option<u32>,
+    /// If it is discarded or cancelled: `cancel` this job (the default) or `run` it anyway.
+    #[schema(schema_with = if_failed_schema)]
+    pub if_failed: Option<crate::compose::IfFailed>,
+}
+
+fn if_failed_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["cancel", "run"]))
+        .build()
 }
 
 /// Many calls to enqueue, stored together or not at all.
@@ -464,4 +505,58 @@ pub struct BulkActionView {
     pub refused: Vec<RefusedJob>,
     /// The filter matched more jobs than its limit: send it again for the rest.
     pub more: bool,
+}
+
+/// A job's place in a composition: the job whose attempt enqueued it, the jobs its own
+/// attempts enqueued, the jobs it waits for and those waiting for it, and its batch.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobTreeView {
+    pub job: JobView,
+    pub parent: Option<JobView>,
+    /// The first 1,000 children, by id.
+    pub children: Vec<JobView>,
+    /// How many children it has in all.
+    pub children_total: u64,
+    /// The jobs it waits (or waited) for, in the order it named them.
+    pub waits_for: Vec<DependencyView>,
+    /// The jobs that wait (or waited) for it (the first 1,000).
+    pub waited_on_by: Vec<DependencyView>,
+    pub batch: Option<super::batches::BatchView>,
+}
+
+/// One end of a dependency.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DependencyView {
+    pub job_id: i64,
+    /// `module.function` of that job; empty once it is deleted.
+    pub function: String,
+    /// Its state (`deleted` once it no longer exists).
+    pub state: String,
+    /// If the job waited for is discarded or cancelled: `cancel` the waiting one, or `run` it.
+    pub if_failed: String,
+}
+
+impl From<&crate::store::DependencyLink> for DependencyView {
+    fn from(link: &crate::store::DependencyLink) -> DependencyView {
+        DependencyView {
+            job_id: link.job_id,
+            function: link.function.clone(),
+            state: link.state.clone(),
+            if_failed: link.if_failed.as_str().to_string(),
+        }
+    }
+}
+
+impl From<&crate::store::JobTree> for JobTreeView {
+    fn from(tree: &crate::store::JobTree) -> JobTreeView {
+        JobTreeView {
+            job: JobView::from(&tree.job),
+            parent: tree.parent.as_ref().map(JobView::from),
+            children: tree.children.iter().map(JobView::from).collect(),
+            children_total: tree.children_total,
+            waits_for: tree.waits_for.iter().map(DependencyView::from).collect(),
+            waited_on_by: tree.waited_on_by.iter().map(DependencyView::from).collect(),
+            batch: tree.batch.as_ref().map(super::batches::BatchView::from),
+        }
+    }
 }

@@ -74,6 +74,14 @@ pub struct Args {
     /// queue's partitioning derives.
     #[arg(long)]
     partition_key: Option<String>,
+    /// Wait for these jobs (comma-separated ids): the job is held until each has ended, and
+    /// then reads their outputs. If one is discarded or cancelled, the job is cancelled too
+    /// unless --run-if-failed.
+    #[arg(long, value_delimiter = ',')]
+    depends_on: Vec<sluice::model::JobId>,
+    /// Run the job even if a job it waits for is discarded or cancelled.
+    #[arg(long, requires = "depends_on")]
+    run_if_failed: bool,
 }
 
 impl Args {
@@ -123,6 +131,20 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         limits,
         unique: None,
         partition_key: args.partition_key.clone(),
+        depends_on: args
+            .depends_on
+            .iter()
+            .map(|&id| sluice::compose::Dependency {
+                on: sluice::compose::JobRef::Stored(id),
+                if_failed: if args.run_if_failed {
+                    sluice::compose::IfFailed::Run
+                } else {
+                    sluice::compose::IfFailed::Cancel
+                },
+            })
+            .collect(),
+        parent_id: None,
+        batch_id: None,
     };
 
     if let Some(batch) = &args.batch {

@@ -10,6 +10,10 @@ pub struct Args {
     /// The job to show.
     #[arg(required = true)]
     id: Option<JobId>,
+    /// Show where the job sits in a composition: the job that enqueued it, the jobs it
+    /// enqueued, what it waits for and what waits for it, and its batch.
+    #[arg(long)]
+    tree: bool,
     #[command(subcommand)]
     action: Option<Action>,
 }
@@ -50,7 +54,66 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
         None => args.id.expect("clap requires an id without a subcommand"),
     };
+    if args.tree {
+        return show_tree(context, id).await;
+    }
     show(context, id).await
+}
+
+async fn show_tree(context: &Context, id: JobId) -> anyhow::Result<()> {
+    let tree = context.target.tree(id).await?;
+    if context.json {
+        super::print_view(&tree);
+        return Ok(());
+    }
+    let line = |job: &sluice::api::views::JobView| {
+        format!(
+            "job {}  {}.{}  {}",
+            job.id, job.module, job.function, job.state
+        )
+    };
+    match &tree.parent {
+        Some(parent) => out!("{}", line(parent)),
+        None => out!("(no parent: enqueued from outside a job)"),
+    }
+    out!("└─ {}", line(&tree.job));
+    for (index, child) in tree.children.iter().enumerate() {
+        let last = index + 1 == tree.children.len() && tree.children_total as usize <= index + 1;
+        out!("   {} {}", if last { "└─" } else { "├─" }, line(child));
+    }
+    let hidden = tree.children_total as usize - tree.children.len();
+    if hidden > 0 {
+        out!("   └─ … {hidden} more children");
+    }
+    for waited in &tree.waits_for {
+        out!(
+            "  waits for job {} {} ({}; if it failed: {})",
+            waited.job_id,
+            waited.function,
+            waited.state,
+            waited.if_failed
+        );
+    }
+    for waiting in &tree.waited_on_by {
+        out!(
+            "  waited on by job {} {} ({})",
+            waiting.job_id,
+            waiting.function,
+            waiting.state
+        );
+    }
+    if let Some(batch) = &tree.batch {
+        let counts = &batch.counts;
+        out!(
+            "  in batch {}: {} completed, {} discarded, {} cancelled of {}",
+            batch.id,
+            counts.completed,
+            counts.discarded,
+            counts.cancelled,
+            counts.total
+        );
+    }
+    Ok(())
 }
 
 async fn show(context: &Context, id: JobId) -> anyhow::Result<()> {

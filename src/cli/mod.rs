@@ -9,6 +9,7 @@ macro_rules! out {
 }
 
 mod audit;
+mod batch;
 mod bench;
 mod breaker;
 mod config;
@@ -26,6 +27,7 @@ mod run;
 mod serve;
 mod target;
 mod token;
+mod topic;
 mod upload;
 
 use std::path::PathBuf;
@@ -86,8 +88,13 @@ enum Command {
     Serve(serve::Args),
     /// List jobs.
     Jobs(jobs::Args),
-    /// Show a job with its attempts, or retry or cancel it.
+    /// Show a job with its attempts (or its tree: parent, children, dependencies, batch),
+    /// or retry or cancel it.
     Job(job::Args),
+    /// Show a batch's progress and callbacks.
+    Batch(batch::Args),
+    /// Subscribe job functions to topics, and publish events to them.
+    Topic(topic::Args),
     /// List modules (latest version of each).
     Modules,
     /// List queues with their job counts.
@@ -178,6 +185,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(&context, args).await,
         Command::Jobs(args) => jobs::run(&context, args).await,
         Command::Job(args) => job::run(&context, args).await,
+        Command::Batch(args) => batch::run(&context, args).await,
+        Command::Topic(args) => topic::run(&context, args).await,
         Command::Modules => modules::run(&context).await,
         Command::Queues => queues::run(&context).await,
         Command::Queue(args) => queue::run(&context, args).await,

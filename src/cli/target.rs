@@ -5,11 +5,14 @@
 use anyhow::Context as _;
 use reqwest::Method;
 use sluice::api::auth::AuditView;
+use sluice::api::batches::BatchView;
 use sluice::api::breakers::BreakerView;
 use sluice::api::cron::{CronBody, CronView};
 use sluice::api::tokens::{CreatedToken, TokenView};
+use sluice::api::topics::SubscriptionView;
 use sluice::api::views::{
-    AttemptView, EnqueuedOne, JobDetailView, JobPage, JobView, ModuleView, QueueView, UploadView,
+    AttemptView, EnqueuedOne, JobDetailView, JobPage, JobTreeView, JobView, ModuleView, QueueView,
+    UploadView,
 };
 use sluice::app::App;
 use sluice::breakers::BreakerPolicy;
@@ -17,7 +20,7 @@ use sluice::client::{ClientError, HttpClient, RequestBody};
 use sluice::limits::{Autoscale, QueueLimits};
 use sluice::model::{IDEMPOTENCY_PREFIX, JobId, JobState, NewJob, Role, UniqueKey};
 use sluice::ops::{CLI_ACTOR, CronSpec, RetentionSecs};
-use sluice::store::JobList;
+use sluice::store::{JobList, Subscription};
 use sluice::unique::UniqueOptions;
 
 /// The store opened from the settings, or a node's API.
@@ -322,6 +325,136 @@ impl Target {
             }
         }
         Ok(())
+    }
+
+    /// A job's parent, children, dependencies and batch.
+    pub async fn tree(&self, id: JobId) -> anyhow::Result<JobTreeView> {
+        match self {
+            Target::Store(app) => {
+                let tree = sluice::ops::compose::tree(app.store.as_ref(), id).await?;
+                Ok(JobTreeView::from(&tree))
+            }
+            Target::Api(api) => {
+                api.call(
+                    Method::GET,
+                    &format!("/v1/jobs/{id}/tree"),
+                    RequestBody::Empty,
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn batch(&self, id: i64) -> anyhow::Result<BatchView> {
+        match self {
+            Target::Store(app) => {
+                let batch = sluice::ops::compose::batch(app.store.as_ref(), id).await?;
+                Ok(BatchView::from(&batch))
+            }
+            Target::Api(api) => {
+                api.call(
+                    Method::GET,
+                    &format!("/v1/batches/{id}"),
+                    RequestBody::Empty,
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn subscriptions(&self) -> anyhow::Result<Vec<SubscriptionView>> {
+        match self {
+            Target::Store(app) => {
+                let found = sluice::ops::compose::subscriptions(app.store.as_ref(), None).await?;
+                Ok(found.into_iter().map(SubscriptionView::from).collect())
+            }
+            Target::Api(api) => {
+                api.call(Method::GET, "/v1/topics", RequestBody::Empty)
+                    .await
+            }
+        }
+    }
+
+    /// Subscribes; false if it was subscribed already.
+    pub async fn subscribe(&self, subscription: Subscription) -> anyhow::Result<bool> {
+        match self {
+            Target::Store(app) => {
+                Ok(sluice::ops::compose::subscribe(app.store.as_ref(), subscription).await?)
+            }
+            Target::Api(api) => {
+                let path = format!("/v1/topics/{}/subscriptions", encode(&subscription.topic));
+                let before = self.subscriptions().await?;
+                let _: SubscriptionView = api
+                    .call(Method::POST, &path, subscription_body(&subscription))
+                    .await?;
+                Ok(!before.iter().any(|s| {
+                    (&s.topic, &s.queue, &s.module, &s.function)
+                        == (
+                            &subscription.topic,
+                            &subscription.queue,
+                            &subscription.module,
+                            &subscription.function,
+                        )
+                }))
+            }
+        }
+    }
+
+    /// Unsubscribes; an error if there was no such subscription.
+    pub async fn unsubscribe(&self, subscription: Subscription) -> anyhow::Result<()> {
+        match self {
+            Target::Store(app) => {
+                if !sluice::ops::compose::unsubscribe(app.store.as_ref(), &subscription).await? {
+                    anyhow::bail!(sluice::ops::OpError::SubscriptionNotFound(format!(
+                        "{} to {}.{} on {}",
+                        subscription.topic,
+                        subscription.module,
+                        subscription.function,
+                        subscription.queue
+                    )));
+                }
+                Ok(())
+            }
+            Target::Api(api) => {
+                let path = format!("/v1/topics/{}/subscriptions", encode(&subscription.topic));
+                api.call(Method::DELETE, &path, subscription_body(&subscription))
+                    .await
+            }
+        }
+    }
+
+    /// Publishes a JSON event; returns the ids of the jobs it became.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        json_args: &str,
+        partition_key: Option<String>,
+    ) -> anyhow::Result<Vec<JobId>> {
+        match self {
+            Target::Store(app) => {
+                let enqueued = sluice::ops::compose::publish(
+                    app.store.as_ref(),
+                    topic,
+                    json_args,
+                    partition_key,
+                )
+                .await?;
+                Ok(enqueued.iter().map(|job| job.id).collect())
+            }
+            Target::Api(api) => {
+                let args: serde_json::Value = serde_json::from_str(json_args)
+                    .map_err(|e| sluice::ops::OpError::BadArgs(format!("{e}: {json_args}")))?;
+                let path = format!("/v1/topics/{}/events", encode(topic));
+                let body = RequestBody::Json(
+                    serde_json::json!({ "args": args, "partition_key": partition_key }),
+                );
+                let published: serde_json::Value = api.call(Method::POST, &path, body).await?;
+                Ok(published["ids"]
+                    .as_array()
+                    .map(|ids| ids.iter().filter_map(|id| id.as_i64()).collect())
+                    .unwrap_or_default())
+            }
+        }
     }
 
     pub async fn breakers(&self) -> anyhow::Result<Vec<BreakerView>> {
@@ -677,6 +810,15 @@ fn unique_key(job: &NewJob, unique: Option<&UniqueOptions>) -> anyhow::Result<Op
 }
 
 /// The client's call for a job the CLI built; its attempts only if the user named them.
+fn subscription_body(subscription: &Subscription) -> RequestBody {
+    RequestBody::Json(serde_json::json!({
+        "queue": subscription.queue,
+        "module": subscription.module,
+        "function": subscription.function,
+        "max_attempts": subscription.max_attempts,
+    }))
+}
+
 fn call_of(
     job: NewJob,
     max_attempts_named: bool,
@@ -716,6 +858,11 @@ fn call_of(
     }
     if let Some(key) = job.partition_key {
         call = call.partition_key(key);
+    }
+    for dependency in job.depends_on {
+        if let sluice::compose::JobRef::Stored(id) = dependency.on {
+            call = call.depends_on(id, dependency.if_failed);
+        }
     }
     Ok(call)
 }

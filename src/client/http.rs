@@ -193,5 +193,18 @@ fn body(call: &Call) -> Result<Value, ClientError> {
         "partition_key",
         call.partition_key.clone().map(Value::String),
     );
+    if !call.depends_on.is_empty() {
+        let waits: Vec<Value> = call
+            .depends_on
+            .iter()
+            .filter_map(|dependency| match dependency.on {
+                crate::compose::JobRef::Stored(id) => {
+                    Some(json!({"job": id, "if_failed": dependency.if_failed.as_str()}))
+                }
+                crate::compose::JobRef::Child(_) => None,
+            })
+            .collect();
+        set("depends_on", Some(Value::Array(waits)));
+    }
     Ok(body)
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::model::{Codec, LimitOverrides, NewJob, UniqueKey, UnknownFunction};
+pub use crate::compose::IfFailed;
+use crate::compose::{Dependency, JobRef};
+use crate::model::{Codec, JobId, LimitOverrides, NewJob, UniqueKey, UnknownFunction};
 use crate::store::StoreError;
 pub use crate::unique::UniqueOptions;
 
@@ -38,6 +40,7 @@ pub struct Call {
     idempotency_key: Option<String>,
     unique: Option<UniqueOptions>,
     partition_key: Option<String>,
+    depends_on: Vec<Dependency>,
 }
 
 impl Call {
@@ -57,6 +60,7 @@ impl Call {
             idempotency_key: None,
             unique: None,
             partition_key: None,
+            depends_on: Vec::new(),
         }
     }
 
@@ -147,6 +151,16 @@ impl Call {
         self
     }
 
+    /// Waits for job `id`: the job is held until that one has ended, and cancelled if it was
+    /// discarded or cancelled (`IfFailed::Cancel`) or run anyway (`IfFailed::Run`).
+    pub fn depends_on(mut self, id: JobId, if_failed: IfFailed) -> Call {
+        self.depends_on.push(Dependency {
+            on: JobRef::Stored(id),
+            if_failed,
+        });
+        self
+    }
+
     /// The job this call stores, its options checked as `sluice enqueue` checks them.
     fn new_job(&self) -> Result<NewJob, ClientError> {
         if self.idempotency_key.is_some() && self.unique.is_some() {
@@ -172,6 +186,9 @@ impl Call {
                 .transpose()
                 .map_err(ClientError::Invalid)?,
             partition_key: self.partition_key.clone(),
+            depends_on: self.depends_on.clone(),
+            parent_id: None,
+            batch_id: None,
         };
         if let Some(options) = &self.unique {
             job.unique = Some(

@@ -511,7 +511,8 @@ impl Consumer {
     }
 
     fn resolve(&self, job: &Job, run: RunResult, started_at: chrono::DateTime<Utc>) -> JobOutcome {
-        let report = run.report;
+        let mut report = run.report;
+        let composed = std::mem::take(&mut report.composed);
         let now = Utc::now();
         let resolution = self.shared.policy.resolve(job, &report.outcome, now);
         let (outcome, message, trap_code) = match &report.outcome {
@@ -543,6 +544,11 @@ impl Consumer {
         JobOutcome {
             id: job.id,
             attempt: job.attempt,
+            // Only a completion writes what the attempt composed.
+            composed: match resolution {
+                Resolution::Complete { .. } => composed,
+                _ => Default::default(),
+            },
             resolution,
             record,
         }
@@ -579,6 +585,7 @@ fn bare_run(failure: Failure, started_at: chrono::DateTime<Utc>) -> RunResult {
             peak_memory_bytes: 0,
             logs: Vec::new(),
             logs_dropped_bytes: 0,
+            composed: Default::default(),
         },
     }
 }
@@ -628,6 +635,7 @@ fn stopped(
         id: job.id,
         attempt: job.attempt,
         resolution,
+        composed: Default::default(),
         record: AttemptRecord {
             attempt: job.attempt,
             node: node.to_string(),

@@ -83,6 +83,9 @@ mod tests {
             output: None,
             lost_attempts: 0,
             partition_key: None,
+            parent_id: None,
+            batch_id: None,
+            waits_for: 0,
         }
     }
 

@@ -120,7 +120,7 @@ pub async fn check_cron(store: &dyn Store, name: &str, spec: CronSpec) -> OpResu
     };
     // The job a slot would insert goes through every check an enqueue does.
     let sample = slot_job(&entry, entry.last_slot);
-    super::jobs::check_options(&sample)?;
+    super::jobs::check_job_options(&sample)?;
     crate::store::check_new_job(&sample, crate::store::DEFAULT_MAX_ARGS_BYTES)?;
     super::jobs::check_call(store, &sample).await?;
     Ok(entry)
@@ -192,5 +192,8 @@ pub fn slot_job(entry: &CronEntry, slot: DateTime<Utc>) -> NewJob {
             states: None,
         }),
         partition_key: None,
+        depends_on: Vec::new(),
+        parent_id: None,
+        batch_id: None,
     }
 }

@@ -20,7 +20,7 @@ pub async fn enqueue(store: &dyn Store, job: NewJob) -> OpResult<Enqueued> {
 pub async fn enqueue_many(store: &dyn Store, jobs: Vec<NewJob>) -> OpResult<Vec<Enqueued>> {
     let mut checked = HashSet::new();
     for job in &jobs {
-        check_options(job)?;
+        check_job_options(job)?;
         let key = (job.module.clone(), job.module_version, job.function.clone());
         if checked.insert(key) {
             check_call(store, job).await?;
@@ -38,7 +38,7 @@ pub(super) async fn check_with(
     modules: &super::RecentModules,
     job: &NewJob,
 ) -> OpResult<()> {
-    check_options(job)?;
+    check_job_options(job)?;
     let module = modules.get(store, &job.module, job.module_version).await?;
     Ok(module.check_exports(&job.function)?)
 }
@@ -76,7 +76,7 @@ pub fn json_args(text: &str) -> OpResult<Vec<u8>> {
 /// The job's options, and names that could be a module's and a function's: a name no
 /// module could have is refused here, before any lookup (PostgreSQL refuses a NUL in text,
 /// which made such a lookup a 500).
-pub(super) fn check_options(job: &NewJob) -> OpResult<()> {
+pub fn check_job_options(job: &NewJob) -> OpResult<()> {
     super::valid_module_name(&job.module)?;
     if job.function.is_empty()
         || job.function.chars().count() > 128
@@ -90,7 +90,7 @@ pub(super) fn check_options(job: &NewJob) -> OpResult<()> {
     crate::model::check_options(job).map_err(OpError::Invalid)
 }
 
-pub(super) async fn check_call(store: &dyn Store, job: &NewJob) -> OpResult<()> {
+pub(crate) async fn check_call(store: &dyn Store, job: &NewJob) -> OpResult<()> {
     let module = store
         .module_get(ModuleGet {
             name: job.module.clone(),

@@ -3,6 +3,7 @@
 
 mod actions;
 mod breakers;
+pub mod compose;
 mod cron;
 mod grouped;
 mod jobs;
@@ -23,8 +24,8 @@ pub use self::breakers::{
 pub use self::cron::{CronSpec, check_cron, next_slot, put_cron, remove_cron, seed_cron, slot_job};
 pub use self::grouped::GroupedEnqueue;
 pub use self::jobs::{
-    DEFAULT_IDEMPOTENCY_PERIOD, enqueue, enqueue_many, idempotency_key, json_args, parse_state,
-    queue_name,
+    DEFAULT_IDEMPOTENCY_PERIOD, check_job_options, enqueue, enqueue_many, idempotency_key,
+    json_args, parse_state, queue_name,
 };
 pub use self::modules::{upload, valid_module_name};
 pub use self::recent_modules::RecentModules;
@@ -56,6 +57,8 @@ pub enum OpError {
     CronNotFound(String),
     #[error("no circuit breaker for `{0}`")]
     BreakerNotFound(String),
+    #[error("no subscription of {0}")]
+    SubscriptionNotFound(String),
     #[error(transparent)]
     Module(#[from] ModuleError),
     #[error(transparent)]
@@ -90,11 +93,13 @@ impl OpError {
             OpError::TokenNotFound(_) => "token_not_found",
             OpError::CronNotFound(_) => "cron_not_found",
             OpError::BreakerNotFound(_) => "breaker_not_found",
+            OpError::SubscriptionNotFound(_) => "subscription_not_found",
             OpError::Module(ModuleError::TooLarge { .. }) => "module_too_large",
             OpError::Module(ModuleError::Cache { .. }) => "internal",
             OpError::Module(_) => "invalid_module",
             OpError::Store(error) => match error {
                 StoreError::JobNotFound(_) => "job_not_found",
+                StoreError::BatchNotFound(_) => "batch_not_found",
                 StoreError::ModuleNotFound(_) => "module_not_found",
                 StoreError::ModuleVersionNotFound { .. } => "module_version_not_found",
                 StoreError::InvalidTransition { .. } => "invalid_transition",
@@ -113,11 +118,13 @@ impl OpError {
     pub fn kind(&self) -> ErrorKind {
         match self.code() {
             "job_not_found"
+            | "batch_not_found"
             | "module_not_found"
             | "module_version_not_found"
             | "token_not_found"
             | "cron_not_found"
-            | "breaker_not_found" => ErrorKind::NotFound,
+            | "breaker_not_found"
+            | "subscription_not_found" => ErrorKind::NotFound,
             "invalid_transition" | "unique_key_held" => ErrorKind::Conflict,
             "module_too_large" | "args_too_large" => ErrorKind::TooLarge,
             "database_unavailable" => ErrorKind::Unavailable,

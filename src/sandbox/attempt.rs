@@ -6,12 +6,13 @@ use wasmtime::component::{ResourceTable, ResourceTableError};
 use wasmtime::{Engine, PoolConcurrencyLimitError, Store, Trap, WasmBacktrace};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
-use super::bindings::{AttemptState, JobError, WitCodec, WitJobFunction};
+use super::bindings::{AttemptState, v0_1, v0_2};
 use super::budget::Holding;
 use super::capture::Capture;
+use super::composer::Composer;
 use super::deadline::{AttemptClock, DeadlineHook, DeadlinePassed};
 use super::limits::{Limits, MemoryLimiter};
-use super::module::PreparedModule;
+use super::module::{Contract, PreparedModule};
 use super::text::{MAX_DESCRIPTION_BYTES, MAX_FRAME_NAME_BYTES, MAX_MESSAGE_BYTES, bounded};
 use crate::model::{
     AttemptOutcome, AttemptReport, Codec, Failure, FailureKind, JobFunction, LogStream,
@@ -35,6 +36,42 @@ pub(crate) struct Call<'a> {
     pub yield_interval: u64,
     /// Whether the call hook checks the deadline at host crossings.
     pub watch_host_calls: bool,
+    /// The job as the guest may ask about it, and the node's answers to its composing.
+    pub composer: Composer,
+}
+
+/// How a guest's `run` returned without output, whichever contract it speaks.
+enum JobError {
+    Failed(String),
+    BadArgs(String),
+    UnknownFunction(String),
+    RetryAfter { reason: String, delay_ms: u64 },
+}
+
+impl From<v0_1::exports::sluice::job::guest::JobError> for JobError {
+    fn from(error: v0_1::exports::sluice::job::guest::JobError) -> JobError {
+        use v0_1::exports::sluice::job::guest::JobError as Old;
+        match error {
+            Old::Failed(message) => JobError::Failed(message),
+            Old::BadArgs(message) => JobError::BadArgs(message),
+            Old::UnknownFunction(name) => JobError::UnknownFunction(name),
+        }
+    }
+}
+
+impl From<v0_2::exports::sluice::job::guest::JobError> for JobError {
+    fn from(error: v0_2::exports::sluice::job::guest::JobError) -> JobError {
+        use v0_2::exports::sluice::job::guest::JobError as New;
+        match error {
+            New::Failed(message) => JobError::Failed(message),
+            New::BadArgs(message) => JobError::BadArgs(message),
+            New::UnknownFunction(name) => JobError::UnknownFunction(name),
+            New::RetryAfter(request) => JobError::RetryAfter {
+                reason: request.reason,
+                delay_ms: request.delay_ms,
+            },
+        }
+    }
 }
 
 /// Why an attempt could not start, for a reason that is the node's and not the job's.
@@ -65,27 +102,48 @@ pub(crate) async fn run(
         capture.clone(),
         deadline,
         holding,
+        call.composer,
     );
     if call.watch_host_calls {
         store.call_hook_async(DeadlineHook);
     }
 
-    let function = call.function;
-    let codec = match call.codec {
-        Codec::Json => WitCodec::Json,
-        Codec::Postcard => WitCodec::Postcard,
-    };
+    let (function, args) = (call.function, call.args);
     let invocation = async {
-        let job = call
-            .module
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(Stage::Instantiate)?;
-        job.sluice_job_guest()
-            .call_run(&mut store, function, call.args, codec)
-            .await
-            .map_err(Stage::Call)
+        match &call.module.contract {
+            Contract::V0_1(pre) => {
+                let codec = match call.codec {
+                    Codec::Json => v0_1::sluice::job::types::Codec::Json,
+                    Codec::Postcard => v0_1::sluice::job::types::Codec::Postcard,
+                };
+                let job = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(Stage::Instantiate)?;
+                let returned = job
+                    .sluice_job_guest()
+                    .call_run(&mut store, function, args, codec)
+                    .await
+                    .map_err(Stage::Call)?;
+                Ok(returned.map_err(JobError::from))
+            }
+            Contract::V0_2(pre) => {
+                let codec = match call.codec {
+                    Codec::Json => v0_2::sluice::job::types::Codec::Json,
+                    Codec::Postcard => v0_2::sluice::job::types::Codec::Postcard,
+                };
+                let job = pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(Stage::Instantiate)?;
+                let returned = job
+                    .sluice_job_guest()
+                    .call_run(&mut store, function, args, codec)
+                    .await
+                    .map_err(Stage::Call)?;
+                Ok(returned.map_err(JobError::from))
+            }
+        }
     };
     // The deadline: the timer fires while the guest waits on the host (a sleep, a poll) or at
     // its next fuel yield while it computes, and dropping the call unwinds the guest; the
@@ -117,8 +175,14 @@ pub(crate) async fn run(
         ));
     }
     let (logs, logs_dropped_bytes) = capture.finish();
+    // What the guest composed matters only if the attempt completed.
+    let composed = match outcome {
+        AttemptOutcome::Completed { .. } => std::mem::take(&mut state.composer.composed),
+        AttemptOutcome::Failed(_) => Default::default(),
+    };
     Ok(AttemptReport {
         outcome,
+        composed,
         fuel_consumed: limits.fuel.saturating_sub(fuel_left),
         wall_time,
         peak_memory_bytes: state.limiter.peak,
@@ -142,6 +206,7 @@ fn new_store(
     capture: Capture,
     deadline: Instant,
     holding: Holding,
+    composer: Composer,
 ) -> Store<AttemptState> {
     // Nothing is granted: no preopened directories, no environment, no arguments, no stdin,
     // no sockets. Only stdout and stderr exist, and they go to the bounded capture.
@@ -162,6 +227,7 @@ fn new_store(
         capture,
         clock: AttemptClock::new(deadline),
         panic: None,
+        composer,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -215,6 +281,10 @@ fn guest_failure(error: JobError) -> Failure {
                 "the module exports no job function `{}`",
                 bounded(&name, MAX_MESSAGE_BYTES)
             ),
+        ),
+        JobError::RetryAfter { reason, delay_ms } => Failure::retry_after(
+            bounded(&reason, MAX_MESSAGE_BYTES),
+            Duration::from_millis(delay_ms),
         ),
     }
 }
@@ -342,18 +412,43 @@ pub(crate) async fn list_functions(
 ) -> Result<Vec<JobFunction>, String> {
     let capture = Capture::new(limits.log_bytes);
     let deadline = deadline_after(Instant::now(), limits.timeout);
-    let mut store = new_store(engine, &limits, yield_interval, capture, deadline, holding);
+    let mut store = new_store(
+        engine,
+        &limits,
+        yield_interval,
+        capture,
+        deadline,
+        holding,
+        Composer::default(),
+    );
     store.call_hook_async(DeadlineHook);
     let listing = async {
-        let job = module.pre.instantiate_async(&mut store).await?;
-        job.sluice_job_guest().call_functions(&mut store).await
+        let listed: Vec<(String, String)> = match &module.contract {
+            Contract::V0_1(pre) => {
+                let job = pre.instantiate_async(&mut store).await?;
+                let functions = job.sluice_job_guest().call_functions(&mut store).await?;
+                functions
+                    .into_iter()
+                    .map(|f| (f.name, f.description))
+                    .collect()
+            }
+            Contract::V0_2(pre) => {
+                let job = pre.instantiate_async(&mut store).await?;
+                let functions = job.sluice_job_guest().call_functions(&mut store).await?;
+                functions
+                    .into_iter()
+                    .map(|f| (f.name, f.description))
+                    .collect()
+            }
+        };
+        Ok::<_, wasmtime::Error>(listed)
     };
     match tokio::time::timeout_at(deadline.into(), listing).await {
         Err(_elapsed) => Err(timeout_failure(limits.timeout).message),
         Ok(Err(error)) => Err(classify_error(&error, store.data_mut(), &limits, false).message),
         Ok(Ok(functions)) => Ok(functions
             .into_iter()
-            .map(|WitJobFunction { name, description }| JobFunction {
+            .map(|(name, description)| JobFunction {
                 name,
                 description: bounded(&description, MAX_DESCRIPTION_BYTES),
             })

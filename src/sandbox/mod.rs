@@ -6,6 +6,7 @@ mod attempt;
 mod bindings;
 mod budget;
 mod capture;
+mod composer;
 mod deadline;
 mod engine;
 mod limits;
@@ -20,12 +21,22 @@ use wasmtime::Engine;
 use wasmtime::component::{HasSelf, Linker};
 
 pub use self::attempt::NodeFault;
-use self::bindings::{AttemptState, Job};
+use self::bindings::{AttemptState, v0_1, v0_2};
 pub use self::budget::MemoryBudget;
+use self::composer::Composer;
+pub use self::composer::Surroundings;
 pub use self::limits::Limits;
 use self::module::ModuleCache;
 pub use self::module::{ModuleError, PreparedModule, digest_of};
+use crate::compose::JobContext;
 use crate::model::{AttemptReport, Codec, JobFunction, LimitOverrides};
+
+/// What an attempt's guest may compose with: its job as it may ask about it, and the node's
+/// answers to its requests. Without it (a bare `Sandbox::run`), composing is refused.
+pub struct Composing {
+    pub context: JobContext,
+    pub surroundings: Arc<dyn Surroundings>,
+}
 
 /// Settings of the sandbox, fixed for the life of the process.
 #[derive(Debug, Clone)]
@@ -142,7 +153,7 @@ pub struct Sandbox {
 
 struct Inner {
     engine: Engine,
-    /// WASI plus `sluice:job/host`: everything a guest can import.
+    /// WASI plus `sluice:job` 0.1.0 and 0.2.0: everything a guest can import.
     linker: Linker<AttemptState>,
     modules: ModuleCache,
     budget: MemoryBudget,
@@ -163,7 +174,8 @@ impl Sandbox {
         let engine = engine::build(&config).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .and_then(|()| Job::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state))
+            .and_then(|()| v0_1::Job::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state))
+            .and_then(|()| v0_2::Job::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state))
             .map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
         let modules = ModuleCache::new(&engine, config.cache_dir.clone())?;
         let budget = MemoryBudget::new(config.memory_budget_bytes);
@@ -262,7 +274,8 @@ impl Sandbox {
     /// budget can hold it; `on_start` is told the attempt's deadline as its instance starts.
     /// Whatever the guest does comes back as a classified report; the only error is the
     /// node's own (no instance slot, memory held by other attempts), and then the attempt
-    /// did not count.
+    /// did not count. What the guest composed is in the report if it completed.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run_observed(
         &self,
         module: &PreparedModule,
@@ -270,6 +283,7 @@ impl Sandbox {
         args: &[u8],
         codec: Codec,
         overrides: &LimitOverrides,
+        composing: Option<Composing>,
         on_start: impl FnOnce(Duration),
     ) -> Result<AttemptReport, NodeFault> {
         let config = &self.inner.config;
@@ -282,6 +296,10 @@ impl Sandbox {
             limits,
             yield_interval: config.fuel_yield_interval,
             watch_host_calls: config.watch_host_calls,
+            composer: match composing {
+                Some(composing) => Composer::new(composing.context, Some(composing.surroundings)),
+                None => Composer::default(),
+            },
         };
         let holding = self.inner.budget.admit().await;
         on_start(limits.timeout);
@@ -297,7 +315,7 @@ impl Sandbox {
         codec: Codec,
         overrides: &LimitOverrides,
     ) -> Result<AttemptReport, NodeFault> {
-        self.run_observed(module, function, args, codec, overrides, |_| {})
+        self.run_observed(module, function, args, codec, overrides, None, |_| {})
             .await
     }
 }

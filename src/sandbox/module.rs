@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use super::bindings::{AttemptState, JobPre};
+use super::bindings::{AttemptState, v0_1, v0_2};
 use crate::model::JobFunction;
 
 /// Why a module cannot be loaded. Each message says what is wrong and how to fix it.
@@ -38,15 +38,15 @@ pub enum ModuleError {
     #[error("the component is not valid WebAssembly: {0}")]
     Invalid(String),
     #[error(
-        "the component does not implement the Sluice job world: it exports [{exports}] but not `sluice:job/guest@0.1.0`; write the module with sluice-guest-sdk and its `export_jobs!` macro"
+        "the component does not implement the Sluice job world: it exports [{exports}] but not `sluice:job/guest` (0.2.0 or 0.1.0); write the module with sluice-guest-sdk and its `export_jobs!` macro"
     )]
     WrongWorld { exports: String },
     #[error(
-        "the component's `sluice:job/guest` export does not match the contract sluice:job@0.1.0: {0}; rebuild it against this version of sluice-guest-sdk"
+        "the component's `sluice:job/guest` export does not match the contract sluice:job@{version}: {reason}; rebuild it against a released sluice-guest-sdk (this node serves sluice:job 0.1.0 and 0.2.0)"
     )]
-    ExportMismatch(String),
+    ExportMismatch { version: String, reason: String },
     #[error(
-        "the component imports something Sluice does not provide: {0}; a job module may import only sluice:job/host@0.1.0 and WASI 0.2 (cli, io, clocks, random, filesystem and sockets, the last two with nothing granted)"
+        "the component imports something Sluice does not provide: {0}; a job module may import only sluice:job/host and sluice:job/compose (0.1.0 or 0.2.0) and WASI 0.2 (cli, io, clocks, random, filesystem and sockets, the last two with nothing granted)"
     )]
     UnsupportedImport(String),
     #[error("listing the module's job functions failed: {0}")]
@@ -61,11 +61,18 @@ pub enum ModuleError {
     },
 }
 
+/// The version of the `sluice:job` contract a module was built against, with its
+/// instantiation ready.
+pub(crate) enum Contract {
+    V0_1(v0_1::JobPre<AttemptState>),
+    V0_2(v0_2::JobPre<AttemptState>),
+}
+
 /// A module compiled for this node, ready to instantiate once per attempt.
 pub struct PreparedModule {
     /// SHA-256 of the wasm bytes, hex.
     pub digest: String,
-    pub(crate) pre: JobPre<AttemptState>,
+    pub(crate) contract: Contract,
     /// Filled by validation; attempts do not need it.
     pub(crate) functions: OnceCell<Vec<JobFunction>>,
 }
@@ -179,27 +186,45 @@ fn load(
     let instance_pre = linker
         .instantiate_pre(&component)
         .map_err(|e| ModuleError::UnsupportedImport(format!("{e:#}")))?;
-    check_exports(engine, &component)?;
-    let pre =
-        JobPre::new(instance_pre).map_err(|e| ModuleError::ExportMismatch(format!("{e:#}")))?;
+    let version = contract_version(engine, &component)?;
+    let mismatch = |e: wasmtime::Error| ModuleError::ExportMismatch {
+        version: version.to_string(),
+        reason: format!("{e:#}"),
+    };
+    let contract = match version {
+        "0.1.0" => Contract::V0_1(v0_1::JobPre::new(instance_pre).map_err(mismatch)?),
+        _ => Contract::V0_2(v0_2::JobPre::new(instance_pre).map_err(mismatch)?),
+    };
     Ok(Arc::new(PreparedModule {
         digest,
-        pre,
+        contract,
         functions: OnceCell::new(),
     }))
 }
 
-fn check_exports(engine: &Engine, component: &Component) -> Result<(), ModuleError> {
+/// The contract version whose `guest` interface the component exports: the newest this
+/// node serves that it has. A module exporting only a version this node does not know is
+/// refused by name.
+fn contract_version(engine: &Engine, component: &Component) -> Result<&'static str, ModuleError> {
     let exports: Vec<String> = component
         .component_type()
         .exports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
-    if exports
+    for version in ["0.2.0", "0.1.0"] {
+        let wanted = format!("sluice:job/guest@{version}");
+        if exports.contains(&wanted) {
+            return Ok(version);
+        }
+    }
+    if let Some(other) = exports
         .iter()
-        .any(|name| name.starts_with("sluice:job/guest@"))
+        .find_map(|name| name.strip_prefix("sluice:job/guest@"))
     {
-        return Ok(());
+        return Err(ModuleError::ExportMismatch {
+            version: other.to_string(),
+            reason: "this node does not know that version".into(),
+        });
     }
     Err(ModuleError::WrongWorld {
         exports: exports.join(", "),

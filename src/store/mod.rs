@@ -51,6 +51,8 @@ pub const DEFAULT_MAX_ARGS_BYTES: usize = 1 << 20;
 pub enum StoreError {
     #[error("no job with id {0}")]
     JobNotFound(JobId),
+    #[error("no batch with id {0}")]
+    BatchNotFound(i64),
     #[error("no module named `{0}`; upload it first with `sluice upload`")]
     ModuleNotFound(String),
     #[error("module `{name}` has no version {version}")]
@@ -316,6 +318,64 @@ pub struct JobOutcome {
     pub attempt: i32,
     pub resolution: Resolution,
     pub record: AttemptRecord,
+    /// What the attempt composed: written with a `Complete` that the store applies (in
+    /// the same transaction), and with nothing else.
+    pub composed: crate::compose::Composed,
+}
+
+/// A topic's subscription: each event published to the topic becomes a job calling
+/// `module.function` on `queue`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Subscription {
+    pub topic: String,
+    pub queue: String,
+    pub module: String,
+    pub function: String,
+    pub max_attempts: i32,
+}
+
+/// A batch as `sluice batch ID` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BatchInfo {
+    pub id: i64,
+    /// The job whose attempt opened it, if a job did.
+    pub parent_id: Option<JobId>,
+    pub created_at: DateTime<Utc>,
+    pub counts: crate::compose::BatchCounts,
+    /// Its jobs running now.
+    pub running: u64,
+    /// Its jobs waiting to run (available, scheduled, retryable or held).
+    pub waiting: u64,
+    pub callbacks: crate::compose::BatchCallbacks,
+    /// The callbacks' jobs, once enqueued.
+    pub finished_job: Option<JobId>,
+    pub success_job: Option<JobId>,
+    pub discard_job: Option<JobId>,
+}
+
+/// One end of a dependency, as a job's tree shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DependencyLink {
+    pub job_id: JobId,
+    /// `module.function` of that job (empty once it is deleted).
+    pub function: String,
+    pub state: String,
+    pub if_failed: crate::compose::IfFailed,
+}
+
+/// A job's place in a composition: `sluice job ID --tree`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobTree {
+    pub job: Job,
+    pub parent: Option<Job>,
+    /// The first children, by id; `children_total` counts them all.
+    pub children: Vec<Job>,
+    pub children_total: u64,
+    /// The jobs it waits (or waited) for, in the order it named them.
+    pub waits_for: Vec<DependencyLink>,
+    /// The jobs that wait (or waited) for it.
+    pub waited_on_by: Vec<DependencyLink>,
+    pub batch: Option<BatchInfo>,
 }
 
 #[derive(Debug, Clone)]
@@ -1018,6 +1078,32 @@ pub trait Store: Send + Sync + 'static {
     // Dead letters (see dead_letters.rs of each store).
     /// The newest `DEAD_LETTER_WINDOW` discarded jobs, grouped; the newest group first.
     async fn dead_letter_groups(&self) -> StoreResult<Vec<DeadLetterGroup>>;
+
+    // Composition (`store/*/compose.rs`).
+    /// The jobs `job` waited for, in the order it named them, with their outputs.
+    async fn dependency_results(
+        &self,
+        job: JobId,
+    ) -> StoreResult<Vec<crate::compose::DependencyResult>>;
+    /// A job's output, if it has one.
+    async fn job_output(&self, job: JobId) -> StoreResult<Option<Vec<u8>>>;
+    /// A job's parent, children, dependencies both ways, and batch.
+    async fn job_tree(&self, job: JobId) -> StoreResult<JobTree>;
+    /// Creates a batch of `jobs` with `callbacks`; returns its id and the jobs'.
+    async fn batch_create(
+        &self,
+        callbacks: crate::compose::BatchCallbacks,
+        jobs: Vec<NewJob>,
+    ) -> StoreResult<(i64, Vec<Enqueued>)>;
+    async fn batch_get(&self, id: i64) -> StoreResult<BatchInfo>;
+    /// Adds a subscription; false if it existed.
+    async fn topic_subscribe(&self, subscription: Subscription) -> StoreResult<bool>;
+    /// Removes a subscription; false if there was none.
+    async fn topic_unsubscribe(&self, subscription: &Subscription) -> StoreResult<bool>;
+    /// The subscriptions of one topic, or of all.
+    async fn topic_subscriptions(&self, topic: Option<&str>) -> StoreResult<Vec<Subscription>>;
+    /// Publishes an event: one job per subscription of its topic, in one transaction.
+    async fn topic_publish(&self, event: crate::compose::Published) -> StoreResult<Vec<Enqueued>>;
     /// Failed attempts of a function's retrying and discarded jobs, newest first.
     async fn failures_recent(
         &self,
@@ -1092,6 +1178,7 @@ pub(crate) fn check_new_job(job: &NewJob, max_args_bytes: usize) -> StoreResult<
 /// The state a new job starts in.
 pub(crate) fn initial_state(job: &NewJob, now: DateTime<Utc>) -> JobState {
     match job.scheduled_at {
+        _ if !job.depends_on.is_empty() => JobState::Held,
         Some(at) if at > now => JobState::Scheduled,
         _ => JobState::Available,
     }
@@ -1101,19 +1188,23 @@ pub(crate) fn initial_state(job: &NewJob, now: DateTime<Utc>) -> JobState {
 pub(crate) const JOB_COLUMNS: &str = "id, queue, module, module_version, function, args, codec, \
      state, priority, attempt, max_attempts, inserted_at, scheduled_at, attempted_at, lease_node, \
      lease_expires_at, finalized_at, fuel_limit, timeout_ms, memory_limit, output, lost_attempts, \
-     partition_key";
+     partition_key, parent_id, batch_id, waits_for";
 
 /// Appends the optional state, queue and module filters of a listing or a count.
 /// The predicate of the `sluice_jobs_unsettled` index. SQLite uses a partial index only
 /// when the query restates its predicate (it does not infer `state IN (...)` from
 /// `state = 'discarded'`), so every read of one of these states by that index carries it.
 pub(crate) const UNSETTLED_STATES: &str =
-    "state IN ('scheduled', 'retryable', 'discarded', 'cancelled')";
+    "state IN ('scheduled', 'retryable', 'discarded', 'cancelled', 'held')";
 
 /// `UNSETTLED_STATES AND ` when `state` is one of them, else nothing.
 pub(crate) fn unsettled_guard(state: JobState) -> String {
     match state {
-        JobState::Scheduled | JobState::Retryable | JobState::Discarded | JobState::Cancelled => {
+        JobState::Scheduled
+        | JobState::Retryable
+        | JobState::Discarded
+        | JobState::Cancelled
+        | JobState::Held => {
             format!("{UNSETTLED_STATES} AND ")
         }
         _ => String::new(),
@@ -1356,6 +1447,9 @@ pub(crate) fn partition_source(
         limits: Default::default(),
         unique: None,
         partition_key: None,
+        depends_on: Vec::new(),
+        parent_id: None,
+        batch_id: None,
     }
 }
 

@@ -131,7 +131,7 @@ fn refusal(error: &ModuleError) -> &'static str {
         ModuleError::CoreModule => "refused: core module",
         ModuleError::Invalid(_) => "refused: invalid",
         ModuleError::WrongWorld { .. } => "refused: wrong world",
-        ModuleError::ExportMismatch(_) => "refused: export mismatch",
+        ModuleError::ExportMismatch { .. } => "refused: export mismatch",
         ModuleError::UnsupportedImport(_) => "refused: unsupported import",
         ModuleError::Catalogue(_) => "refused: catalogue failed",
         ModuleError::NoFunctions => "refused: no functions",

@@ -158,6 +158,7 @@ impl Runner for UnstorableReports {
                 peak_memory_bytes: 0,
                 logs,
                 logs_dropped_bytes: 0,
+                composed: Default::default(),
             },
         })
     }

@@ -817,6 +817,7 @@ async fn a_full_instance_pool_is_a_node_fault() {
                     br#"{"ms":2000}"#,
                     Codec::Json,
                     &Default::default(),
+                    None,
                     |_| {
                         let _ = sleeping.send(());
                     },

@@ -186,6 +186,7 @@ fn outcome(id: i64, attempt: i32, resolution: Resolution, class: AttemptClass) -
         attempt,
         resolution,
         record: record(attempt, class),
+        composed: Default::default(),
     }
 }
 

@@ -16,6 +16,7 @@ use super::*;
 use crate::model::{AttemptClass, Codec, LimitOverrides};
 
 mod breakers;
+mod compose;
 mod cron;
 mod dead_letters;
 mod limits;
@@ -197,6 +198,9 @@ fn job_from_row(row: &PgRow) -> StoreResult<Job> {
         output: row.try_get("output")?,
         lost_attempts: row.try_get("lost_attempts")?,
         partition_key: row.try_get("partition_key")?,
+        parent_id: row.try_get("parent_id")?,
+        batch_id: row.try_get("batch_id")?,
+        waits_for: row.try_get("waits_for")?,
     })
 }
 
@@ -302,6 +306,116 @@ impl Store for PostgresStore {
     }
     async fn dead_letter_groups(&self) -> StoreResult<Vec<DeadLetterGroup>> {
         self.group_dead_letters().await
+    }
+
+    async fn dependency_results(
+        &self,
+        job: JobId,
+    ) -> StoreResult<Vec<crate::compose::DependencyResult>> {
+        compose::dependency_results(&mut *self.pool.acquire().await?, job).await
+    }
+
+    async fn job_output(&self, job: JobId) -> StoreResult<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT output FROM sluice_jobs WHERE id = $1")
+                .bind(job)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
+
+    async fn job_tree(&self, job: JobId) -> StoreResult<JobTree> {
+        compose::job_tree(&mut *self.pool.acquire().await?, job).await
+    }
+
+    async fn batch_create(
+        &self,
+        callbacks: crate::compose::BatchCallbacks,
+        mut jobs: Vec<NewJob>,
+    ) -> StoreResult<(i64, Vec<Enqueued>)> {
+        for job in &jobs {
+            check_new_job(job, self.max_args_bytes)?;
+        }
+        let mut tx = self.pool.begin().await?;
+        let batch = compose::create_batch(&mut tx, None, &callbacks, jobs.len()).await?;
+        for job in &mut jobs {
+            job.batch_id = Some(batch);
+        }
+        let enqueued = insert_jobs(&mut tx, jobs).await?;
+        if enqueued.iter().any(|job| job.existing) {
+            // A job already held its unique key: it is not this batch's to count.
+            return Err(StoreError::Invalid(
+                "a batch's jobs cannot take unique keys other jobs hold".into(),
+            ));
+        }
+        compose::fire_due_callbacks(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok((batch, enqueued))
+    }
+
+    async fn batch_get(&self, id: i64) -> StoreResult<BatchInfo> {
+        compose::batch_info(&mut *self.pool.acquire().await?, id).await
+    }
+
+    async fn topic_subscribe(&self, subscription: Subscription) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO sluice_subscriptions (topic, queue, module, function, max_attempts)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (topic, queue, module, function) DO UPDATE SET max_attempts = $5
+             RETURNING (xmax = 0) AS inserted",
+        )
+        .bind(&subscription.topic)
+        .bind(&subscription.queue)
+        .bind(&subscription.module)
+        .bind(&subscription.function)
+        .bind(subscription.max_attempts)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(done.try_get("inserted")?)
+    }
+
+    async fn topic_unsubscribe(&self, subscription: &Subscription) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "DELETE FROM sluice_subscriptions
+             WHERE topic = $1 AND queue = $2 AND module = $3 AND function = $4",
+        )
+        .bind(&subscription.topic)
+        .bind(&subscription.queue)
+        .bind(&subscription.module)
+        .bind(&subscription.function)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn topic_subscriptions(&self, topic: Option<&str>) -> StoreResult<Vec<Subscription>> {
+        let rows = sqlx::query(
+            "SELECT topic, queue, module, function, max_attempts FROM sluice_subscriptions
+             WHERE $1::text IS NULL OR topic = $1 ORDER BY topic, queue, module, function",
+        )
+        .bind(topic)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(compose::subscription_from_row).collect()
+    }
+
+    async fn topic_publish(&self, event: crate::compose::Published) -> StoreResult<Vec<Enqueued>> {
+        if event.args.len() > self.max_args_bytes {
+            return Err(StoreError::ArgsTooLarge {
+                size: event.args.len(),
+                limit: self.max_args_bytes,
+            });
+        }
+        let mut tx = self.pool.begin().await?;
+        let jobs = compose::subscribers(&mut tx, std::slice::from_ref(&event), None).await?;
+        let enqueued = if jobs.is_empty() {
+            Vec::new()
+        } else {
+            insert_jobs(&mut tx, jobs).await?
+        };
+        tx.commit().await?;
+        Ok(enqueued)
     }
     async fn failures_recent(
         &self,
@@ -444,8 +558,12 @@ impl Store for PostgresStore {
             check_new_job(job, self.max_args_bytes)?;
         }
         let count = jobs.len();
-        let enqueued = if jobs.iter().any(|job| job.unique.is_some()) {
-            // Releasing expired keys, inserting and finding the holders: all or nothing.
+        let enqueued = if jobs
+            .iter()
+            .any(|job| job.unique.is_some() || !job.depends_on.is_empty())
+        {
+            // Releasing expired keys, inserting and finding the holders, or inserting jobs
+            // and what they wait for: all or nothing.
             let mut tx = self.pool.begin().await?;
             let enqueued = insert_jobs(&mut tx, jobs).await?;
             tx.commit().await?;
@@ -516,9 +634,12 @@ impl Store for PostgresStore {
         for outcome in &params.outcomes {
             columns.push(outcome);
         }
+        // One transaction: the outcomes, what the completed attempts composed, and what the
+        // jobs' ends set off (dependents released or cancelled, batches counted).
+        let mut tx = self.pool.begin().await?;
         // One statement: apply each outcome only where the lease and attempt still match,
         // and record the history of exactly the rows that were applied.
-        let applied: Vec<JobId> = sqlx::query_scalar(
+        let applied = sqlx::query(
             "WITH input AS (
                  SELECT * FROM unnest($2::bigint[], $3::int[], $4::text[], $5::bytea[], $6::timestamptz[],
                                       $7::int[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[],
@@ -548,7 +669,7 @@ impl Store for PostgresStore {
                  -- at 0.8k jobs/s, one of 30,000 at 3.3k.
                  WHERE j.id = ANY($2) AND j.id = i.id AND j.attempt = i.attempt
                    AND j.lease_node = i.node AND j.state = i.running
-                 RETURNING j.id
+                 RETURNING j.id, j.state, j.batch_id
              ),
              recorded AS (
                  INSERT INTO sluice_attempts (job_id, attempt, node, module_version, started_at, finished_at,
@@ -561,7 +682,7 @@ impl Store for PostgresStore {
                  -- and a speculative insert cost a confirmation record per row.
                  WHERE i.counts
              )
-             SELECT id FROM updated",
+             SELECT id, state, batch_id FROM updated",
         )
         .bind(&params.node)
         .bind(columns.id)
@@ -581,9 +702,33 @@ impl Store for PostgresStore {
         .bind(columns.logs)
         .bind(columns.counts)
         .bind(columns.context)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok(applied)
+        let mut ids = Vec::with_capacity(applied.len());
+        let mut ended = Vec::new();
+        for row in &applied {
+            let id: JobId = row.try_get("id")?;
+            let state: String = row.try_get("state")?;
+            ids.push(id);
+            if crate::compose::is_end(&state) {
+                ended.push(compose::Ended {
+                    id,
+                    state,
+                    batch_id: row.try_get("batch_id")?,
+                });
+            }
+        }
+        for outcome in &params.outcomes {
+            if !outcome.composed.is_empty()
+                && matches!(outcome.resolution, Resolution::Complete { .. })
+                && ids.contains(&outcome.id)
+            {
+                compose::apply_composed(&mut tx, outcome.id, &outcome.composed).await?;
+            }
+        }
+        compose::settle(&mut tx, ended).await?;
+        tx.commit().await?;
+        Ok(ids)
     }
 
     #[tracing::instrument(name = "store.job_lease_extend", level = "debug", skip_all)]
@@ -610,6 +755,7 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(name = "store.job_rescue", level = "debug", skip_all)]
     async fn job_rescue(&self, params: JobRescue) -> StoreResult<Vec<JobId>> {
+        let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
             "WITH expired AS (
                  SELECT id, attempt, lease_node, attempted_at FROM sluice_jobs
@@ -630,7 +776,7 @@ impl Store for PostgresStore {
                      lost_attempts = j.lost_attempts + 1, lost_in_a_row = j.lost_in_a_row + 1,
                      lease_node = NULL, lease_expires_at = NULL
                  FROM expired AS e WHERE j.id = e.id
-                 RETURNING j.id, j.state, j.queue
+                 RETURNING j.id, j.state, j.queue, j.batch_id
              ),
              recorded AS (
                  INSERT INTO sluice_attempts (job_id, attempt, node, started_at, finished_at, outcome, message,
@@ -643,22 +789,33 @@ impl Store for PostgresStore {
                  FROM expired AS e JOIN updated AS u ON u.id = e.id
                  ON CONFLICT (job_id, attempt) DO NOTHING
              )
-             SELECT id, state, queue FROM updated",
+             SELECT id, state, queue, batch_id FROM updated",
         )
         .bind(params.poison_limit)
         .bind(params.backoff.as_micros() as i64)
         .bind(Duration::from_secs(3600).as_micros() as i64)
         .bind(poisoned_message(params.poison_limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let mut ids = Vec::with_capacity(rows.len());
         let mut queues = Vec::new();
+        let mut ended = Vec::new();
         for row in &rows {
-            ids.push(row.try_get("id")?);
-            if row.try_get::<String, _>("state")? == "available" {
+            let id = row.try_get("id")?;
+            ids.push(id);
+            let state: String = row.try_get("state")?;
+            if state == "available" {
                 queues.push(row.try_get("queue")?);
+            } else if crate::compose::is_end(&state) {
+                ended.push(compose::Ended {
+                    id,
+                    state,
+                    batch_id: row.try_get("batch_id")?,
+                });
             }
         }
+        compose::settle(&mut tx, ended).await?;
+        tx.commit().await?;
         self.notify(queues).await?;
         ids.sort_unstable();
         Ok(ids)
@@ -679,17 +836,28 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(name = "store.job_cancel", level = "debug", skip_all)]
     async fn job_cancel(&self, id: JobId) -> StoreResult<Job> {
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE sluice_jobs SET state = 'cancelled', finalized_at = now()
-             WHERE id = $1 AND state IN ('available', 'scheduled', 'retryable')
+             WHERE id = $1 AND state IN ('available', 'scheduled', 'retryable', 'held')
              RETURNING {JOB_COLUMNS}"
         )))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = row {
-            return job_from_row(&row);
+            let job = job_from_row(&row)?;
+            // The jobs waiting on it are cancelled with it (or run, if they said so).
+            let ended = compose::Ended {
+                id,
+                state: "cancelled".into(),
+                batch_id: job.batch_id,
+            };
+            compose::settle(&mut tx, vec![ended]).await?;
+            tx.commit().await?;
+            return Ok(job);
         }
+        drop(tx);
         // Running: a request its node acts on (see migrations/postgres/0003).
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE sluice_jobs SET cancel_requested_at = COALESCE(cancel_requested_at, now())
@@ -757,13 +925,27 @@ impl Store for PostgresStore {
 
     #[tracing::instrument(name = "store.job_delete", level = "debug", skip_all)]
     async fn job_delete(&self, id: JobId) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM sluice_jobs WHERE id = $1")
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("DELETE FROM sluice_jobs WHERE id = $1 RETURNING state, batch_id")
             .bind(id)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::JobNotFound(id));
-        }
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::JobNotFound(id))?;
+        // What waited for it resolves it as `deleted`; its batch counts it as cancelled
+        // unless it had ended already.
+        let state: String = row.try_get("state")?;
+        let batch_id = if crate::compose::is_end(&state) {
+            None
+        } else {
+            row.try_get("batch_id")?
+        };
+        let ended = compose::Ended {
+            id,
+            state: "cancelled".into(),
+            batch_id,
+        };
+        compose::settle(&mut tx, vec![ended]).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -776,6 +958,12 @@ impl Store for PostgresStore {
             "DELETE FROM sluice_jobs WHERE id IN (
                  SELECT id FROM sluice_jobs
                  WHERE finalized_at IS NOT NULL AND finalized_at < $1 AND state = $2
+                   -- A job's output is kept until the jobs waiting for it have ended.
+                   AND NOT EXISTS (
+                       SELECT 1 FROM sluice_dependencies AS d
+                       JOIN sluice_jobs AS w ON w.id = d.job_id
+                       WHERE d.depends_on = sluice_jobs.id
+                         AND w.state NOT IN ('completed', 'discarded', 'cancelled'))
                  ORDER BY finalized_at LIMIT $3)",
         )
         .bind(params.finished_before)
@@ -1210,6 +1398,9 @@ struct InsertColumns {
     unique_expires_at: Vec<Option<DateTime<Utc>>>,
     unique_states: Vec<Option<i16>>,
     partition_key: Vec<Option<String>>,
+    parent_id: Vec<Option<JobId>>,
+    batch_id: Vec<Option<i64>>,
+    waits_for: Vec<i32>,
 }
 
 impl InsertColumns {
@@ -1238,6 +1429,9 @@ impl InsertColumns {
         self.unique_key.push(key);
         self.unique_expires_at.push(expires_at);
         self.unique_states.push(states);
+        self.parent_id.push(job.parent_id);
+        self.batch_id.push(job.batch_id);
+        self.waits_for.push(job.depends_on.len() as i32);
     }
 }
 
@@ -1291,6 +1485,7 @@ async fn insert_jobs(conn: &mut PgConnection, jobs: Vec<NewJob>) -> StoreResult<
         .map(|job| job.unique.as_ref().map(|unique| unique.key.clone()))
         .collect();
     let keyed: Vec<String> = keys.iter().flatten().cloned().collect();
+    let dependencies = crate::compose::dependencies_of(&jobs);
     let mut columns = InsertColumns::default();
     for job in jobs {
         columns.push(job);
@@ -1307,17 +1502,22 @@ async fn insert_jobs(conn: &mut PgConnection, jobs: Vec<NewJob>) -> StoreResult<
     let insert = format!(
         "INSERT INTO sluice_jobs (queue, module, module_version, function, args, codec, state,
              priority, max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit,
-             unique_key, unique_expires_at, unique_states, partition_key)
+             unique_key, unique_expires_at, unique_states, partition_key, parent_id, batch_id,
+             waits_for, waiting_on)
          SELECT queue, module, module_version, function, args, codec,
-                CASE WHEN scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
+                CASE WHEN waits_for > 0 THEN 'held'
+                     WHEN scheduled_at > now() THEN 'scheduled' ELSE 'available' END,
                 priority, max_attempts, COALESCE(scheduled_at, now()), fuel_limit, timeout_ms,
-                memory_limit, unique_key, unique_expires_at, unique_states, partition_key
+                memory_limit, unique_key, unique_expires_at, unique_states, partition_key,
+                parent_id, batch_id, waits_for, waits_for
          FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bytea[], $6::text[],
                      $7::smallint[], $8::int[], $9::timestamptz[], $10::bigint[], $11::bigint[],
-                     $12::bigint[], $13::text[], $14::timestamptz[], $15::smallint[], $16::text[])
+                     $12::bigint[], $13::text[], $14::timestamptz[], $15::smallint[], $16::text[],
+                     $17::bigint[], $18::bigint[], $19::int[])
               WITH ORDINALITY AS x(queue, module, module_version, function, args, codec, priority,
                                    max_attempts, scheduled_at, fuel_limit, timeout_ms, memory_limit,
-                                   unique_key, unique_expires_at, unique_states, partition_key, ord)
+                                   unique_key, unique_expires_at, unique_states, partition_key,
+                                   parent_id, batch_id, waits_for, ord)
          ORDER BY ord
          {on_conflict}
          RETURNING id, unique_key"
@@ -1349,6 +1549,9 @@ async fn insert_jobs(conn: &mut PgConnection, jobs: Vec<NewJob>) -> StoreResult<
         .bind(columns.unique_expires_at)
         .bind(columns.unique_states)
         .bind(columns.partition_key)
+        .bind(columns.parent_id)
+        .bind(columns.batch_id)
+        .bind(columns.waits_for)
         .fetch_all(&mut *conn)
         .await?;
     let inserted = rows
@@ -1368,7 +1571,11 @@ async fn insert_jobs(conn: &mut PgConnection, jobs: Vec<NewJob>) -> StoreResult<
         }
     }
     let keys: Vec<Option<&str>> = keys.iter().map(Option::as_deref).collect();
-    match_enqueued(&keys, inserted, &holders)
+    let enqueued = match_enqueued(&keys, inserted, &holders)?;
+    if let Some(dependencies) = dependencies {
+        compose::insert_dependencies(conn, &enqueued, &dependencies).await?;
+    }
+    Ok(enqueued)
 }
 
 /// Outcomes as column arrays, for one `unnest` update.

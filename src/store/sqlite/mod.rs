@@ -18,6 +18,7 @@ use super::*;
 use crate::model::{AttemptClass, Codec, LimitOverrides};
 
 mod breakers;
+mod compose;
 mod cron;
 mod dead_letters;
 mod limits;
@@ -27,7 +28,7 @@ mod tokens;
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Bound parameters per row of a multi-row insert; SQLite allows 32,766 per statement.
-const INSERT_COLUMNS: usize = 19;
+const INSERT_COLUMNS: usize = 23;
 const ROWS_PER_INSERT: usize = 32_766 / INSERT_COLUMNS;
 
 /// Rows sqlx's worker thread may hand over before the caller reads them: more than a claim
@@ -143,6 +144,48 @@ impl SqliteStore {
 
     /// Wakes the producers of the queues where `jobs` (just committed, as `enqueued`) made
     /// jobs available: a job found holding a key, or scheduled later, wakes nobody.
+    /// Inside `job_finish_many`'s open transaction: writes what the applied completions
+    /// composed, settles what the ended jobs set off, and commits. Returns the applied ids
+    /// and the queues to wake.
+    async fn settle_finished(
+        &self,
+        writer: &mut SqliteConnection,
+        params: &JobFinishMany,
+        rows: Vec<SqliteRow>,
+    ) -> StoreResult<(Vec<JobId>, Vec<String>)> {
+        let now = Utc::now();
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut ended = Vec::new();
+        for row in &rows {
+            let id: JobId = row.try_get("id")?;
+            let state: String = row.try_get("state")?;
+            ids.push(id);
+            if crate::compose::is_end(&state) {
+                ended.push(compose::Ended {
+                    id,
+                    state,
+                    batch_id: row.try_get("batch_id")?,
+                });
+            }
+        }
+        let mut queues = Vec::new();
+        for outcome in &params.outcomes {
+            if !outcome.composed.is_empty()
+                && matches!(outcome.resolution, Resolution::Complete { .. })
+                && ids.contains(&outcome.id)
+            {
+                queues.extend(
+                    compose::apply_composed(writer, outcome.id, &outcome.composed, now).await?,
+                );
+            }
+        }
+        queues.extend(compose::settle(writer, ended, now).await?);
+        sqlx::query("COMMIT").execute(&mut *writer).await?;
+        queues.sort_unstable();
+        queues.dedup();
+        Ok((ids, queues))
+    }
+
     fn wake_inserted(&self, jobs: &[NewJob], enqueued: &[Enqueued], now: DateTime<Utc>) {
         let mut queues: Vec<String> = jobs
             .iter()
@@ -237,7 +280,8 @@ async fn insert_jobs(
         let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO sluice_jobs (queue, module, module_version, function, args, codec, state, \
                  priority, max_attempts, inserted_at, scheduled_at, fuel_limit, timeout_ms, memory_limit, attempt, \
-                 unique_key, unique_expires_at, unique_states, partition_key) ",
+                 unique_key, unique_expires_at, unique_states, partition_key, parent_id, batch_id, \
+                 waits_for, waiting_on) ",
         );
         insert.push_values(
             chunk.iter().zip(partition_keys),
@@ -264,7 +308,11 @@ async fn insert_jobs(
                             .and_then(|unique| unique.expires_at.map(micros)),
                     )
                     .push_bind(job.unique.as_ref().and_then(|unique| unique.states))
-                    .push_bind(partition_key);
+                    .push_bind(partition_key)
+                    .push_bind(job.parent_id)
+                    .push_bind(job.batch_id)
+                    .push_bind(job.depends_on.len() as i32)
+                    .push_bind(job.depends_on.len() as i32);
             },
         );
         if !keyed.is_empty() {
@@ -292,7 +340,12 @@ async fn insert_jobs(
             }
         }
     }
-    match_enqueued(&keys, inserted, &holders)
+    let enqueued = match_enqueued(&keys, inserted, &holders)?;
+    if let Some(dependencies) = crate::compose::dependencies_of(jobs) {
+        // A job released at once (all it waits for had ended) is found at the next poll.
+        compose::insert_dependencies(conn, &enqueued, &dependencies, now).await?;
+    }
+    Ok(enqueued)
 }
 
 fn queue_settings_from_row(row: &SqliteRow) -> StoreResult<QueueSettings> {
@@ -347,6 +400,9 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
         output: row.try_get("output")?,
         lost_attempts: row.try_get("lost_attempts")?,
         partition_key: row.try_get("partition_key")?,
+        parent_id: row.try_get("parent_id")?,
+        batch_id: row.try_get("batch_id")?,
+        waits_for: row.try_get("waits_for")?,
     })
 }
 
@@ -451,6 +507,131 @@ impl Store for SqliteStore {
     }
     async fn dead_letter_groups(&self) -> StoreResult<Vec<DeadLetterGroup>> {
         self.group_dead_letters().await
+    }
+
+    async fn dependency_results(
+        &self,
+        job: JobId,
+    ) -> StoreResult<Vec<crate::compose::DependencyResult>> {
+        compose::dependency_results(&mut *self.readers.acquire().await?, job).await
+    }
+
+    async fn job_output(&self, job: JobId) -> StoreResult<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT output FROM sluice_jobs WHERE id = ?1")
+                .bind(job)
+                .fetch_optional(&self.readers)
+                .await?
+                .flatten(),
+        )
+    }
+
+    async fn job_tree(&self, job: JobId) -> StoreResult<JobTree> {
+        compose::job_tree(&mut *self.readers.acquire().await?, job).await
+    }
+
+    async fn batch_create(
+        &self,
+        callbacks: crate::compose::BatchCallbacks,
+        mut jobs: Vec<NewJob>,
+    ) -> StoreResult<(i64, Vec<Enqueued>)> {
+        for job in &jobs {
+            check_new_job(job, self.max_args_bytes)?;
+        }
+        let now = Utc::now();
+        let mut tx = self.writer.begin().await?;
+        let batch = compose::create_batch(&mut tx, None, &callbacks, jobs.len(), now).await?;
+        for job in &mut jobs {
+            job.batch_id = Some(batch);
+        }
+        let enqueued = insert_jobs(&mut tx, &jobs, now).await?;
+        if enqueued.iter().any(|job| job.existing) {
+            // A job already held its unique key: it is not this batch's to count.
+            return Err(StoreError::Invalid(
+                "a batch's jobs cannot take unique keys other jobs hold".into(),
+            ));
+        }
+        let queues = compose::fire_due_callbacks(&mut tx, batch, now).await?;
+        tx.commit().await?;
+        self.wake_inserted(&jobs, &enqueued, now);
+        self.wake(queues);
+        Ok((batch, enqueued))
+    }
+
+    async fn batch_get(&self, id: i64) -> StoreResult<BatchInfo> {
+        compose::batch_info(&mut *self.readers.acquire().await?, id).await
+    }
+
+    async fn topic_subscribe(&self, subscription: Subscription) -> StoreResult<bool> {
+        let existed: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sluice_subscriptions
+                            WHERE topic = ?1 AND queue = ?2 AND module = ?3 AND function = ?4)",
+        )
+        .bind(&subscription.topic)
+        .bind(&subscription.queue)
+        .bind(&subscription.module)
+        .bind(&subscription.function)
+        .fetch_one(&self.writer)
+        .await?;
+        sqlx::query(
+            "INSERT INTO sluice_subscriptions (topic, queue, module, function, max_attempts, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (topic, queue, module, function) DO UPDATE SET max_attempts = ?5",
+        )
+        .bind(&subscription.topic)
+        .bind(&subscription.queue)
+        .bind(&subscription.module)
+        .bind(&subscription.function)
+        .bind(subscription.max_attempts)
+        .bind(now_micros())
+        .execute(&self.writer)
+        .await?;
+        Ok(!existed)
+    }
+
+    async fn topic_unsubscribe(&self, subscription: &Subscription) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "DELETE FROM sluice_subscriptions
+             WHERE topic = ?1 AND queue = ?2 AND module = ?3 AND function = ?4",
+        )
+        .bind(&subscription.topic)
+        .bind(&subscription.queue)
+        .bind(&subscription.module)
+        .bind(&subscription.function)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn topic_subscriptions(&self, topic: Option<&str>) -> StoreResult<Vec<Subscription>> {
+        let rows = sqlx::query(
+            "SELECT topic, queue, module, function, max_attempts FROM sluice_subscriptions
+             WHERE ?1 IS NULL OR topic = ?1 ORDER BY topic, queue, module, function",
+        )
+        .bind(topic)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter().map(compose::subscription_from_row).collect()
+    }
+
+    async fn topic_publish(&self, event: crate::compose::Published) -> StoreResult<Vec<Enqueued>> {
+        if event.args.len() > self.max_args_bytes {
+            return Err(StoreError::ArgsTooLarge {
+                size: event.args.len(),
+                limit: self.max_args_bytes,
+            });
+        }
+        let now = Utc::now();
+        let mut tx = self.writer.begin().await?;
+        let jobs = compose::subscribers(&mut tx, std::slice::from_ref(&event), None).await?;
+        let enqueued = if jobs.is_empty() {
+            Vec::new()
+        } else {
+            insert_jobs(&mut tx, &jobs, now).await?
+        };
+        tx.commit().await?;
+        self.wake_inserted(&jobs, &enqueued, now);
+        Ok(enqueued)
     }
     async fn failures_recent(
         &self,
@@ -681,7 +862,7 @@ impl Store for SqliteStore {
             .map(|outcome| attempt_json(outcome.id, &outcome.record))
             .collect();
         let mut writer = self.writer.acquire().await?;
-        let applied = sqlx::query_scalar(concat!(
+        let applied = sqlx::query(concat!(
             "BEGIN IMMEDIATE; ",
             insert_attempts_from_json!(),
             " JOIN sluice_jobs AS j ON j.id = value ->> 0
@@ -699,8 +880,7 @@ impl Store for SqliteStore {
                    FROM jsonb_each(?3)) AS o
              WHERE j.id = o.id AND +j.state = 'running' AND +j.lease_node = ?2
                AND j.attempt = o.attempt
-             RETURNING id;
-             COMMIT;"
+             RETURNING id, state, batch_id;"
         ))
         .bind(serde_json::Value::Array(records).to_string())
         .bind(&params.node)
@@ -708,12 +888,23 @@ impl Store for SqliteStore {
         .bind(now)
         .fetch_all(&mut *writer)
         .await;
-        if applied.is_err() {
-            // The list stopped at the failing statement, maybe inside the transaction: end
-            // it here, before the connection goes back to the pool.
-            let _ = sqlx::query("ROLLBACK").execute(&mut *writer).await;
+        // The transaction stays open for what the outcomes set off (composition.rs).
+        let finished = match applied {
+            Ok(rows) => self.settle_finished(&mut writer, params, rows).await,
+            Err(error) => Err(error.into()),
+        };
+        match finished {
+            Ok((ids, queues)) => {
+                self.wake(queues);
+                Ok(ids)
+            }
+            Err(error) => {
+                // The list stopped at the failing statement, maybe inside the transaction:
+                // end it here, before the connection goes back to the pool.
+                let _ = sqlx::query("ROLLBACK").execute(&mut *writer).await;
+                Err(error)
+            }
         }
-        Ok(applied?)
     }
 
     #[tracing::instrument(name = "store.job_lease_extend", level = "debug", skip_all)]
@@ -737,7 +928,7 @@ impl Store for SqliteStore {
         let now = now_micros();
         let mut tx = self.writer.begin().await?;
         let expired = sqlx::query(
-            "SELECT id, attempt, lease_node, attempted_at, queue, lost_in_a_row,
+            "SELECT id, attempt, lease_node, attempted_at, queue, lost_in_a_row, batch_id,
                     cancel_requested_at IS NOT NULL AS cancel_requested
              FROM sluice_jobs
              WHERE state = 'running' AND lease_expires_at < ?",
@@ -747,6 +938,7 @@ impl Store for SqliteStore {
         .await?;
         let mut ids = Vec::with_capacity(expired.len());
         let mut queues = Vec::new();
+        let mut ended = Vec::new();
         for row in &expired {
             let id: JobId = row.try_get("id")?;
             let node: String = row.try_get("lease_node")?;
@@ -792,9 +984,16 @@ impl Store for SqliteStore {
             insert_attempts(&mut tx, &node, vec![attempt_json(id, &record)]).await?;
             if state == "available" {
                 queues.push(row.try_get::<String, _>("queue")?);
+            } else if finalized.is_some() {
+                ended.push(compose::Ended {
+                    id,
+                    state: state.to_string(),
+                    batch_id: row.try_get("batch_id")?,
+                });
             }
             ids.push(id);
         }
+        queues.extend(compose::settle(&mut tx, ended, from_micros(now)).await?);
         tx.commit().await?;
         self.wake(queues);
         Ok(ids)
@@ -820,18 +1019,30 @@ impl Store for SqliteStore {
     #[tracing::instrument(name = "store.job_cancel", level = "debug", skip_all)]
     async fn job_cancel(&self, id: JobId) -> StoreResult<Job> {
         let now = now_micros();
+        let mut tx = self.writer.begin().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE sluice_jobs SET state = 'cancelled', finalized_at = ?
-             WHERE id = ? AND state IN ('available', 'scheduled', 'retryable')
+             WHERE id = ? AND state IN ('available', 'scheduled', 'retryable', 'held')
              RETURNING {JOB_COLUMNS}"
         )))
         .bind(now)
         .bind(id)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = row {
-            return job_from_row(&row);
+            let job = job_from_row(&row)?;
+            // The jobs waiting on it are cancelled with it (or run, if they said so).
+            let ended = compose::Ended {
+                id,
+                state: "cancelled".into(),
+                batch_id: job.batch_id,
+            };
+            let queues = compose::settle(&mut tx, vec![ended], from_micros(now)).await?;
+            tx.commit().await?;
+            self.wake(queues);
+            return Ok(job);
         }
+        drop(tx);
         // Running: a request its node acts on (see migrations/sqlite/0003). Nodes in other
         // processes find it by polling; one in this process is woken.
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -903,13 +1114,28 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(name = "store.job_delete", level = "debug", skip_all)]
     async fn job_delete(&self, id: JobId) -> StoreResult<()> {
-        let done = sqlx::query("DELETE FROM sluice_jobs WHERE id = ?")
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query("DELETE FROM sluice_jobs WHERE id = ? RETURNING state, batch_id")
             .bind(id)
-            .execute(&self.writer)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::JobNotFound(id));
-        }
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::JobNotFound(id))?;
+        // What waited for it resolves it as `deleted`; its batch counts it as cancelled
+        // unless it had ended already.
+        let state: String = row.try_get("state")?;
+        let batch_id = if crate::compose::is_end(&state) {
+            None
+        } else {
+            row.try_get("batch_id")?
+        };
+        let ended = compose::Ended {
+            id,
+            state: "cancelled".into(),
+            batch_id,
+        };
+        let queues = compose::settle(&mut tx, vec![ended], Utc::now()).await?;
+        tx.commit().await?;
+        self.wake(queues);
         Ok(())
     }
 
@@ -924,6 +1150,12 @@ impl Store for SqliteStore {
             "DELETE FROM sluice_jobs WHERE id IN (
                  SELECT id FROM sluice_jobs
                  WHERE finalized_at IS NOT NULL AND finalized_at < ?1 AND state = ?2
+                   -- A job's output is kept until the jobs waiting for it have ended.
+                   AND NOT EXISTS (
+                       SELECT 1 FROM sluice_dependencies AS d
+                       JOIN sluice_jobs AS w ON w.id = d.job_id
+                       WHERE d.depends_on = sluice_jobs.id
+                         AND w.state NOT IN ('completed', 'discarded', 'cancelled'))
                  ORDER BY finalized_at LIMIT ?3)",
         )
         .bind(micros(params.finished_before))
