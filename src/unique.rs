@@ -14,11 +14,12 @@ use crate::model::{Codec, JobState, NewJob, UniqueKey};
 
 /// The states that always hold a unique job's key: a job that has not finished. A job moves
 /// between them (claimed, retried, staged, rescued) without ever meeting another holder.
-pub const HELD_WHILE_UNFINISHED: [JobState; 4] = [
+pub const HELD_WHILE_UNFINISHED: [JobState; 5] = [
     JobState::Available,
     JobState::Scheduled,
     JobState::Running,
     JobState::Retryable,
+    JobState::Held,
 ];
 
 /// What makes two calls the same job.

@@ -17,6 +17,13 @@ ALTER TABLE sluice_jobs ADD CONSTRAINT sluice_jobs_state_check CHECK (state IN
 DROP INDEX sluice_jobs_unsettled;
 CREATE INDEX sluice_jobs_unsettled ON sluice_jobs (state, id)
     WHERE state IN ('scheduled', 'retryable', 'discarded', 'cancelled', 'held');
+-- A held job is unfinished, so a unique job holds its key while held (bit 128).
+DROP INDEX sluice_jobs_unique_states;
+CREATE UNIQUE INDEX sluice_jobs_unique_states ON sluice_jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND unique_states & (CASE state
+        WHEN 'available' THEN 1 WHEN 'scheduled' THEN 2 WHEN 'running' THEN 4
+        WHEN 'retryable' THEN 8 WHEN 'completed' THEN 16 WHEN 'discarded' THEN 32
+        WHEN 'cancelled' THEN 64 WHEN 'held' THEN 128 END)::smallint <> 0;
 CREATE INDEX sluice_jobs_children ON sluice_jobs (parent_id, id) WHERE parent_id IS NOT NULL;
 CREATE INDEX sluice_jobs_batch ON sluice_jobs (batch_id, id) WHERE batch_id IS NOT NULL;
 

@@ -81,7 +81,7 @@ CREATE UNIQUE INDEX sluice_jobs_unique_states ON sluice_jobs (unique_key)
     WHERE unique_key IS NOT NULL AND unique_states & (CASE state
         WHEN 'available' THEN 1 WHEN 'scheduled' THEN 2 WHEN 'running' THEN 4
         WHEN 'retryable' THEN 8 WHEN 'completed' THEN 16 WHEN 'discarded' THEN 32
-        WHEN 'cancelled' THEN 64 END) <> 0;
+        WHEN 'cancelled' THEN 64 WHEN 'held' THEN 128 END) <> 0;
 CREATE INDEX sluice_jobs_partitions ON sluice_jobs (queue, partition_key, priority, id)
     WHERE state = 'available' AND partition_key IS NOT NULL;
 CREATE INDEX sluice_jobs_children ON sluice_jobs (parent_id, id) WHERE parent_id IS NOT NULL;

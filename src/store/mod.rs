@@ -92,11 +92,11 @@ pub enum StoreError {
 
 /// Whether a job holds the unique key it has (both dialects): an idempotency key in every
 /// state (until released at its expiry), a unique job's key while its state's bit
-/// (`JobState::bit`) is among its `unique_states`, as in migration 0013's index.
+/// (`JobState::bit`) is among its `unique_states`, as in migration 0017's index.
 pub(crate) const HOLDS_UNIQUE_KEY: &str = "(unique_states IS NULL OR unique_states & (CASE state \
      WHEN 'available' THEN 1 WHEN 'scheduled' THEN 2 WHEN 'running' THEN 4 \
      WHEN 'retryable' THEN 8 WHEN 'completed' THEN 16 WHEN 'discarded' THEN 32 \
-     WHEN 'cancelled' THEN 64 END) <> 0)";
+     WHEN 'cancelled' THEN 64 WHEN 'held' THEN 128 END) <> 0)";
 
 /// The newest migration a database has applied (both dialects).
 const NEWEST_APPLIED_MIGRATION: &str = "SELECT max(version) FROM _sqlx_migrations WHERE success";

@@ -8,8 +8,17 @@ const EXERCISED_BY: &[(&str, &str)] = &[
         "catalogue-bomb",
         "sandbox::upload_refuses_a_catalogue_over_the_cap",
     ),
+    (
+        "classic",
+        "compose::a_module_built_against_0_1_0_still_uploads_and_runs",
+    ),
+    ("composer", "compose::* and store::compose::*"),
     ("hello", "sandbox::hello_* and cli::*"),
     ("hostile", "sandbox::every_hostile_function_fails_alone"),
+    (
+        "pipeline",
+        "compose::the_example_pipeline_ingests_transforms_and_stores",
+    ),
     (
         "wrong-world",
         "sandbox::upload_rejects_a_component_of_another_world",

@@ -26,6 +26,7 @@ macro_rules! both_stores {
 mod api;
 mod cli;
 mod client;
+mod compose;
 mod cron;
 mod dashboard;
 mod fuzz;

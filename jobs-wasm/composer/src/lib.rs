@@ -181,19 +181,23 @@ fn batch_done(args: serde_json::Value) -> Result<serde_json::Value, Infallible> 
 
 #[derive(Deserialize)]
 struct Later {
-    ms: u64,
+    /// Milliseconds since the Unix epoch.
+    until_ms: u64,
 }
 
-/// Asks to run again after `ms` on its first attempt; completes on the next.
+/// Asks to run again until the clock passes `until_ms`; then completes with its attempt
+/// number (1 if asking spent none).
 fn retry_later(args: Later) -> Result<i32, JobFailure> {
-    let attempt = compose::current().attempt;
-    if attempt == 1 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    if now < args.until_ms {
         return Err(JobFailure::retry_after(
-            Duration::from_millis(args.ms),
+            Duration::from_millis(args.until_ms - now),
             "the downstream said 429",
         ));
     }
-    Ok(attempt)
+    Ok(compose::current().attempt)
 }
 
 #[derive(Serialize)]
@@ -279,7 +283,7 @@ sluice_guest_sdk::export_jobs! {
     fail_if_below,
     /// A batch callback: returns its args.
     batch_done,
-    /// Asks to run again after {"ms": MS} once.
+    /// Asks to run again until the clock passes {"until_ms": EPOCH_MS}.
     retry_later,
     /// Returns its own id, attempt, parent and batch.
     whoami,
