@@ -8,6 +8,7 @@
 mod autoscale;
 mod breakers;
 mod cluster;
+mod compose;
 mod crashes;
 mod cron;
 mod hostile_load;
