@@ -60,6 +60,9 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     show(context, id).await
 }
 
+/// How many jobs of each list `--tree` prints before it counts the rest.
+const TREE_LINES: usize = 20;
+
 async fn show_tree(context: &Context, id: JobId) -> anyhow::Result<()> {
     let tree = context.target.tree(id).await?;
     if context.json {
@@ -77,31 +80,44 @@ async fn show_tree(context: &Context, id: JobId) -> anyhow::Result<()> {
         None => out!("(no parent: enqueued from outside a job)"),
     }
     out!("└─ {}", line(&tree.job));
-    for (index, child) in tree.children.iter().enumerate() {
-        let last = index + 1 == tree.children.len() && tree.children_total as usize <= index + 1;
+    // A fan-out's tree can name thousands of jobs: the first few of each list, then a count.
+    let shown = tree.children.len().min(TREE_LINES);
+    for (index, child) in tree.children[..shown].iter().enumerate() {
+        let last = index + 1 == shown && tree.children_total as usize == shown;
         out!("   {} {}", if last { "└─" } else { "├─" }, line(child));
     }
-    let hidden = tree.children_total as usize - tree.children.len();
+    let hidden = tree.children_total as usize - shown;
     if hidden > 0 {
         out!("   └─ … {hidden} more children");
     }
-    for waited in &tree.waits_for {
-        out!(
-            "  waits for job {} {} ({}; if it failed: {})",
-            waited.job_id,
-            waited.function,
-            waited.state,
-            waited.if_failed
-        );
-    }
-    for waiting in &tree.waited_on_by {
-        out!(
-            "  waited on by job {} {} ({})",
-            waiting.job_id,
-            waiting.function,
-            waiting.state
-        );
-    }
+    let links = |links: &[sluice::api::views::DependencyView], verb: &str| {
+        for link in links.iter().take(TREE_LINES) {
+            out!(
+                "  {verb} job {} {} ({}; if it failed: {})",
+                link.job_id,
+                link.function,
+                link.state,
+                link.if_failed
+            );
+        }
+        if links.len() > TREE_LINES {
+            let mut by_state = std::collections::BTreeMap::<&str, usize>::new();
+            for link in &links[TREE_LINES..] {
+                *by_state.entry(link.state.as_str()).or_default() += 1;
+            }
+            let counts: Vec<String> = by_state
+                .iter()
+                .map(|(state, count)| format!("{count} {state}"))
+                .collect();
+            out!(
+                "  {verb} {} more jobs ({})",
+                links.len() - TREE_LINES,
+                counts.join(", ")
+            );
+        }
+    };
+    links(&tree.waits_for, "waits for");
+    links(&tree.waited_on_by, "waited on by");
     if let Some(batch) = &tree.batch {
         let counts = &batch.counts;
         out!(
