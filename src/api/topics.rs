@@ -1,12 +1,14 @@
 //! `/v1/topics`: subscriptions of topics, and events published to them (each subscription
 //! gets its own job).
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::ApiState;
+use super::auth::Caller;
 use super::problem::{ApiResult, Json, Path, Problem};
 use crate::store::Subscription;
 
@@ -106,11 +108,14 @@ pub async fn list(State(state): State<ApiState>) -> ApiResult<Json<Vec<Subscript
 )]
 pub async fn subscribe(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
     Json(request): Json<SubscribeRequest>,
 ) -> ApiResult<(StatusCode, Json<SubscriptionView>)> {
     let subscription = subscription(topic, request);
-    let added = crate::ops::compose::subscribe(state.store.as_ref(), subscription.clone()).await?;
+    let added =
+        crate::ops::compose::subscribe(state.store.as_ref(), subscription.clone(), &caller.name)
+            .await?;
     let status = if added {
         StatusCode::CREATED
     } else {
@@ -135,19 +140,13 @@ pub async fn subscribe(
 )]
 pub async fn unsubscribe(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     Path(topic): Path<String>,
     Json(request): Json<SubscribeRequest>,
 ) -> ApiResult<StatusCode> {
     let subscription = subscription(topic, request);
-    if crate::ops::compose::unsubscribe(state.store.as_ref(), &subscription).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(crate::ops::OpError::SubscriptionNotFound(format!(
-            "{} to {}.{} on {}",
-            subscription.topic, subscription.module, subscription.function, subscription.queue
-        ))
-        .into())
-    }
+    crate::ops::compose::unsubscribe(state.store.as_ref(), &subscription, &caller.name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Publish an event: every subscription of the topic gets its own job, in one transaction.

@@ -379,7 +379,10 @@ impl Target {
     pub async fn subscribe(&self, subscription: Subscription) -> anyhow::Result<bool> {
         match self {
             Target::Store(app) => {
-                Ok(sluice::ops::compose::subscribe(app.store.as_ref(), subscription).await?)
+                Ok(
+                    sluice::ops::compose::subscribe(app.store.as_ref(), subscription, CLI_ACTOR)
+                        .await?,
+                )
             }
             Target::Api(api) => {
                 let path = format!("/v1/topics/{}/subscriptions", encode(&subscription.topic));
@@ -404,15 +407,8 @@ impl Target {
     pub async fn unsubscribe(&self, subscription: Subscription) -> anyhow::Result<()> {
         match self {
             Target::Store(app) => {
-                if !sluice::ops::compose::unsubscribe(app.store.as_ref(), &subscription).await? {
-                    anyhow::bail!(sluice::ops::OpError::SubscriptionNotFound(format!(
-                        "{} to {}.{} on {}",
-                        subscription.topic,
-                        subscription.module,
-                        subscription.function,
-                        subscription.queue
-                    )));
-                }
+                sluice::ops::compose::unsubscribe(app.store.as_ref(), &subscription, CLI_ACTOR)
+                    .await?;
                 Ok(())
             }
             Target::Api(api) => {

@@ -5,12 +5,17 @@ use crate::compose::{BatchCallbacks, CallSpec, Published, check_partition_key, c
 use crate::model::{Codec, JobId, NewJob};
 use crate::store::{BatchInfo, Enqueued, ModuleGet, Store, Subscription};
 
+use super::tokens::record_action;
 use super::{OpError, OpResult};
 
 /// Subscribes `module.function` on `queue` to `topic`: each event published to the topic
 /// becomes a job of it. Returns false if it was subscribed already (its `max_attempts` is
 /// updated).
-pub async fn subscribe(store: &dyn Store, subscription: Subscription) -> OpResult<bool> {
+pub async fn subscribe(
+    store: &dyn Store,
+    subscription: Subscription,
+    actor: &str,
+) -> OpResult<bool> {
     check_subscription(&subscription)?;
     if subscription.max_attempts < 1 {
         return Err(OpError::Invalid("--max-attempts must be at least 1".into()));
@@ -22,13 +27,35 @@ pub async fn subscribe(store: &dyn Store, subscription: Subscription) -> OpResul
         })
         .await?;
     module.check_exports(&subscription.function)?;
-    Ok(store.topic_subscribe(subscription).await?)
+    let target = describe(&subscription);
+    let added = store.topic_subscribe(subscription).await?;
+    if added {
+        record_action(store, actor, "topic.subscribe", &target).await;
+    }
+    Ok(added)
 }
 
-/// Removes a subscription; false if there was none.
-pub async fn unsubscribe(store: &dyn Store, subscription: &Subscription) -> OpResult<bool> {
+/// Removes a subscription; `SubscriptionNotFound` if there was none.
+pub async fn unsubscribe(
+    store: &dyn Store,
+    subscription: &Subscription,
+    actor: &str,
+) -> OpResult<()> {
     check_subscription(subscription)?;
-    Ok(store.topic_unsubscribe(subscription).await?)
+    let target = describe(subscription);
+    if !store.topic_unsubscribe(subscription).await? {
+        return Err(OpError::SubscriptionNotFound(target));
+    }
+    record_action(store, actor, "topic.unsubscribe", &target).await;
+    Ok(())
+}
+
+/// A subscription in words: `TOPIC to MODULE.FUNCTION on QUEUE`.
+fn describe(subscription: &Subscription) -> String {
+    format!(
+        "{} to {}.{} on {}",
+        subscription.topic, subscription.module, subscription.function, subscription.queue
+    )
 }
 
 /// The subscriptions of `topic`, or of every topic.

@@ -90,6 +90,25 @@ pub enum StoreError {
     SchemaBehind { found: Option<i64>, needed: i64 },
 }
 
+/// The completions of a flush that composed something and were applied (`applied`: the
+/// ids the fenced update wrote), with what each composed: written with them, in one enqueue.
+pub(crate) fn composed_completions<'a>(
+    params: &'a JobFinishMany,
+    applied: &[JobId],
+) -> Vec<(JobId, &'a crate::compose::Composed)> {
+    let applied: std::collections::HashSet<JobId> = applied.iter().copied().collect();
+    params
+        .outcomes
+        .iter()
+        .filter(|outcome| {
+            !outcome.composed.is_empty()
+                && matches!(outcome.resolution, Resolution::Complete { .. })
+                && applied.contains(&outcome.id)
+        })
+        .map(|outcome| (outcome.id, &outcome.composed))
+        .collect()
+}
+
 /// Whether a job holds the unique key it has (both dialects): an idempotency key in every
 /// state (until released at its expiry), a unique job's key while its state's bit
 /// (`JobState::bit`) is among its `unique_states`, as in migration 0017's index.

@@ -3,6 +3,7 @@
 //! workloads (`--workload`) measure CPU-bound jobs, the no-op stream beside heavy and hostile
 //! jobs, and many sleeping attempts at once.
 
+mod compose;
 mod cpu;
 mod cycles;
 mod mixed;
@@ -51,7 +52,9 @@ pub struct Args {
     /// What to measure: `noop` (enqueue, drain, latency), `cpu` (the parallel efficiency of
     /// CPU-bound jobs), `mixed` (the no-op stream alone, beside CPU-bound jobs and beside
     /// hostile guests, in alternating rounds), `sleep` (`--jobs` attempts sleeping at once),
-    /// `cycles` (`--rounds` cycles of enqueue, drain and prune: the tables' sizes).
+    /// `cycles` (`--rounds` cycles of enqueue, drain and prune: the tables' sizes), `compose`
+    /// (jobs enqueuing a child against plain jobs, and a fan-out and its fan-in; uploads the
+    /// `composer` test module as `composer`, so use a store of its own).
     #[arg(long, value_enum, default_value = "noop")]
     workload: Workload,
     /// Compare the drain alone with the drain beside one job of each misbehaving kind (and
@@ -78,6 +81,15 @@ pub struct Args {
         default_value = "jobs-wasm/target/wasm32-wasip2/release/hostile.wasm"
     )]
     hostile_module: PathBuf,
+    /// The `composer` test module (built beside `hello`), for `--workload compose`.
+    #[arg(
+        long,
+        default_value = "jobs-wasm/target/wasm32-wasip2/release/composer.wasm"
+    )]
+    composer_module: PathBuf,
+    /// How many children the fan-out of `--workload compose` enqueues.
+    #[arg(long, default_value_t = 10_000)]
+    fan_out: usize,
     /// Limits for the benchmark's queue, as the API takes them (JSON), to measure what a
     /// limited claim costs: like `{"global_concurrency":10000}`.
     #[arg(long, value_parser = parse_limits)]
@@ -103,6 +115,7 @@ pub enum Workload {
     Mixed,
     Sleep,
     Cycles,
+    Compose,
 }
 
 /// What the no-op stream runs beside.
@@ -161,6 +174,18 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
         }
         Workload::Sleep => return sleep::run(context, &sandbox, &args, &queue).await,
         Workload::Cycles => return cycles::run(context, &sandbox, &args, &queue, &noop).await,
+        Workload::Compose => {
+            let path = &args.composer_module;
+            upload(
+                context,
+                &sandbox,
+                path,
+                compose::COMPOSER_MODULE,
+                "composer",
+            )
+            .await?;
+            return compose::run(context, &sandbox, &args, &queue).await;
+        }
     }
 
     // 1. Bulk enqueue.

@@ -8,10 +8,10 @@ use sqlx::{PgConnection, Row};
 
 use super::{CHANNEL, JOB_COLUMNS, insert_jobs, job_from_row};
 use crate::compose::{
-    BatchCallbacks, BatchCounts, Composed, Dependency, IfFailed, Published, callback_job,
-    due_callbacks, edges_of, resolve,
+    BatchCallbacks, BatchCounts, Composed, Dependency, IfFailed, callback_job, due_callbacks,
+    edges_of, resolve,
 };
-use crate::model::{Job, JobId, NewJob};
+use crate::model::{Job, JobId};
 use crate::store::{
     BatchInfo, DependencyLink, Enqueued, JobTree, StoreError, StoreResult, Subscription,
 };
@@ -266,33 +266,19 @@ pub(super) async fn create_batch(
     Ok(id)
 }
 
-/// Writes what a completed attempt of `parent` composed: its batches, its children (with
-/// their dependencies) and its events.
+/// Writes what the completed attempts of one outcome batch composed, as one enqueue: their
+/// batches, their children (with their dependencies) and their events.
 pub(super) async fn apply_composed(
     conn: &mut PgConnection,
-    parent: JobId,
-    composed: &Composed,
+    completions: &[(JobId, &Composed)],
 ) -> StoreResult<()> {
-    let mut batches = Vec::with_capacity(composed.batches.len());
-    for (handle, callbacks) in composed.batches.iter().enumerate() {
-        let total = composed
-            .children
-            .iter()
-            .filter(|child| child.batch == Some(handle as u32))
-            .count();
+    let composed = crate::compose::CompletionsComposed::new(completions);
+    let mut batches = Vec::new();
+    for (parent, callbacks, total) in composed.batches() {
         batches.push(create_batch(conn, Some(parent), callbacks, total).await?);
     }
-    let now = chrono::Utc::now();
-    let mut jobs: Vec<NewJob> = Vec::with_capacity(composed.children.len());
-    for child in &composed.children {
-        let mut job = child.new_job(now);
-        job.parent_id = Some(parent);
-        job.batch_id = child
-            .batch
-            .and_then(|handle| batches.get(handle as usize).copied());
-        jobs.push(job);
-    }
-    jobs.extend(subscribers(conn, &composed.published, Some(parent)).await?);
+    let subscriptions = subscriptions_of(conn, &composed.topics()).await?;
+    let jobs = composed.jobs(&batches, &subscriptions, chrono::Utc::now());
     if !jobs.is_empty() {
         Box::pin(insert_jobs(conn, jobs)).await?;
     }
@@ -302,30 +288,22 @@ pub(super) async fn apply_composed(
     Ok(())
 }
 
-/// One job per subscription of each event's topic.
-pub(super) async fn subscribers(
+/// The subscriptions of `topics`, in a stable order.
+pub(super) async fn subscriptions_of(
     conn: &mut PgConnection,
-    events: &[Published],
-    parent: Option<JobId>,
-) -> StoreResult<Vec<NewJob>> {
-    if events.is_empty() {
+    topics: &[&str],
+) -> StoreResult<Vec<Subscription>> {
+    if topics.is_empty() {
         return Ok(Vec::new());
     }
-    let mut topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
-    topics.sort_unstable();
-    topics.dedup();
     let rows = sqlx::query(
         "SELECT topic, queue, module, function, max_attempts FROM sluice_subscriptions
          WHERE topic = ANY($1) ORDER BY topic, queue, module, function",
     )
-    .bind(&topics)
+    .bind(topics)
     .fetch_all(&mut *conn)
     .await?;
-    let subscriptions = rows
-        .iter()
-        .map(subscription_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
-    Ok(crate::compose::deliveries(events, &subscriptions, parent))
+    rows.iter().map(subscription_from_row).collect()
 }
 
 pub(super) fn subscription_from_row(row: &sqlx::postgres::PgRow) -> StoreResult<Subscription> {

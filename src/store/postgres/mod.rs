@@ -408,7 +408,8 @@ impl Store for PostgresStore {
             });
         }
         let mut tx = self.pool.begin().await?;
-        let jobs = compose::subscribers(&mut tx, std::slice::from_ref(&event), None).await?;
+        let subscriptions = compose::subscriptions_of(&mut tx, &[event.topic.as_str()]).await?;
+        let jobs = crate::compose::deliveries(std::slice::from_ref(&event), &subscriptions, None);
         let enqueued = if jobs.is_empty() {
             Vec::new()
         } else {
@@ -718,14 +719,8 @@ impl Store for PostgresStore {
                 });
             }
         }
-        for outcome in &params.outcomes {
-            if !outcome.composed.is_empty()
-                && matches!(outcome.resolution, Resolution::Complete { .. })
-                && ids.contains(&outcome.id)
-            {
-                compose::apply_composed(&mut tx, outcome.id, &outcome.composed).await?;
-            }
-        }
+        let completions = composed_completions(params, &ids);
+        compose::apply_composed(&mut tx, &completions).await?;
         compose::settle(&mut tx, ended).await?;
         tx.commit().await?;
         Ok(ids)

@@ -168,17 +168,8 @@ impl SqliteStore {
                 });
             }
         }
-        let mut queues = Vec::new();
-        for outcome in &params.outcomes {
-            if !outcome.composed.is_empty()
-                && matches!(outcome.resolution, Resolution::Complete { .. })
-                && ids.contains(&outcome.id)
-            {
-                queues.extend(
-                    compose::apply_composed(writer, outcome.id, &outcome.composed, now).await?,
-                );
-            }
-        }
+        let completions = composed_completions(params, &ids);
+        let mut queues = compose::apply_composed(writer, &completions, now).await?;
         queues.extend(compose::settle(writer, ended, now).await?);
         sqlx::query("COMMIT").execute(&mut *writer).await?;
         queues.sort_unstable();
@@ -623,7 +614,8 @@ impl Store for SqliteStore {
         }
         let now = Utc::now();
         let mut tx = self.writer.begin().await?;
-        let jobs = compose::subscribers(&mut tx, std::slice::from_ref(&event), None).await?;
+        let subscriptions = compose::subscriptions_of(&mut tx, &[event.topic.as_str()]).await?;
+        let jobs = crate::compose::deliveries(std::slice::from_ref(&event), &subscriptions, None);
         let enqueued = if jobs.is_empty() {
             Vec::new()
         } else {
