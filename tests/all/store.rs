@@ -19,8 +19,10 @@ use sluice::store::{
 use crate::support::{fresh_postgres_database, temp_dir};
 
 mod breakers;
+mod compose;
 mod limits;
 use self::breakers::*;
+use self::compose::*;
 use self::limits::*;
 
 async fn sqlite_store() -> Arc<dyn Store> {
@@ -105,6 +107,12 @@ conformance!(
     breaker_calls_add_up_per_second_and_prune,
     a_breaker_opens_holds_probes_and_closes,
     settings_are_stored_by_name,
+    a_completion_writes_what_it_composed_and_nothing_else_does,
+    held_jobs_are_released_or_cancelled_as_their_dependencies_end,
+    an_output_outlives_retention_until_its_dependents_end,
+    a_batch_counts_its_jobs_and_calls_back_once_each,
+    an_event_becomes_one_job_per_subscription,
+    a_held_unique_job_holds_its_key,
 );
 
 async fn settings_are_stored_by_name(store: Arc<dyn Store>) {
