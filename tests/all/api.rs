@@ -25,6 +25,7 @@ both_stores!(
     a_killed_node_is_shown_dead,
     bulk_actions_take_ids_or_a_bounded_filter,
     enqueues_are_checked_against_the_module_as_uploaded,
+    composition_goes_through_the_api,
 );
 
 /// The committed `openapi.json` is what the code generates. To update it after changing
@@ -1722,4 +1723,175 @@ async fn a_unique_job_returns_the_job_of_the_same_call(sluice: Sluice) {
     let (status, problem) = node.post(&format!("/v1/jobs/{zed}/retry"), json!({})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{problem}");
     assert_eq!(problem["code"], "unique_key_held");
+}
+
+/// Topics, batches, dependencies and trees through the API: each resource's happy path, and
+/// its refusals as problems that store nothing.
+async fn composition_goes_through_the_api(sluice: Sluice) {
+    let node = Node::start(&sluice, &["serve"]);
+    let (status, _) = node
+        .post_raw("/v1/modules/hello", "application/wasm", hello_wasm())
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let greet = json!({"module": "hello", "function": "greet", "args": {"name": "x"}});
+
+    // Topics: subscribe (again: 200), list, publish one job per subscription, unsubscribe.
+    let mail = json!({"queue": "mail", "module": "hello", "function": "greet"});
+    let (status, body) = node
+        .post("/v1/topics/users.new/subscriptions", mail.clone())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _) = node
+        .post("/v1/topics/users.new/subscriptions", mail.clone())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let audit = json!({"queue": "audit", "module": "hello", "function": "noop", "max_attempts": 2});
+    node.post("/v1/topics/users.new/subscriptions", audit).await;
+    let (_, topics) = node.get("/v1/topics").await;
+    assert_eq!(topics.as_array().unwrap().len(), 2, "{topics}");
+    let (status, published) = node
+        .post(
+            "/v1/topics/users.new/events",
+            json!({"args": {"name": "Ada"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{published}");
+    let ids = published["ids"].as_array().unwrap().clone();
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        let (_, job) = node.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(job["args"], json!({"name": "Ada"}), "{job}");
+    }
+    let removed = node
+        .http
+        .delete(node.url("/v1/topics/users.new/subscriptions"))
+        .json(&mail)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+
+    // A batch from outside, with a callback; its progress.
+    let (status, batch) = node
+        .post(
+            "/v1/batches",
+            json!({"jobs": [greet.clone(), greet.clone()],
+                   "on_finished": {"module": "hello", "function": "greet", "context": {"name": "done"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    let (status, view) = node.get(&format!("/v1/batches/{}", batch["id"])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["counts"]["total"], 2);
+    assert_eq!(view["counts"]["waiting"], 2);
+    assert_eq!(view["finished"], false);
+    assert_eq!(view["on_finished"]["job_id"], Value::Null);
+
+    // Dependencies at enqueue, by id and by index in a bulk request; the trees show them.
+    let first = batch["ids"][0].as_i64().unwrap();
+    let mut waiting = greet.clone();
+    waiting["depends_on"] = json!([{"job": first, "if_failed": "run"}]);
+    let (status, held) = node.post("/v1/jobs", waiting).await;
+    assert_eq!(status, StatusCode::CREATED, "{held}");
+    let (_, held_job) = node.get(&format!("/v1/jobs/{}", held["id"])).await;
+    assert_eq!(held_job["state"], "held", "{held_job}");
+    assert_eq!(held_job["waits_for"], 1, "{held_job}");
+    let mut second = greet.clone();
+    second["depends_on"] = json!([{"index": 0}]);
+    let (status, bulk) = node
+        .post("/v1/jobs/bulk", json!({"jobs": [greet.clone(), second]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{bulk}");
+    let (status, tree) = node.get(&format!("/v1/jobs/{first}/tree")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(tree["batch"]["id"], batch["id"]);
+    assert_eq!(tree["waited_on_by"][0]["job_id"], held["id"]);
+    assert_eq!(tree["waited_on_by"][0]["if_failed"], "run");
+    let (_, tree) = node.get(&format!("/v1/jobs/{}/tree", bulk["ids"][1])).await;
+    assert_eq!(tree["waits_for"][0]["job_id"], bulk["ids"][0]);
+
+    // Refusals: each a problem, none stored.
+    let before = node.job_count().await;
+    let mut later = greet.clone();
+    later["depends_on"] = json!([{"index": 1}]);
+    let mut both = greet.clone();
+    both["depends_on"] = json!([{"job": 1, "index": 0}]);
+    let refusals = [
+        (
+            "/v1/topics/users.new/subscriptions",
+            json!({"queue": "mail", "module": "nope", "function": "greet"}),
+            StatusCode::NOT_FOUND,
+            "module_not_found",
+        ),
+        (
+            "/v1/topics/users.new/subscriptions",
+            json!({"queue": "mail", "module": "hello", "function": "nope"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_function",
+        ),
+        (
+            "/v1/topics/two%20words/events",
+            json!({"args": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "/v1/topics/a%00b/events",
+            json!({"args": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "/v1/jobs/bulk",
+            json!({"jobs": [later, greet.clone()]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "/v1/jobs",
+            both,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            "/v1/batches",
+            json!({"jobs": [greet.clone(), {"module": "hello", "function": "nope"}]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_function",
+        ),
+        (
+            "/v1/batches",
+            json!({"jobs": [greet.clone()], "on_success": {"module": "hello", "function": "nope"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_function",
+        ),
+    ];
+    for (path, body, status, code) in refusals {
+        let (got, problem) = node.post(path, body.clone()).await;
+        assert_eq!(got, status, "{path} {body} -> {problem}");
+        assert_eq!(problem["code"], code, "{path} {body} -> {problem}");
+    }
+    assert_eq!(node.job_count().await, before, "a refusal stored a job");
+    let (status, problem) = node.get("/v1/batches/999999").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    let (status, _) = node.get("/v1/jobs/999999/tree").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let missing = node
+        .http
+        .delete(node.url("/v1/topics/users.new/subscriptions"))
+        .json(&mail)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    // Subscriptions are operators' changes: audited.
+    let (_, log) = node.get("/v1/audit").await;
+    let actions: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"topic.subscribe"), "{actions:?}");
+    assert!(actions.contains(&"topic.unsubscribe"), "{actions:?}");
 }

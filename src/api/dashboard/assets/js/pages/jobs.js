@@ -8,7 +8,7 @@ import { h, swap, state, when, link, href, toast, confirmAction } from "../dom.j
 
 export const title = "Jobs";
 
-const STATES = ["", "available", "scheduled", "running", "retryable", "completed", "discarded", "cancelled"];
+const STATES = ["", "available", "scheduled", "running", "retryable", "held", "completed", "discarded", "cancelled"];
 const FILTERS = ["state", "queue", "module", "function", "args", "id"];
 const PAGE = 50;
 

@@ -8,7 +8,7 @@ import { timeChart, seconds } from "../charts.js";
 export const title = "Overview";
 
 const SPANS = { hour: { minutes: 60, step: 1 }, day: { minutes: 1440, step: 15 } };
-const STATES = ["available", "scheduled", "running", "retryable", "completed", "discarded", "cancelled"];
+const STATES = ["available", "scheduled", "running", "retryable", "held", "completed", "discarded", "cancelled"];
 
 export async function mount(el, ctx) {
   let span = ctx.params.get("span") === "day" ? "day" : "hour";
@@ -56,7 +56,7 @@ export async function mount(el, ctx) {
     swap(tiles,
       tile(count(sum("completed")), `completed, last ${span}`),
       tile(count(sum("failed")), `failed, last ${span}`, sum("failed") ? "bad" : ""),
-      tile(count(totals.available + totals.scheduled + totals.retryable) + more("available", "scheduled", "retryable"), "waiting"),
+      tile(count(totals.available + totals.scheduled + totals.retryable + totals.held) + more("available", "scheduled", "retryable", "held"), "waiting"),
       tile(count(totals.running) + more("running"), "running"),
       tile(count(totals.discarded) + more("discarded"), "discarded", totals.discarded ? "bad" : ""),
       tile(`${nodes.filter((n) => n.health === "up").length} / ${nodes.length}`, "nodes up"),

@@ -7,7 +7,7 @@ import { sparkline } from "../charts.js";
 
 export const title = "Queues";
 
-const STATES = ["available", "scheduled", "running", "retryable", "completed", "discarded", "cancelled"];
+const STATES = ["available", "scheduled", "running", "retryable", "held", "completed", "discarded", "cancelled"];
 
 export async function mount(el, ctx) {
   const body = h("div", { class: "scroll" });
