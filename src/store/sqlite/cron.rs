@@ -4,6 +4,7 @@ use chrono::Utc;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
+use super::WRITE_TRANSACTION;
 use super::{SqliteStore, from_micros, insert_jobs, micros};
 use crate::store::{
     CRON_COLUMNS, CronEntry, CronFire, CronPut, Enqueued, Misfire, StoreError, StoreResult,
@@ -101,7 +102,7 @@ impl SqliteStore {
             check_new_job(job, self.max_args_bytes)?;
         }
         let now = Utc::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(WRITE_TRANSACTION).await?;
         let moved =
             sqlx::query("UPDATE sluice_cron SET last_slot = ?1 WHERE name = ?2 AND last_slot = ?3")
                 .bind(micros(params.last_slot))

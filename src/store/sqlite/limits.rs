@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use sqlx::{Row, SqliteConnection};
 
+use super::WRITE_TRANSACTION;
 use super::{JOB_COLUMNS, SqliteStore, job_from_row, now_micros};
 use crate::limits::{LimitedClaim, Occupancy, PartitionBy, QueueLimits};
 use crate::model::{Job, JobId, NewJob};
@@ -56,7 +57,7 @@ impl SqliteStore {
     /// Claims from a limited queue, in one transaction on the writer: every claim of this
     /// database takes its turn, so the limits are exact.
     pub(super) async fn claim_limited(&self, params: &JobFetch) -> StoreResult<Claimed> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(WRITE_TRANSACTION).await?;
         let Some(row) = sqlx::query(
             "SELECT paused, limits, rate_tat, partition_cursor FROM sluice_queues WHERE name = ?1",
         )
@@ -207,7 +208,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn set_limits(&self, params: QueueLimitsSet) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(WRITE_TRANSACTION).await?;
         let limits = params
             .limits
             .as_ref()

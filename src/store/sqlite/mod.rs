@@ -28,6 +28,11 @@ mod tokens;
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// Bound parameters per row of a multi-row insert; SQLite allows 32,766 per statement.
+/// How every write transaction of the writer begins: taking the write lock at once (waiting
+/// for it under the busy timeout). A deferred `BEGIN` whose first statement reads takes a
+/// snapshot, and its first write then fails at once with `SQLITE_BUSY_SNAPSHOT` (517) if
+/// another process (a node beside a CLI enqueue) wrote since: no timeout waits for that.
+pub(super) const WRITE_TRANSACTION: &str = "BEGIN IMMEDIATE";
 const INSERT_COLUMNS: usize = 23;
 const ROWS_PER_INSERT: usize = 32_766 / INSERT_COLUMNS;
 
@@ -530,7 +535,7 @@ impl Store for SqliteStore {
             check_new_job(job, self.max_args_bytes)?;
         }
         let now = Utc::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(WRITE_TRANSACTION).await?;
         let batch = compose::create_batch(&mut tx, None, &callbacks, jobs.len(), now).await?;
         for job in &mut jobs {
             job.batch_id = Some(batch);
@@ -613,7 +618,7 @@ impl Store for SqliteStore {
             });
         }
         let now = Utc::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(WRITE_TRANSACTION).await?;
         let subscriptions = compose::subscriptions_of(&mut tx, &[event.topic.as_str()]).await?;
         let jobs = crate::compose::deliveries(std::slice::from_ref(&event), &subscriptions, None);
         let enqueued = if jobs.is_empty() {
@@ -768,7 +773,7 @@ impl Store for SqliteStore {
             check_new_job(job, self.max_args_bytes)?;
         }
         let now = Utc::now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(WRITE_TRANSACTION).await?;
         let enqueued = insert_jobs(&mut tx, &jobs, now).await?;
         tx.commit().await?;
         self.wake_inserted(&jobs, &enqueued, now);
@@ -918,7 +923,7 @@ impl Store for SqliteStore {
     #[tracing::instrument(name = "store.job_rescue", level = "debug", skip_all)]
     async fn job_rescue(&self, params: JobRescue) -> StoreResult<Vec<JobId>> {
         let now = now_micros();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(WRITE_TRANSACTION).await?;
         let expired = sqlx::query(
             "SELECT id, attempt, lease_node, attempted_at, queue, lost_in_a_row, batch_id,
                     cancel_requested_at IS NOT NULL AS cancel_requested
@@ -1011,7 +1016,7 @@ impl Store for SqliteStore {
     #[tracing::instrument(name = "store.job_cancel", level = "debug", skip_all)]
     async fn job_cancel(&self, id: JobId) -> StoreResult<Job> {
         let now = now_micros();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(WRITE_TRANSACTION).await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE sluice_jobs SET state = 'cancelled', finalized_at = ?
              WHERE id = ? AND state IN ('available', 'scheduled', 'retryable', 'held')
@@ -1106,7 +1111,7 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(name = "store.job_delete", level = "debug", skip_all)]
     async fn job_delete(&self, id: JobId) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(WRITE_TRANSACTION).await?;
         let row = sqlx::query("DELETE FROM sluice_jobs WHERE id = ? RETURNING state, batch_id")
             .bind(id)
             .fetch_optional(&mut *tx)
