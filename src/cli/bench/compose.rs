@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use sluice::model::{AttemptClass, JobState, NewJob};
+use sluice::model::{JobState, NewJob};
 use sluice::sandbox::Sandbox;
 use sluice::store::JobList;
 
-use super::{Args, Context, drain, enqueue_noops};
+use super::{Args, Context, drain, drain_every_job, enqueue_noops};
 
 /// The name the `composer` test module must have: its jobs name it when they enqueue.
 pub const COMPOSER_MODULE: &str = "composer";
@@ -52,17 +52,8 @@ pub async fn run(
                 )
             };
             enqueue_noops(context, args.jobs, &make).await?;
-            let metrics =
-                drain(context, sandbox, queue, args.concurrency, args.jobs as u64).await?;
-            let completed = metrics.count(AttemptClass::Completed);
-            if completed != args.jobs as u64 {
-                bail!(
-                    "the drain completed {completed} of {} jobs: {:?}",
-                    args.jobs,
-                    metrics.snapshot()
-                );
-            }
-            let span = metrics.busy_span().context("the drain wrote no outcome")?;
+            let span =
+                drain_every_job(context, sandbox, queue, args.concurrency, args.jobs).await?;
             let best = if parents {
                 &mut best_parent
             } else {

@@ -192,23 +192,7 @@ pub async fn run(context: &Context, args: Args) -> anyhow::Result<()> {
     let enqueue = enqueue_noops(context, args.jobs, &noop).await?;
 
     // 2. Drain by one node.
-    let metrics = drain(
-        context,
-        &sandbox,
-        &queue,
-        args.concurrency,
-        args.jobs as u64,
-    )
-    .await?;
-    let completed = metrics.count(sluice::model::AttemptClass::Completed);
-    if completed != args.jobs as u64 {
-        bail!(
-            "the drain completed {completed} of {} jobs: {:?}",
-            args.jobs,
-            metrics.snapshot()
-        );
-    }
-    let drain = metrics.busy_span().context("the drain wrote no outcome")?;
+    let drain = drain_every_job(context, &sandbox, &queue, args.concurrency, args.jobs).await?;
 
     // 3. Enqueue-to-start latency on an idle node.
     let latencies = measure_latency(
@@ -311,6 +295,26 @@ pub(super) async fn drain(
     bar.finish_and_clear();
     drained?;
     Ok(metrics)
+}
+
+/// Drains `queue` with one node, checks that every one of its `jobs` completed, and returns
+/// the node's busy span (first claim to last outcome written).
+pub(super) async fn drain_every_job(
+    context: &Context,
+    sandbox: &sluice::sandbox::Sandbox,
+    queue: &str,
+    concurrency: u32,
+    jobs: usize,
+) -> anyhow::Result<Duration> {
+    let metrics = drain(context, sandbox, queue, concurrency, jobs as u64).await?;
+    let completed = metrics.count(sluice::model::AttemptClass::Completed);
+    if completed != jobs as u64 {
+        bail!(
+            "the drain completed {completed} of {jobs} jobs: {:?}",
+            metrics.snapshot()
+        );
+    }
+    metrics.busy_span().context("the drain wrote no outcome")
 }
 
 pub(super) fn node_config(queue: &str, concurrency: u32) -> EngineConfig {

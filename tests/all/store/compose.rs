@@ -11,11 +11,9 @@ use sluice::compose::{
     BatchCallbacks, CallSpec, ChildJob, Composed, Dependency, IfFailed, JobRef, Published,
 };
 use sluice::model::{AttemptClass, Codec, FailureKind, JobState, NewJob, UniqueKey};
-use sluice::store::{
-    JobFetch, JobFinishMany, JobOutcome, JobPrune, JobRescue, Resolution, Store, Subscription,
-};
+use sluice::store::{JobFetch, JobOutcome, JobPrune, JobRescue, Resolution, Store, Subscription};
 
-use super::{LEASE, NODE, job, outcome};
+use super::{LEASE, NODE, finish, job, outcome};
 
 fn call(function: &str) -> CallSpec {
     CallSpec {
@@ -73,16 +71,6 @@ async fn claim(store: &Arc<dyn Store>, node: &str, lease: Duration) -> Vec<i64> 
         .collect()
 }
 
-async fn end(store: &Arc<dyn Store>, node: &str, outcomes: Vec<JobOutcome>) -> Vec<i64> {
-    store
-        .job_finish_many(&JobFinishMany {
-            node: node.into(),
-            outcomes,
-        })
-        .await
-        .unwrap()
-}
-
 fn completed(id: i64, attempt: i32, output: &[u8], composed: Composed) -> JobOutcome {
     JobOutcome {
         composed,
@@ -127,7 +115,7 @@ pub(super) async fn a_completion_writes_what_it_composed_and_nothing_else_does(
     assert_eq!(claim(&store, "node-b", LEASE).await, [parent]);
     // A's completion is fenced out: nothing it composed is written.
     assert!(
-        end(
+        finish(
             &store,
             "node-a",
             vec![completed(parent, 1, b"1", composed())]
@@ -146,13 +134,13 @@ pub(super) async fn a_completion_writes_what_it_composed_and_nothing_else_does(
             AttemptClass::Failed(FailureKind::GuestError),
         )
     };
-    assert_eq!(end(&store, "node-b", vec![failed]).await, [parent]);
+    assert_eq!(finish(&store, "node-b", vec![failed]).await, [parent]);
     assert!(children(&store, parent).await.is_empty());
     assert_eq!(store.job_stage().await.unwrap(), 1);
     // The completion that lands writes its children, the second waiting for the first.
     assert_eq!(claim(&store, "node-b", LEASE).await, [parent]);
     assert_eq!(
-        end(
+        finish(
             &store,
             "node-b",
             vec![completed(parent, 3, b"1", composed())]
@@ -204,13 +192,13 @@ pub(super) async fn held_jobs_are_released_or_cancelled_as_their_dependencies_en
         Resolution::Discard,
         AttemptClass::Failed(FailureKind::GuestError),
     );
-    end(&store, NODE, vec![discarded]).await;
+    finish(&store, NODE, vec![discarded]).await;
     // A's discard cancels the one that cancels, and in turn what waits on it; the other
     // still waits for B.
     assert_eq!(state(&store, cancelled_with_a).await, JobState::Cancelled);
     assert_eq!(state(&store, after_that).await, JobState::Cancelled);
     assert_eq!(state(&store, runs_anyway).await, JobState::Held);
-    end(
+    finish(
         &store,
         NODE,
         vec![completed(b, 1, b"42", Composed::default())],
@@ -260,7 +248,7 @@ pub(super) async fn an_output_outlives_retention_until_its_dependents_end(store:
         .unwrap()
         .id;
     assert_eq!(claim(&store, NODE, LEASE).await, [a]);
-    end(
+    finish(
         &store,
         NODE,
         vec![completed(a, 1, b"7", Composed::default())],
@@ -286,7 +274,7 @@ pub(super) async fn an_output_outlives_retention_until_its_dependents_end(store:
         Some(&b"7"[..])
     );
     assert_eq!(claim(&store, NODE, LEASE).await, [dependent]);
-    end(
+    finish(
         &store,
         NODE,
         vec![completed(dependent, 1, b"8", Composed::default())],
@@ -310,7 +298,7 @@ pub(super) async fn a_batch_counts_its_jobs_and_calls_back_once_each(store: Arc<
     let info = store.batch_get(batch).await.unwrap();
     assert_eq!((info.counts.total, info.waiting), (3, 3));
     assert_eq!(claim(&store, NODE, LEASE).await, ids);
-    end(
+    finish(
         &store,
         NODE,
         vec![completed(ids[0], 1, b"1", Composed::default())],
@@ -322,7 +310,7 @@ pub(super) async fn a_batch_counts_its_jobs_and_calls_back_once_each(store: Arc<
         Resolution::Discard,
         AttemptClass::Failed(FailureKind::GuestError),
     );
-    end(&store, NODE, vec![discarded]).await;
+    finish(&store, NODE, vec![discarded]).await;
     let info = store.batch_get(batch).await.unwrap();
     assert_eq!(
         (info.counts.completed, info.counts.discarded, info.running),
@@ -339,7 +327,7 @@ pub(super) async fn a_batch_counts_its_jobs_and_calls_back_once_each(store: Arc<
     let args: serde_json::Value = serde_json::from_slice(&callback.args).unwrap();
     assert_eq!(args["batch"], batch);
     assert_eq!(args["counts"]["discarded"], 1);
-    end(
+    finish(
         &store,
         NODE,
         vec![completed(ids[2], 1, b"1", Composed::default())],
